@@ -1,0 +1,80 @@
+# mlref: `make demo` runs every app's demo offline; `make test` runs the test suite. Both build what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+CHATBOT_VENV := .venv-chatbot
+MAIN_STAMP := $(VENV)/.installed
+CHATBOT_STAMP := $(CHATBOT_VENV)/.installed
+APPS := $(sort $(patsubst apps/%/__main__.py,%,$(wildcard apps/*/__main__.py)))
+PYTEST_ARGS ?=
+export OPENBLAS_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+
+.PHONY: help setup setup-main setup-chatbot demo test test-fast bench lint format clean \
+	$(addprefix demo-,$(APPS)) $(addprefix bench-,$(APPS)) $(addprefix serve-,$(APPS)) demo-lifecycle
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
+
+setup: setup-main setup-chatbot  ## build .venv (Python 3.11) and .venv-chatbot (Python 3.10 + Rasa)
+
+setup-main: $(MAIN_STAMP)
+
+$(MAIN_STAMP): requirements/main.txt
+	@command -v $(PYTHON) >/dev/null && $(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11)' \
+	  || { echo "error: $(PYTHON) (Python 3.11) not found. Install it, e.g. 'apt-get install python3.11 python3.11-venv'"\
+	            "or 'pyenv install 3.11', or run 'make PYTHON=/path/to/python3.11 ...'." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/main.txt
+	@touch $@
+
+setup-chatbot: $(CHATBOT_STAMP)
+
+$(CHATBOT_STAMP): requirements/chatbot.txt
+	@py310=$${PY310:-$$(scripts/find-python.sh 3.10)} || exit 1; [ -n "$$py310" ] || exit 1; \
+	  echo "using $$py310 for $(CHATBOT_VENV)"; \
+	  $$py310 -m venv $(CHATBOT_VENV) && \
+	  $(CHATBOT_VENV)/bin/python -m pip install --quiet --upgrade 'pip<25' && \
+	  $(CHATBOT_VENV)/bin/python -m pip install --quiet -r requirements/chatbot.txt
+	@touch $@
+
+demo: setup-main  ## every app's demo, offline, on embedded data (and the lifecycle example)
+	$(PY) -m common.lifecycle_example
+	@for app in $(APPS); do echo "=== demo $$app"; $(PY) -m apps.$$app demo || exit 1; done
+
+demo-lifecycle: setup-main  ## the common/ lifecycle on a tiny scikit-learn model
+	$(PY) -m common.lifecycle_example
+
+$(addprefix demo-,$(APPS)): demo-%: setup-main  ## demo-<app>: one app's demo
+	$(PY) -m apps.$* demo
+
+test: setup-main  ## unit + end-to-end tests (no real data, no network)
+	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+
+test-fast: setup-main  ## unit tests only
+	$(PY) -m pytest -m "not bench and not e2e" $(PYTEST_ARGS)
+
+bench: setup-main  ## every app's benchmark on real data (MLREF_DATA_DIR, default ../shared/data)
+	@for app in $(APPS); do echo "=== bench $$app"; \
+	  MLREF_DATA_DIR=$${MLREF_DATA_DIR:-../shared/data} $(PY) -m apps.$$app bench || exit 1; done
+
+$(addprefix bench-,$(APPS)): bench-%: setup-main  ## bench-<app>: one app's benchmark
+	MLREF_DATA_DIR=$${MLREF_DATA_DIR:-../shared/data} $(PY) -m apps.$* bench
+
+$(addprefix serve-,$(APPS)): serve-%: setup-main  ## serve-<app>: the app's champion on 127.0.0.1:8000
+	$(PY) -m apps.$* serve
+
+lint: setup-main  ## ruff
+	$(VENV)/bin/ruff check $(wildcard common apps tests bench scripts)
+	@true
+
+format: setup-main
+	$(VENV)/bin/ruff check --fix $(wildcard common apps tests bench)
+
+clean:  ## remove caches and MLREF_HOME (keeps the virtualenvs)
+	rm -rf .mlref .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,117 @@
+"""Settings read from the environment (prefix ``MLREF_``) or a ``.env`` file, and the one place that seeds.
+
+| variable | default | meaning |
+|---|---|---|
+| ``MLREF_HOME`` | ``./.mlref`` | runs, registry, reports, prediction logs, decisions |
+| ``MLREF_DATA_DIR`` | ``$MLREF_HOME/data`` | downloaded / user-provided datasets |
+| ``MLREF_TRACKING_URI`` | ``sqlite:///$MLREF_HOME/mlflow.db`` | any MLflow tracking server |
+| ``MLREF_SEED`` | ``42`` | default seed for every random thing |
+| ``MLREF_API_KEY`` | unset | when set, HTTP endpoints require header ``X-API-Key`` |
+| ``MLREF_HOST`` / ``MLREF_PORT`` | ``127.0.0.1`` / ``8000`` | where ``serve`` binds |
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All of mlref's settings; read fresh by :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="MLREF_", env_file=".env", extra="ignore")
+
+    home: Path = Path(".mlref")
+    data_dir: Path | None = None
+    tracking_uri: str | None = None
+    seed: int = 42
+    api_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def data_path(self) -> Path:
+        """Directory that holds datasets (``MLREF_DATA_DIR`` or ``$MLREF_HOME/data``)."""
+        return (self.data_dir or self.home / "data").expanduser()
+
+    @property
+    def tracking(self) -> str:
+        """MLflow tracking URI; a local sqlite file under ``MLREF_HOME`` unless set."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{self.home.expanduser().resolve() / 'mlflow.db'}"
+
+    def path(self, *parts: str) -> Path:
+        """``MLREF_HOME/parts...`` with its parent directory created."""
+        p = self.home.expanduser().joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def get_settings() -> Settings:
+    """Settings from the current environment (re-read on every call, so tests can change it)."""
+    return Settings()
+
+
+def seed_everything(seed: int | None = None) -> int:
+    """Seed python's ``random``, numpy's global RNG and torch (when installed). Returns the seed used."""
+    seed = get_settings().seed if seed is None else int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    try:
+        import torch
+    except ImportError:  # torch is optional for the non-torch apps
+        return seed
+    torch.manual_seed(seed)
+    return seed
+
+
+def git_commit() -> str:
+    """The current git commit of the code (``unknown`` outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark ran on: CPU count, model name, memory, python and key library versions."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "git_commit": git_commit(),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
+        info["cpu_model"] = names[0] if names else platform.processor()
+    except OSError:
+        info["cpu_model"] = platform.processor()
+    try:
+        with open("/proc/meminfo") as fh:
+            kb = int(next(ln for ln in fh if ln.startswith("MemTotal")).split()[1])
+        info["memory_gib"] = round(kb / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for mod in ("numpy", "pandas", "sklearn", "xgboost", "implicit", "torch", "mlflow"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - a missing optional library is fine here
+            continue
+    info["versions"] = versions
+    return info

@@ -1,0 +1,1 @@
+"""Pure metric functions: classification, ranking, regression. Each docstring states its formula."""
