@@ -61,9 +61,11 @@ test-fast: setup-main  ## unit tests only
 bench: setup-main  ## every app's benchmark on real data (MLREF_DATA_DIR, default ../shared/data)
 	@for app in $(APPS); do echo "=== bench $$app"; \
 	  MLREF_DATA_DIR=$${MLREF_DATA_DIR:-../shared/data} $(PY) -m apps.$$app bench || exit 1; done
+	$(PY) -m bench.report
 
 $(addprefix bench-,$(APPS)): bench-%: setup-main  ## bench-<app>: one app's benchmark
 	MLREF_DATA_DIR=$${MLREF_DATA_DIR:-../shared/data} $(PY) -m apps.$* bench
+	$(PY) -m bench.report
 
 $(addprefix serve-,$(APPS)): serve-%: setup-main  ## serve-<app>: the app's champion on 127.0.0.1:8000
 	$(PY) -m apps.$* serve
