@@ -1,0 +1,400 @@
+"""Interaction data: the schema, the embedded synthetic generator, MovieLens loaders and the user's own files.
+
+Every loader returns a :class:`Dataset` whose ``interactions`` frame has exactly the columns below (ids as
+strings, whatever their type in the source, so ``"42"`` in a URL matches ``42`` in a CSV):
+
+| column | type | meaning |
+|---|---|---|
+| ``user`` | str | user id |
+| ``item`` | str | item id |
+| ``weight`` | float32 > 0 | strength of the interaction (count, rating, watch time); 1 when absent |
+| ``timestamp`` | int64 | unix seconds; the row order when the source has no time |
+
+Duplicate (user, item) pairs are merged: weights summed, the latest timestamp kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from common.config import get_settings
+from common.data import DataError, fetch, read_table
+
+log = logging.getLogger(__name__)
+
+# Column names, defined once for the whole app.
+USER, ITEM, WEIGHT, TIMESTAMP = "user", "item", "weight", "timestamp"
+COLUMNS = [USER, ITEM, WEIGHT, TIMESTAMP]
+TITLE, GENRES = "title", "genres"  # optional item metadata columns
+
+# GroupLens archives (research use only; never committed). md5s are the ones GroupLens publishes next to the
+# zips; the sha256s are what common.data.fetch verifies.
+MOVIELENS = {
+    "ml-100k": {
+        "url": "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        "md5": "0e33842e24a9c977be4e0107933c0723",
+        "sha256": "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+        "ratings": "u.data",
+        "ratings_md5": "6e47046882bad158b0efbb84cd5cb987",
+    },
+    "ml-1m": {
+        "url": "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        "md5": "c4d9eecfca2ab87c1945afe126590906",
+        "sha256": "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+        "ratings": "ratings.dat",
+        "ratings_md5": None,
+    },
+}
+
+
+@dataclass
+class Dataset:
+    """Interactions (the columns above) plus optional item metadata indexed by item id."""
+
+    name: str
+    interactions: pd.DataFrame
+    items: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[TITLE, GENRES]))
+
+    def __post_init__(self) -> None:
+        missing = set(COLUMNS) - set(self.interactions.columns)
+        if missing:
+            raise DataError(f"{self.name}: interactions lack columns {sorted(missing)}")
+
+    @property
+    def n_users(self) -> int:
+        return int(self.interactions[USER].nunique())
+
+    @property
+    def n_items(self) -> int:
+        return int(self.interactions[ITEM].nunique())
+
+    def summary(self) -> dict[str, float]:
+        """Size, density and activity statistics (for logs and the report)."""
+        df = self.interactions
+        per_user = df.groupby(USER).size()
+        per_item = df.groupby(ITEM).size()
+        top = per_item.sort_values(ascending=False)
+        return {
+            "interactions": len(df),
+            "users": self.n_users,
+            "items": self.n_items,
+            "density": len(df) / max(1, self.n_users * self.n_items),
+            "user_activity_median": float(per_user.median()),
+            "user_activity_max": int(per_user.max()),
+            "top_1pct_items_share": float(top.iloc[: max(1, len(top) // 100)].sum() / len(df)),
+        }
+
+
+# ------------------------------------------------------------------ normalisation and validation
+
+
+def normalize_interactions(df: pd.DataFrame, *, source: str = "interactions") -> pd.DataFrame:
+    """Validate and coerce a ``user,item[,weight][,timestamp]`` frame; raise :class:`DataError` on bad rows.
+
+    - ``user``/``item``: required, non-empty; converted to str.
+    - ``weight``: optional, a finite number > 0 (default 1).
+    - ``timestamp``: optional; unix seconds (int/float) or anything ``pandas.to_datetime`` parses.
+    """
+    missing = [c for c in (USER, ITEM) if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{source}: missing column(s) {missing}; found {list(df.columns)}. Expected a header "
+            f"'{USER},{ITEM}[,{WEIGHT}][,{TIMESTAMP}]' (extra columns are ignored)."
+        )
+    problems: list[str] = []
+
+    def report(mask: np.ndarray, column: str, why: str, values: pd.Series) -> None:
+        rows = np.flatnonzero(mask)
+        if rows.size:
+            ex = ", ".join(f"row {r}: {values.iloc[r]!r}" for r in rows[:5])
+            more = f" (and {rows.size - 5} more)" if rows.size > 5 else ""
+            problems.append(f"{source}: column '{column}' {why} in {rows.size} row(s): {ex}{more}")
+
+    out = pd.DataFrame(index=df.index)
+    for col in (USER, ITEM):
+        raw = df[col]
+        as_str = raw.astype("string").str.strip()
+        report((raw.isna() | (as_str == "")).to_numpy(), col, "is empty", raw)
+        # integral floats (pandas reads int columns with NaNs as float) become "12", not "12.0"
+        if pd.api.types.is_float_dtype(raw) and raw.dropna().mod(1).eq(0).all():
+            as_str = raw.astype("Int64").astype("string")
+        out[col] = as_str.astype(object)
+    if WEIGHT in df.columns:
+        raw = df[WEIGHT]
+        w = pd.to_numeric(raw, errors="coerce")
+        report((w.isna() & raw.notna()).to_numpy(), WEIGHT, "is not a number", raw)
+        report(raw.isna().to_numpy(), WEIGHT, "is empty", raw)
+        bad = w.notna() & (~np.isfinite(w.fillna(0)) | (w <= 0))
+        report(bad.to_numpy(), WEIGHT, "must be a finite number > 0", raw)
+        out[WEIGHT] = w.astype("float32")
+    else:
+        out[WEIGHT] = np.float32(1.0)
+    if TIMESTAMP in df.columns:
+        raw = df[TIMESTAMP]
+        num = pd.to_numeric(raw, errors="coerce")
+        if num.notna().all():
+            ts = num.astype("int64")
+        else:
+            dt = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
+            report(dt.isna().to_numpy(), TIMESTAMP, "is not a unix time or a date", raw)
+            # resolution-independent (pandas 3 may store s/ms/us/ns): seconds since the epoch
+            ts = ((dt - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).fillna(0)
+        out[TIMESTAMP] = ts.astype("int64")
+    else:
+        out[TIMESTAMP] = np.arange(len(df), dtype=np.int64)
+    if problems:
+        raise DataError("\n".join(problems))
+    if out.empty:
+        raise DataError(f"{source}: no interactions")
+    return dedupe(out.reset_index(drop=True))
+
+
+def dedupe(df: pd.DataFrame) -> pd.DataFrame:
+    """Merge repeated (user, item) pairs: sum of weights, latest timestamp; keeps first-seen order."""
+    if not df.duplicated([USER, ITEM]).any():
+        return df[COLUMNS].reset_index(drop=True)
+    agg = df.groupby([USER, ITEM], sort=False, as_index=False).agg({WEIGHT: "sum", TIMESTAMP: "max"})
+    return agg[COLUMNS].astype({WEIGHT: "float32"})
+
+
+def load_interactions(path: str | Path) -> Dataset:
+    """A user's own ``user,item[,weight][,timestamp]`` CSV or parquet file, validated.
+
+    An optional item metadata file ``<stem>.items.csv`` (``item,title[,genres]``) beside it is picked up.
+    """
+    path = Path(path)
+    df = read_table(path)
+    interactions = normalize_interactions(df, source=str(path))
+    items = pd.DataFrame(columns=[TITLE, GENRES])
+    meta = path.with_name(path.name.split(".")[0] + ".items.csv")
+    if meta.exists():
+        m = read_table(meta)
+        if ITEM in m.columns:
+            m[ITEM] = m[ITEM].astype(str)
+            items = m.drop_duplicates(ITEM).set_index(ITEM)
+    return Dataset(name=path.stem, interactions=interactions, items=items)
+
+
+# ------------------------------------------------------------------ MovieLens
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def movielens_dir(variant: str = "ml-100k", *, download: bool = True) -> Path:
+    """Directory holding the extracted MovieLens files: ``$MLREF_DATA_DIR/<variant>/``.
+
+    Uses the files already there (e.g. ``MLREF_DATA_DIR=../shared/data``); otherwise downloads the GroupLens zip
+    through :func:`common.data.fetch` (sha256-verified) and extracts it.
+    """
+    if variant not in MOVIELENS:
+        raise DataError(f"unknown MovieLens variant {variant!r}; choose one of {list(MOVIELENS)}")
+    spec = MOVIELENS[variant]
+    root = get_settings().data_path / variant
+    if (root / spec["ratings"]).exists():
+        return root
+    if not download:
+        raise DataError(f"{root / spec['ratings']} not found and download=False")
+    zpath = fetch(spec["url"], spec["sha256"], f"{variant}.zip")
+    with zipfile.ZipFile(zpath) as zf:
+        for member in zf.namelist():
+            name = Path(member).name
+            if member.startswith(f"{variant}/") and name and not member.endswith("/"):
+                (root / Path(member).relative_to(variant)).parent.mkdir(parents=True, exist_ok=True)
+                (root / Path(member).relative_to(variant)).write_bytes(zf.read(member))
+    return root
+
+
+def load_movielens(variant: str = "ml-100k", *, download: bool = True) -> Dataset:
+    """MovieLens 100K or 1M as implicit feedback: every rating is an interaction, ``weight`` = the rating.
+
+    Row order is the file's (the Microsoft Recommenders split depends on it). Item metadata: title and genres.
+    """
+    root = movielens_dir(variant, download=download)
+    spec = MOVIELENS[variant]
+    ratings = root / spec["ratings"]
+    if spec["ratings_md5"] and (got := _md5(ratings)) != spec["ratings_md5"]:
+        log.warning("%s md5 %s differs from the GroupLens original %s", ratings, got, spec["ratings_md5"])
+    names = [USER, ITEM, WEIGHT, TIMESTAMP]
+    if variant == "ml-100k":
+        df = pd.read_csv(ratings, sep="\t", names=names, dtype=str)
+        raw = pd.read_csv(root / "u.item", sep="|", header=None, encoding="latin-1", dtype=str)
+        genre_names = pd.read_csv(root / "u.genre", sep="|", header=None, encoding="latin-1")[0].tolist()
+        flags = raw.iloc[:, 5:5 + len(genre_names)].astype(int).to_numpy()
+        genres = ["|".join(g for g, f in zip(genre_names, row, strict=True) if f) for row in flags]
+        items = pd.DataFrame({ITEM: raw[0], TITLE: raw[1], GENRES: genres}).set_index(ITEM)
+    else:
+        df = pd.read_csv(ratings, sep="::", names=names, dtype=str, engine="python")
+        raw = pd.read_csv(root / "movies.dat", sep="::", header=None, encoding="latin-1", dtype=str, engine="python")
+        items = pd.DataFrame({ITEM: raw[0], TITLE: raw[1], GENRES: raw[2]}).set_index(ITEM)
+    return Dataset(name=variant, interactions=normalize_interactions(df, source=str(ratings)), items=items)
+
+
+# ------------------------------------------------------------------ synthetic default
+
+
+@dataclass
+class SyntheticWorld:
+    """Latent structure behind the synthetic data, so later periods (drift, new users/items) stay consistent.
+
+    Items belong to one of ``n_clusters`` taste clusters and have a power-law base popularity; users mix a
+    few clusters (Dirichlet with small concentration) and have log-normal activity.
+    """
+
+    item_cluster: np.ndarray  # (n_items,) int
+    item_pop: np.ndarray  # (n_items,) float, sums to 1
+    user_taste: np.ndarray  # (n_users, n_clusters) float, rows sum to 1
+    user_activity: np.ndarray  # (n_users,) int, interactions per user over the whole period
+    seed: int
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_taste)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_cluster)
+
+
+def make_world(
+    n_users: int = 2000, n_items: int = 1000, n_clusters: int = 10, mean_activity: float = 40.0,
+    zipf: float = 1.0, concentration: float = 0.15, seed: int = 42,
+) -> SyntheticWorld:
+    """Draw the latent structure (see :class:`SyntheticWorld`)."""
+    rng = np.random.default_rng(seed)
+    cluster = rng.integers(0, n_clusters, n_items)
+    ranks = rng.permutation(n_items) + 1
+    pop = 1.0 / ranks**zipf
+    taste = rng.dirichlet(np.full(n_clusters, concentration), n_users)
+    sigma = 0.9
+    activity = rng.lognormal(np.log(mean_activity) - sigma**2 / 2, sigma, n_users)
+    activity = np.clip(np.round(activity), 5, max(5, n_items // 3)).astype(np.int64)
+    return SyntheticWorld(cluster, pop / pop.sum(), taste, activity, seed)
+
+
+def sample_interactions(
+    world: SyntheticWorld, users: np.ndarray, n_per_user: np.ndarray, *, start: int, end: int,
+    rng: np.random.Generator, exclude: dict[int, np.ndarray] | None = None, pop_power: float = 0.8,
+) -> pd.DataFrame:
+    """Sample distinct items per user (Gumbel top-k on log p), p(i | u) ∝ pop_i^pop_power · taste_u[cluster_i].
+
+    Timestamps are uniform within each user's random active span inside [start, end). Returns the integer
+    columns ``u``, ``i``, ``weight``, ``timestamp``.
+    """
+    log_pop = pop_power * np.log(world.item_pop)
+    rows = []
+    for chunk in np.array_split(np.arange(len(users)), max(1, len(users) // 512)):
+        u = users[chunk]
+        logits = log_pop[None, :] + np.log(world.user_taste[u][:, world.item_cluster] + 1e-4)
+        keys = logits + rng.gumbel(size=logits.shape)
+        if exclude:
+            for row, uid in enumerate(u):
+                keys[row, exclude.get(int(uid), [])] = -np.inf
+        order = np.argsort(-keys, axis=1)
+        for row, uid in enumerate(u):
+            n = int(n_per_user[chunk[row]])
+            items = order[row, :n]
+            items = items[np.isfinite(keys[row, items])]
+            span = (end - start) * rng.uniform(0.2, 1.0)
+            t0 = start + rng.uniform(0, end - start - span)
+            ts = np.sort(rng.uniform(t0, t0 + span, len(items))).astype(np.int64)
+            rows.append(pd.DataFrame({"u": uid, "i": items, "timestamp": ts}))
+    df = pd.concat(rows, ignore_index=True)
+    df["weight"] = (1 + rng.poisson(0.5, len(df))).astype(np.float32)  # repeat plays / purchases
+    return df
+
+
+def _to_dataset(name: str, world: SyntheticWorld, df: pd.DataFrame) -> Dataset:
+    inter = pd.DataFrame({
+        USER: [f"u{u:05d}" for u in df["u"]],
+        ITEM: [f"i{i:05d}" for i in df["i"]],
+        WEIGHT: df["weight"].to_numpy(np.float32),
+        TIMESTAMP: df["timestamp"].to_numpy(np.int64),
+    }).sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+    ids = np.arange(world.n_items)
+    items = pd.DataFrame({
+        ITEM: [f"i{i:05d}" for i in ids],
+        TITLE: [f"Item {i} (cluster {c})" for i, c in zip(ids, world.item_cluster, strict=True)],
+        GENRES: [f"cluster-{c}" for c in world.item_cluster],
+    }).set_index(ITEM)
+    return Dataset(name=name, interactions=inter[COLUMNS], items=items)
+
+
+SYNTH_START = 1_700_000_000  # 2023-11-14, unix seconds
+DAY = 86_400
+
+
+def synthetic(
+    n_users: int = 2000, n_items: int = 1000, n_clusters: int = 10, mean_activity: float = 40.0,
+    days: int = 180, seed: int = 42,
+) -> Dataset:
+    """The embedded default: seeded synthetic implicit feedback with taste clusters and popularity skew."""
+    world = make_world(n_users, n_items, n_clusters, mean_activity, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    df = sample_interactions(
+        world, np.arange(world.n_users), world.user_activity, start=SYNTH_START,
+        end=SYNTH_START + days * DAY, rng=rng,
+    )
+    return _to_dataset("synthetic", world, df)
+
+
+def synthetic_next_period(
+    n_users: int = 2000, n_items: int = 1000, n_clusters: int = 10, mean_activity: float = 40.0,
+    days: int = 180, seed: int = 42, *, period_days: int = 30, new_user_share: float = 0.3,
+    new_item_share: float = 0.1, trend_boost: float = 10.0, active_share: float = 0.5,
+) -> Dataset:
+    """The period after :func:`synthetic` (same arguments), with drift: new users, new items that become
+    popular (``trend_boost`` times their base popularity), and existing users continuing.
+
+    Interactions already present in the base period are not repeated.
+    """
+    base = make_world(n_users, n_items, n_clusters, mean_activity, seed=seed)
+    rng = np.random.default_rng(seed + 2)
+    n_new_items = int(round(n_items * new_item_share))
+    n_new_users = int(round(n_users * active_share * new_user_share / (1 - new_user_share)))
+    new_cluster = rng.integers(0, n_clusters, n_new_items)
+    new_pop = base.item_pop[rng.integers(0, n_items, n_new_items)] * trend_boost
+    pop = np.concatenate([base.item_pop, new_pop])
+    taste = np.vstack([base.user_taste, rng.dirichlet(np.full(n_clusters, 0.15), n_new_users)])
+    world = SyntheticWorld(
+        np.concatenate([base.item_cluster, new_cluster]), pop / pop.sum(), taste,
+        np.concatenate([base.user_activity, rng.integers(5, 20, n_new_users)]), seed,
+    )
+    old = synthetic(n_users, n_items, n_clusters, mean_activity, days, seed).interactions
+    codes = pd.DataFrame({"u": old[USER].str[1:].astype(int), "i": old[ITEM].str[1:].astype(int)})
+    seen = {int(u): g.to_numpy() for u, g in codes.groupby("u")["i"]}
+    returning = rng.choice(n_users, int(n_users * active_share), replace=False)
+    users = np.concatenate([returning, np.arange(n_users, n_users + n_new_users)])
+    per_user = np.maximum(3, (world.user_activity[users] * period_days / days).round().astype(int))
+    per_user[len(returning):] = world.user_activity[n_users:]
+    start = SYNTH_START + days * DAY
+    df = sample_interactions(world, users, per_user, start=start, end=start + period_days * DAY, rng=rng,
+                             exclude=seen)
+    return _to_dataset("synthetic-next", world, df)
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def load_dataset(spec: str | Path = "synthetic", **synthetic_kwargs) -> Dataset:
+    """``synthetic`` (default, offline), ``ml-100k``, ``ml-1m``, or a path to the user's interactions file."""
+    if str(spec) == "synthetic":
+        return synthetic(**synthetic_kwargs)
+    if str(spec) in MOVIELENS:
+        return load_movielens(str(spec))
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"dataset {spec!r} is neither 'synthetic', one of {list(MOVIELENS)}, nor an existing file")
+    return load_interactions(path)

@@ -1,0 +1,533 @@
+"""The models (ALS, BPR, item-kNN, EASE, most-popular, random) behind one typed interface, and the saved bundle.
+
+Every model answers the same three questions from a **users x items** CSR matrix:
+
+- ``fit(user_items)``: train. Shape and type are checked; a transposed matrix is reported, not trained on.
+- ``recommend(history, k, users=...)``: top-k item indices per row of ``history`` (the users' interactions, used
+  to filter seen items and, for users unknown to the model, to fold them in). ``users`` holds each row's training
+  index, or -1 for a user the model has not seen (cold start: ALS solves that user's factors from the history,
+  ``implicit``'s ``recalculate_user``; item-based models need nothing else).
+- ``similar_items(item, k)``.
+
+``implicit`` traps this wrapper removes: (1) since 0.5, ``fit`` takes user_items (users x items), not
+item_users; (2) ``recommend(userid, user_items[userid], ...)`` needs *the rows of those users*, not the whole
+matrix, and a CSR matrix; (3) its BLAS must run single-threaded (its own threads do the parallel work).
+
+:class:`RecommenderBundle` is what is saved, registered and served: the model plus id maps, the training
+interactions (the "seen" filter), item metadata and popularity. It is a directory of ``.npz``/``.json``/``.csv``
+files; no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
+from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+from threadpoolctl import threadpool_limits
+
+from apps.recommender.config import default_threads
+from apps.recommender.data import GENRES, ITEM, TITLE
+from apps.recommender.features import IdMap, history_matrix
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+NEG_INF = np.float32(-np.inf)
+
+
+class ShapeError(ValueError):
+    """A matrix does not have the orientation or size the model expects."""
+
+
+def check_user_items(x: Any, n_users: int | None = None, n_items: int | None = None,
+                     what: str = "user_items") -> sp.csr_matrix:
+    """Return ``x`` as float32 CSR (users x items) or raise :class:`ShapeError` saying what is wrong."""
+    if not sp.issparse(x):
+        raise ShapeError(f"{what} must be a scipy.sparse matrix (users x items), got {type(x).__name__}")
+    x = sp.csr_matrix(x, dtype=np.float32)
+    rows, cols = x.shape
+    if n_items is not None and cols != n_items:
+        hint = " It looks transposed (items x users): pass user_items, rows = users." if rows == n_items else ""
+        raise ShapeError(f"{what} has {cols} columns but the model has {n_items} items.{hint}")
+    if n_users is not None and rows != n_users:
+        raise ShapeError(f"{what} has {rows} rows but {n_users} users were expected")
+    if x.nnz and (x.data < 0).any():
+        raise ShapeError(f"{what} has negative entries; confidences must be >= 0")
+    return x
+
+
+def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns per row of ``scores`` (b x n_items), skipping ``exclude``'s non-zeros.
+
+    Returns (indices (b, k) int64, scores (b, k) float32); slots beyond the available items are -1 / -inf.
+    """
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if exclude is not None and exclude.nnz:
+        r, c = exclude.nonzero()
+        scores[r, c] = NEG_INF
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    val = np.take_along_axis(part_scores, order, axis=1)
+    idx[~np.isfinite(val)] = -1
+    return idx, val
+
+
+class Recommender(ABC):
+    """Base class: subclasses implement ``_fit``, ``scores`` and the state round trip."""
+
+    name: ClassVar[str]
+
+    def __init__(self, seed: int = 42, threads: int | None = None, **params: Any) -> None:
+        self.params = params
+        self.seed = int(seed)
+        self.threads = threads or default_threads()
+        self.n_users = 0
+        self.n_items = 0
+        self.fit_seconds = 0.0
+
+    # -- training
+    def fit(self, user_items: sp.csr_matrix) -> Recommender:
+        """Train on a users x items matrix (values = confidences; zero = no interaction)."""
+        x = check_user_items(user_items)
+        if x.nnz == 0:
+            raise ShapeError("user_items is empty")
+        self.n_users, self.n_items = x.shape
+        t0 = time.perf_counter()
+        self._fit(x)
+        self.fit_seconds = time.perf_counter() - t0
+        log.info("%s fitted on %d users x %d items (%d nnz) in %.2fs", self.name, *x.shape, x.nnz, self.fit_seconds)
+        return self
+
+    @abstractmethod
+    def _fit(self, x: sp.csr_matrix) -> None: ...
+
+    # -- scoring
+    @abstractmethod
+    def scores(self, history: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
+        """Dense scores (b x n_items) for the rows of ``history``; ``users`` = training index per row or -1."""
+
+    def _users(self, history: sp.csr_matrix, users: np.ndarray | None) -> np.ndarray:
+        if users is None:
+            return np.full(history.shape[0], -1, dtype=np.int64)
+        users = np.asarray(users, dtype=np.int64)
+        if users.shape != (history.shape[0],):
+            raise ShapeError(f"users has {users.shape} entries for {history.shape[0]} history rows")
+        if (users >= self.n_users).any():
+            raise ShapeError(f"user index >= n_users={self.n_users}")
+        return users
+
+    def recommend(self, history: sp.csr_matrix, k: int = 10, users: np.ndarray | None = None,
+                  filter_seen: bool = True, batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (indices, scores), each (b, k), for the rows of ``history`` (see module docstring)."""
+        history = check_user_items(history, n_items=self.n_items, what="history")
+        users = self._users(history, users)
+        out_i, out_s = [], []
+        for start in range(0, history.shape[0], batch_size):
+            rows = slice(start, start + batch_size)
+            h = history[rows]
+            idx, val = top_k(self.scores(h, users[rows]), k, h if filter_seen else None)
+            out_i.append(idx)
+            out_s.append(val)
+        if not out_i:
+            return np.empty((0, k), np.int64), np.empty((0, k), np.float32)
+        return np.vstack(out_i), np.vstack(out_s)
+
+    def similar_items(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Items most similar to ``item`` (itself excluded): (indices (k,), scores (k,))."""
+        if not 0 <= item < self.n_items:
+            raise IndexError(f"item index {item} out of range 0..{self.n_items - 1}")
+        sims = self._item_similarity(item).astype(np.float32)
+        sims[item] = NEG_INF
+        idx, val = top_k(sims[None, :], k)
+        return idx[0], val[0]
+
+    def _item_similarity(self, item: int) -> np.ndarray:
+        onehot = sp.csr_matrix(([1.0], ([0], [item])), shape=(1, self.n_items), dtype=np.float32)
+        return self.scores(onehot)[0]
+
+    # -- persistence (arrays only)
+    @abstractmethod
+    def state(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+# ------------------------------------------------------------------ baselines
+
+
+class MostPopular(Recommender):
+    """Scores every item by the number of training users who interacted with it."""
+
+    name = "popular"
+
+    def _fit(self, x: sp.csr_matrix) -> None:
+        self.popularity = np.asarray((x > 0).sum(axis=0)).ravel().astype(np.float32)
+
+    def scores(self, history, users=None):
+        return np.broadcast_to(self.popularity, (history.shape[0], self.n_items)).copy()
+
+    def _item_similarity(self, item: int) -> np.ndarray:
+        return self.popularity.copy()
+
+    def state(self):
+        return {"popularity": self.popularity}
+
+    def load_state(self, arrays):
+        self.popularity = arrays["popularity"]
+
+
+class RandomRecommender(Recommender):
+    """Uniformly random scores (seeded): the floor every model must clear."""
+
+    name = "random"
+
+    def _fit(self, x):
+        pass
+
+    def scores(self, history, users=None):
+        rng = np.random.default_rng([self.seed, history.shape[0], int(history.nnz)])
+        return rng.random((history.shape[0], self.n_items), dtype=np.float32)
+
+    def state(self):
+        return {}
+
+    def load_state(self, arrays):
+        pass
+
+
+class EASE(Recommender):
+    """Embarrassingly Shallow Autoencoder (Steck, 2019), closed form.
+
+    B = I - P · diag(1 / diag(P)) with P = (XᵀX + λI)⁻¹, i.e. B_ij = -P_ij / P_jj and B_jj = 0;
+    scores = X_u · B. Memory and time grow with n_items² / n_items³: fine to ~20k items.
+    """
+
+    name = "ease"
+    max_items = 30_000
+
+    def _fit(self, x):
+        if x.shape[1] > self.max_items:
+            raise ShapeError(
+                f"EASE needs a dense n_items² matrix; {x.shape[1]} items is too many (max {self.max_items})")
+        lam = float(self.params.get("lambda_", 500.0))
+        xb = (x > 0).astype(np.float64)
+        gram = (xb.T @ xb).toarray()
+        gram[np.diag_indices_from(gram)] += lam
+        with threadpool_limits(self.threads, "blas"):
+            p = np.linalg.inv(gram)
+        b = p / (-np.diag(p))
+        b[np.diag_indices_from(b)] = 0.0
+        self.B = b.astype(np.float32)
+
+    def scores(self, history, users=None):
+        return np.asarray((history > 0).astype(np.float32) @ self.B)
+
+    def _item_similarity(self, item):
+        return self.B[item].copy()
+
+    def state(self):
+        return {"B": self.B}
+
+    def load_state(self, arrays):
+        self.B = arrays["B"]
+
+
+class ItemKNN(Recommender):
+    """Item-item nearest neighbours from ``implicit`` (cosine or BM25 similarity, K neighbours per item).
+
+    scores = X_u · S, S the sparse items x items similarity (row = source item).
+    """
+
+    name = "itemknn"
+
+    def _fit(self, x):
+        k = int(self.params.get("K", 100))
+        kind = self.params.get("similarity", "cosine")
+        cls = {"cosine": CosineRecommender, "bm25": BM25Recommender}[kind]
+        model = cls(K=k, num_threads=self.threads)
+        with threadpool_limits(1, "blas"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Method expects CSR input")  # implicit converts internally
+            model.fit(x, show_progress=False)
+        self.S = sp.csr_matrix(model.similarity, dtype=np.float32)
+
+    def scores(self, history, users=None):
+        return np.asarray((history @ self.S).toarray())
+
+    def _item_similarity(self, item):
+        return np.asarray(self.S[item].toarray()).ravel()
+
+    def state(self):
+        return {"S_data": self.S.data, "S_indices": self.S.indices, "S_indptr": self.S.indptr}
+
+    def load_state(self, arrays):
+        self.S = sp.csr_matrix((arrays["S_data"], arrays["S_indices"], arrays["S_indptr"]),
+                               shape=(self.n_items, self.n_items))
+
+
+# ------------------------------------------------------------------ matrix factorisation (implicit)
+
+
+class _ImplicitMF(Recommender):
+    """Shared code of the ``implicit`` matrix-factorisation models (factors in ``user_factors``/``item_factors``)."""
+
+    def _new_model(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fit(self, x):
+        with threadpool_limits(1, "blas"):  # implicit parallelises itself; BLAS threads would oversubscribe
+            self._model = self._new_model()  # (implicit checks the BLAS threads when the model is created)
+            self._model.fit(x, show_progress=False)
+
+    @property
+    def user_factors(self) -> np.ndarray:
+        return np.asarray(self._model.user_factors)
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        return np.asarray(self._model.item_factors)
+
+    def fold_in(self, history: sp.csr_matrix) -> np.ndarray:
+        """Factors (b x f) for users unknown to the model, from their interaction rows."""
+        raise NotImplementedError
+
+    def user_vectors(self, history: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        vecs = np.empty((history.shape[0], self.item_factors.shape[1]), np.float32)
+        known = users >= 0
+        if known.any():
+            vecs[known] = self.user_factors[users[known]]
+        if (~known).any():
+            vecs[~known] = self.fold_in(history[np.flatnonzero(~known)])
+        return vecs
+
+    def scores(self, history, users=None):
+        users = self._users(history, users)
+        return self.user_vectors(history, users) @ self.item_factors.T
+
+    def recommend(self, history, k=10, users=None, filter_seen=True, batch_size=2048):
+        """Known users through ``implicit``'s own ``recommend`` (its multi-threaded top-k), with the arguments
+        it needs: the users' indices and *their* rows as CSR; unknown users through :meth:`fold_in`."""
+        history = check_user_items(history, n_items=self.n_items, what="history")
+        users = self._users(history, users)
+        k = min(k, self.n_items)
+        idx = np.full((history.shape[0], k), -1, np.int64)
+        val = np.full((history.shape[0], k), NEG_INF, np.float32)
+        known = np.flatnonzero(users >= 0)
+        if known.size:
+            ids, sc = self._model.recommend(users[known], history[known], N=k,
+                                            filter_already_liked_items=filter_seen)
+            idx[known, : ids.shape[1]], val[known, : ids.shape[1]] = ids, sc
+        unknown = np.flatnonzero(users < 0)
+        if unknown.size:
+            h = history[unknown]
+            ui, us = top_k(self.fold_in(h) @ self.item_factors.T, k, h if filter_seen else None)
+            idx[unknown], val[unknown] = ui, us
+        bad = ~np.isfinite(val) | (val < -1e30)
+        idx[bad], val[bad] = -1, NEG_INF
+        return idx, val
+
+    def _item_similarity(self, item):
+        v = self.item_factors
+        norms = np.linalg.norm(v, axis=1) + 1e-9
+        return (v @ v[item]) / (norms * norms[item])
+
+    def state(self):
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def load_state(self, arrays):
+        with threadpool_limits(1, "blas"):
+            self._model = self._new_model()
+        self._model.user_factors = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
+        self._model.item_factors = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
+
+
+class ALS(_ImplicitMF):
+    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) from ``implicit``; confidence = alpha · value."""
+
+    name = "als"
+
+    def _new_model(self):
+        p = self.params
+        return AlternatingLeastSquares(
+            factors=int(p.get("factors", 16)), regularization=float(p.get("regularization", 0.1)),
+            alpha=float(p.get("alpha", 5.0)), iterations=int(p.get("iterations", 15)),
+            random_state=self.seed, num_threads=self.threads,
+        )
+
+    def fold_in(self, history):
+        """Exact ALS user solve against the fixed item factors (``implicit``'s ``recalculate_user``)."""
+        with threadpool_limits(1, "blas"):
+            return self._model.recalculate_user(np.arange(history.shape[0]), sp.csr_matrix(history))
+
+
+class BPR(_ImplicitMF):
+    """Bayesian Personalised Ranking (Rendle et al. 2009) from ``implicit`` (last factor column = item bias)."""
+
+    name = "bpr"
+
+    def _new_model(self):
+        p = self.params
+        return BayesianPersonalizedRanking(
+            factors=int(p.get("factors", 100)), learning_rate=float(p.get("learning_rate", 0.01)),
+            regularization=float(p.get("regularization", 0.01)), iterations=int(p.get("iterations", 100)),
+            random_state=self.seed, num_threads=self.threads,
+        )
+
+    def fold_in(self, history):
+        """BPR has no closed-form user solve: use the mean factor of the user's items (bias column = 1)."""
+        h = sp.csr_matrix(history > 0, dtype=np.float32)
+        counts = np.maximum(np.asarray(h.sum(axis=1)).ravel(), 1.0)
+        vecs = np.asarray(h @ self.item_factors) / counts[:, None]
+        vecs[:, -1] = 1.0
+        return vecs.astype(np.float32)
+
+
+MODEL_CLASSES: dict[str, type[Recommender]] = {
+    cls.name: cls for cls in (ALS, BPR, ItemKNN, EASE, MostPopular, RandomRecommender)
+}
+
+
+def make_model(name: str, params: dict[str, Any] | None = None, *, seed: int = 42,
+               threads: int | None = None) -> Recommender:
+    """A fresh, unfitted model by name (``als``, ``bpr``, ``itemknn``, ``ease``, ``popular``, ``random``)."""
+    if name not in MODEL_CLASSES:
+        raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_CLASSES)}")
+    return MODEL_CLASSES[name](seed=seed, threads=threads, **(params or {}))
+
+
+# ------------------------------------------------------------------ the saved artifact
+
+
+@dataclass
+class Recommendation:
+    """One answer: ranked item ids with scores, and how they were produced."""
+
+    items: list[str]
+    scores: list[float]
+    strategy: str  # "personalized" (known user) | "fold_in" (history given) | "popular" (nothing known)
+    known_user: bool = False
+    unknown_items: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecommenderBundle:
+    """Model + id maps + training interactions + item metadata: everything needed to serve."""
+
+    model: Recommender
+    users: IdMap
+    items: IdMap
+    user_items: sp.csr_matrix  # training interactions, users x items (the seen filter and known histories)
+    item_meta: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[TITLE, GENRES]))
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.user_items = check_user_items(self.user_items, len(self.users), len(self.items), "bundle user_items")
+        self.popularity = np.asarray((self.user_items > 0).sum(axis=0)).ravel()
+        self._popular_order = np.argsort(-self.popularity, kind="stable")
+        # training popularity percentile per item in (0, 1]: the unit of the popularity-bias / drift statistics
+        self.popularity_percentile = pd.Series(self.popularity).rank(pct=True).to_numpy()
+
+    # -- queries
+    def popular(self, k: int, exclude: np.ndarray | None = None) -> tuple[list[str], list[float]]:
+        order = self._popular_order
+        if exclude is not None and exclude.size:
+            order = order[~np.isin(order, exclude)]
+        top = order[:k]
+        return [str(x) for x in self.items.ids[top]], [float(x) for x in self.popularity[top]]
+
+    def _to_ids(self, idx: np.ndarray, val: np.ndarray) -> tuple[list[str], list[float]]:
+        ok = idx >= 0
+        return [str(x) for x in self.items.ids[idx[ok]]], [float(x) for x in val[ok]]
+
+    def recommend_users(self, user_ids: list[str], k: int = 10, *, filter_seen: bool = True) -> list[Recommendation]:
+        """Recommendations for users by id; unknown users get the most popular items (strategy ``popular``)."""
+        uidx = self.users.index_of(user_ids)
+        out: list[Recommendation | None] = [None] * len(user_ids)
+        known = np.flatnonzero(uidx >= 0)
+        if known.size:
+            idx, val = self.model.recommend(self.user_items[uidx[known]], k, users=uidx[known],
+                                            filter_seen=filter_seen)
+            for row, pos in enumerate(known):
+                items, scores = self._to_ids(idx[row], val[row])
+                out[pos] = Recommendation(items, scores, "personalized", known_user=True)
+        for pos in np.flatnonzero(uidx < 0):
+            items, scores = self.popular(k)
+            out[pos] = Recommendation(items, scores, "popular", known_user=False)
+        return out  # type: ignore[return-value]
+
+    def recommend_history(self, history: list[str], k: int = 10, *, filter_seen: bool = True) -> Recommendation:
+        """Cold start: recommendations for an anonymous user from the items they interacted with."""
+        hist, unknown = history_matrix([list(map(str, history))], self.items)
+        if hist.nnz == 0:
+            items, scores = self.popular(k)
+            return Recommendation(items, scores, "popular", unknown_items=unknown[0])
+        idx, val = self.model.recommend(hist, k, users=np.array([-1]), filter_seen=filter_seen)
+        items, scores = self._to_ids(idx[0], val[0])
+        return Recommendation(items, scores, "fold_in", unknown_items=unknown[0])
+
+    def similar_items(self, item_id: str, k: int = 10) -> tuple[list[str], list[float]]:
+        """Items similar to ``item_id``; raises KeyError when the item is unknown."""
+        i = int(self.items.index_of([str(item_id)])[0])
+        if i < 0:
+            raise KeyError(item_id)
+        idx, val = self.model.similar_items(i, k)
+        return self._to_ids(idx, val)
+
+    def item_info(self, item_id: str) -> dict[str, str]:
+        """Title/genres when the metadata knows the item, else {}."""
+        if item_id in self.item_meta.index:
+            row = self.item_meta.loc[item_id]
+            return {c: str(row[c]) for c in (TITLE, GENRES) if c in row.index and pd.notna(row[c])}
+        return {}
+
+    # -- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle as a directory: meta.json, ids.json, seen.npz, model.npz, items.csv."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": FORMAT_VERSION, "model": self.model.name, "params": self.model.params,
+            "seed": self.model.seed, "n_users": len(self.users), "n_items": len(self.items),
+            "fit_seconds": self.model.fit_seconds, "info": self.info,
+        }
+        (path / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        (path / "ids.json").write_text(json.dumps({"users": self.users.to_list(), "items": self.items.to_list()}))
+        ui = self.user_items
+        np.savez_compressed(path / "seen.npz", data=ui.data, indices=ui.indices, indptr=ui.indptr)
+        np.savez_compressed(path / "model.npz", **self.model.state())
+        meta_items = self.item_meta[self.item_meta.index.isin(self.items.ids)]
+        meta_items.rename_axis(ITEM).reset_index().to_csv(path / "items.csv", index=False)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecommenderBundle:
+        """Inverse of :meth:`save` (arrays loaded with ``allow_pickle=False``)."""
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: bundle format {meta.get('format_version')} != {FORMAT_VERSION}")
+        ids = json.loads((path / "ids.json").read_text())
+        users, items = IdMap(np.asarray(ids["users"], dtype=object)), IdMap(np.asarray(ids["items"], dtype=object))
+        with np.load(path / "seen.npz", allow_pickle=False) as z:
+            ui = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(len(users), len(items)))
+        model = make_model(meta["model"], meta["params"], seed=meta["seed"])
+        model.n_users, model.n_items, model.fit_seconds = len(users), len(items), meta.get("fit_seconds", 0.0)
+        with np.load(path / "model.npz", allow_pickle=False) as z:
+            model.load_state({k: z[k] for k in z.files})
+        item_meta = pd.read_csv(path / "items.csv", dtype=str).set_index(ITEM)
+        return cls(model, users, items, ui, item_meta, meta.get("info", {}))
