@@ -1,0 +1,1 @@
+"""Fraud app: real-time card-transaction fraud scoring with delayed labels (see README.md)."""

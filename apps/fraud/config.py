@@ -1,0 +1,159 @@
+"""Defaults of the fraud app: simulation size, feature windows, evaluation protocol, model and serving settings.
+
+Every number that shapes a result lives here, so a run is reproduced by its config alone. The evaluation protocol
+is the one of the ULB/Worldline fraud-detection handbook (chapter 5: 7 days training, 7 days feedback delay,
+7 days test, 4 prequential folds, model selection on validation folds before the test folds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+APP = "fraud"
+MODEL_NAME = "fraud"  # registry name of the champion/challenger model
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Size and randomness of the transaction simulator (handbook chapter 3.2 defaults = the reference set)."""
+
+    n_customers: int = 5_000
+    n_terminals: int = 10_000
+    n_days: int = 183
+    start_date: str = "2018-04-01"
+    radius: float = 5.0  # a customer uses terminals within this distance on the 100 x 100 grid
+    compromised_terminals_per_day: int = 2
+    terminal_compromise_days: int = 28
+    compromised_customers_per_day: int = 3
+    customer_compromise_days: int = 14
+    amount_fraud_threshold: float = 220.0
+    seed: int = 0
+
+    def asdict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+REFERENCE_SIMULATION = SimulationConfig()
+# The demo's smaller world: same mechanisms, ~1/10 of the transactions, enough days for 2 prequential folds.
+DEMO_SIMULATION = SimulationConfig(n_customers=1_000, n_terminals=2_000, n_days=84)
+# Tiny world for tests (seconds).
+TINY_SIMULATION = SimulationConfig(n_customers=300, n_terminals=600, n_days=70)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Windows (days) of the customer-spending and terminal-risk features, and the label feedback delay."""
+
+    customer_windows: tuple[int, ...] = (1, 7, 30)
+    terminal_windows: tuple[int, ...] = (1, 7, 30)
+    delay_days: int = 7  # fraud labels are known this many days after the transaction
+    night_end_hour: int = 6  # a transaction at hour <= 6 (00:00-06:59) is a night transaction (handbook)
+    extended: bool = True  # add the amount-ratio features that go beyond the handbook's 15
+
+    @property
+    def history_days(self) -> int:
+        """How much history the online state must keep (days)."""
+        return max(max(self.customer_windows), self.delay_days + max(self.terminal_windows))
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """The handbook's prequential protocol (chapter 5.2-5.3); days are indices from the data's first day.
+
+    ``anchor_day`` is the handbook's ``start_date_training`` (2018-07-25 = day 115 of the reference data).
+    Validation folds train from ``anchor - (delay + test)`` backwards, test folds from ``anchor + (n_folds-1)*test``
+    backwards, one ``delta_test`` per fold. ``None`` picks the handbook's day when the data is long enough, else
+    the latest anchor whose test folds fit in the data.
+    """
+
+    delta_train: int = 7
+    delta_delay: int = 7
+    delta_test: int = 7
+    n_folds: int = 4
+    anchor_day: int | None = 115
+    top_k: int = 100
+
+    def resolve_anchor(self, n_days: int) -> int:
+        """The anchor day for data spanning ``n_days`` days; raises when the data is too short."""
+        span_after = (self.n_folds - 1) * self.delta_test + self.delta_train + self.delta_delay + self.delta_test
+        span_before = self.delta_delay + self.delta_test + (self.n_folds - 1) * self.delta_test
+        latest = n_days - span_after
+        anchor = self.anchor_day if self.anchor_day is not None and self.anchor_day <= latest else latest
+        if anchor - span_before < 0:
+            raise ValueError(
+                f"{n_days} days of data are too few for {self.n_folds} validation + {self.n_folds} test folds "
+                f"(need at least {span_before + span_after} days); lower n_folds or delta_*"
+            )
+        return anchor
+
+    def fitted(self, n_days: int) -> ProtocolConfig:
+        """This protocol with as many folds (up to ``n_folds``) as ``n_days`` of data allow."""
+        for k in range(self.n_folds, 0, -1):
+            candidate = replace(self, n_folds=k)
+            try:
+                candidate.resolve_anchor(n_days)
+            except ValueError:
+                continue
+            return candidate
+        return self  # not even one fold: resolve_anchor raises the explanation
+
+
+@dataclass(frozen=True)
+class XGBConfig:
+    """XGBoost hyper-parameters without tuning; ``--tune N`` searches from here on the validation folds (the
+    benchmark's tuned values are in apps/fraud/README.md and bench/results/fraud.json)."""
+
+    n_estimators: int = 300
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    min_child_weight: float = 1.0
+    reg_lambda: float = 1.0
+    gamma: float = 0.0
+    scale_pos_weight: float = 1.0
+    max_bin: int = 256
+    n_jobs: int = 1  # one thread: on a shared 2-core machine, 2 OpenMP threads ran 10x slower
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Alerting and online behaviour."""
+
+    alerts_per_day: int = 100  # daily alert budget; the decision threshold is set to meet it
+    n_reasons: int = 3  # feature contributions returned per explained transaction
+    # which responses carry reasons by default: "alerts" (exact TreeSHAP costs 1-5 ms a row, more than the rest
+    # of the request; investigators need it for alerts) or "all"; a request can ask with ?explain=true|false
+    explain: str = "alerts"
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Weekly retraining: train on the latest labelled weeks, compare on the most recent labelled week."""
+
+    train_days: int = 7
+    eval_days: int = 7
+    metric: str = "average_precision"
+    margin: float = 0.0
+
+
+@dataclass(frozen=True)
+class FraudConfig:
+    """Everything the app needs, in one object."""
+
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    xgb: XGBConfig = field(default_factory=XGBConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+
+    def with_(self, **kwargs: Any) -> FraudConfig:
+        return replace(self, **kwargs)
+
+    def asdict(self) -> dict[str, Any]:
+        return asdict(self)
