@@ -151,6 +151,16 @@ def find(name: str, ref: str = CHAMPION) -> ModelVersion | None:
         return None
 
 
+def version_of(name: str, ref: str = CHAMPION) -> str | None:
+    """Just the version number ``ref`` points at (one registry query), or ``None``. Cheap enough to poll."""
+    if str(ref).isdigit():
+        return str(ref)
+    try:
+        return str(tracking.client().get_model_version_by_alias(name, ref).version)
+    except MlflowException:
+        return None
+
+
 def list_versions(name: str) -> list[ModelVersion]:
     """All versions of ``name``, oldest first."""
     c = tracking.client()
