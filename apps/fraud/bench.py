@@ -162,7 +162,8 @@ def http_latency(home: Path, history_path: Path, stream: pd.DataFrame, *, rate: 
     return {**latency_percentiles(lat), "target_rate_per_s": rate, "achieved_rate_per_s": len(lat) / elapsed,
             "non_200": int(sum(c != 200 for c in codes)), "clients": n_clients,
             "registry_poll_interval_s": refresh_interval,
-            "server": "uvicorn (h11), 1 process, subprocess; client: threads + http.client keep-alive"}
+            "server": "uvicorn (httptools + uvloop when installed), 1 process, subprocess; "
+                      "client: threads + http.client keep-alive"}
 
 
 def throughput(model: FraudModel, history: pd.DataFrame, rows: pd.DataFrame, prepared_rows: pd.DataFrame,
