@@ -57,6 +57,10 @@ from common.reports import markdown_table, save_figure, write_json, write_text
 
 log = logging.getLogger(__name__)
 
+# Columns of DriftReport.features, in report order.
+FEATURE_COLUMNS = ["feature", "kind", "test", "statistic", "p_value", "psi", "drifted",
+                   "ref_null", "cur_null", "ref_mean", "cur_mean"]
+
 __all__ = [
     "DriftThresholds",
     "NumericFeatureProfile",
@@ -490,19 +494,7 @@ class DriftReport:
             save_figure(self.distribution_figure(), out / "drift_distributions.png")
         write_json(out / "drift.json", self.to_dict())
         verdict = "**DRIFT DETECTED**" if self.drift else "**No drift**"
-        cols = [
-            "feature",
-            "kind",
-            "test",
-            "statistic",
-            "p_value",
-            "psi",
-            "drifted",
-            "ref_null",
-            "cur_null",
-            "ref_mean",
-            "cur_mean",
-        ]
+        cols = FEATURE_COLUMNS
         table = self.features[[c for c in cols if c in self.features.columns]].copy()
         table["drifted"] = table["drifted"].map({True: "yes", False: "no"})
         md = [
@@ -664,19 +656,7 @@ def detect_drift(
             {"psi": by_psi, "psi_and_test": by_psi and by_test, "psi_or_test": by_psi or by_test}[t.rule]
         )
         rows.append(row)
-    cols = [
-        "feature",
-        "kind",
-        "test",
-        "statistic",
-        "p_value",
-        "psi",
-        "drifted",
-        "ref_null",
-        "cur_null",
-        "ref_mean",
-        "cur_mean",
-    ]
+    cols = FEATURE_COLUMNS
     table = pd.DataFrame(rows).reindex(columns=cols)
     table["drifted"] = table["drifted"].astype(bool)
     for c in ["statistic", "p_value", "psi", "ref_null", "cur_null", "ref_mean", "cur_mean"]:
