@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from apps.recommender.config import MODELS, REGISTRY_NAME, RecommenderConfig
+from common import cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger("apps.recommender")
@@ -245,15 +245,7 @@ def bench(
 
 
 def main() -> None:  # pragma: no cover
-    try:
-        app()
-    except Exception as exc:  # clean one-line errors for data problems
-        from common.data import DataError, DownloadError
-
-        if isinstance(exc, DataError | DownloadError):
-            typer.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        raise
+    cli.run(app)
 
 
 if __name__ == "__main__":  # pragma: no cover
