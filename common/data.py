@@ -222,12 +222,12 @@ class Schema:
 
     def _describe(self, source: str, column: str, mask: np.ndarray, why: str, raw: pd.Series) -> str:
         rows = np.flatnonzero(mask)
-        examples = ", ".join(f"row {r}: {_plain(raw.iloc[r])!r}" for r in rows[: self.max_examples])
+        examples = ", ".join(f"row {r}: {plain_value(raw.iloc[r])!r}" for r in rows[: self.max_examples])
         more = f" (and {len(rows) - self.max_examples} more)" if len(rows) > self.max_examples else ""
         return f"{source}: column '{column}' {why} in {len(rows)} row(s): {examples}{more}"
 
 
-def _plain(v: Any) -> Any:
+def plain_value(v: Any) -> Any:
     """numpy scalars as plain Python values, so messages read ``-12.5`` rather than ``np.float64(-12.5)``."""
     return v.item() if isinstance(v, np.generic) else v
 

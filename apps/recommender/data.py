@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from common.config import get_settings
-from common.data import DataError, fetch, read_table
+from common.data import DataError, fetch, plain_value, read_table
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def normalize_interactions(df: pd.DataFrame, *, source: str = "interactions") ->
     def report(mask: np.ndarray, column: str, why: str, values: pd.Series) -> None:
         rows = np.flatnonzero(mask)
         if rows.size:
-            ex = ", ".join(f"row {r}: {values.iloc[r]!r}" for r in rows[:5])
+            ex = ", ".join(f"row {r}: {plain_value(values.iloc[r])!r}" for r in rows[:5])
             more = f" (and {rows.size - 5} more)" if rows.size > 5 else ""
             problems.append(f"{source}: column '{column}' {why} in {rows.size} row(s): {ex}{more}")
 
