@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +23,7 @@ from apps.fraud.config import (
     FraudConfig,
     SimulationConfig,
 )
+from common import cli
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 log = logging.getLogger("apps.fraud")
@@ -90,38 +90,59 @@ def train(
     learning_rate: float | None = typer.Option(None),
     train_days: int = typer.Option(7, help="train on the latest labelled N days"),
     promote: bool | None = typer.Option(None, help="make it champion (default: only when there is none)"),
+    scheduler: str | None = typer.Option(None, help="fit the final xgboost model on a Dask cluster with "
+                                         "xgboost.dask: scheduler ADDRESS (tcp://host:8786) or 'local' "
+                                         "(2 local worker processes); validation/tuning stay local"),
     seed: int | None = typer.Option(None),
 ) -> None:
     """Train on the latest labelled days, log the run, register a version (champion if none yet)."""
+    from contextlib import ExitStack
+
     from apps.fraud.data import DAY
     from apps.fraud.features import feature_names
     from apps.fraud.lifecycle import register_model
-    from apps.fraud.train import score_validation, train_model, tune_xgboost
+    from apps.fraud.train import dask_client, score_validation, train_model, train_model_dask, tune_xgboost
     from common import registry
     from common.config import get_settings
 
     _setup()
-    cfg = FraudConfig()
-    _, prepared = _prepared(dataset, sim_size, seed, cfg)
-    params = cfg.xgb.params() if model == "xgboost" else {}
-    for k, v in {"n_estimators": n_estimators, "max_depth": max_depth, "learning_rate": learning_rate}.items():
-        if v is not None:
-            params[k] = v
-    features = feature_names(cfg.features)
-    protocol = cfg.protocol.fitted(int(prepared[DAY].max()) + 1)
-    if tune and model == "xgboost":
-        cand = tune_xgboost(prepared, features, protocol, n_trials=tune, base=params)
-        params, metrics = {**params, **cand.params}, cand.validation
-    else:
-        metrics = score_validation(prepared, model, params, features, protocol)
-    fitted = train_model(prepared, cfg, kind=model, params=params, train_days=train_days)
+    if scheduler and model != "xgboost":
+        raise typer.BadParameter(f"only the xgboost model trains on Dask, not {model!r}", param_hint="--scheduler")
+    with ExitStack() as stack:
+        client = None
+        if scheduler:  # connect first: an unreachable scheduler fails before minutes of validation
+            try:
+                client = stack.enter_context(dask_client(scheduler))
+            except ConnectionError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(2) from None
+        cfg = FraudConfig()
+        _, prepared = _prepared(dataset, sim_size, seed, cfg)
+        params = cfg.xgb.params() if model == "xgboost" else {}
+        for k, v in {"n_estimators": n_estimators, "max_depth": max_depth, "learning_rate": learning_rate}.items():
+            if v is not None:
+                params[k] = v
+        features = feature_names(cfg.features)
+        protocol = cfg.protocol.fitted(int(prepared[DAY].max()) + 1)
+        if tune and model == "xgboost":
+            cand = tune_xgboost(prepared, features, protocol, n_trials=tune, base=params)
+            params, metrics = {**params, **cand.params}, cand.validation
+        else:
+            metrics = score_validation(prepared, model, params, features, protocol)
+        if client is not None:
+            fitted = train_model_dask(prepared, cfg, client=client, params=params, train_days=train_days)
+        else:
+            fitted = train_model(prepared, cfg, kind=model, params=params, train_days=train_days)
     has_champion = registry.find(MODEL_NAME, registry.CHAMPION) is not None
     alias = registry.CHAMPION if (promote or (promote is None and not has_champion)) else None
     work = get_settings().path("work", APP, "train", "x").parent
     mv = register_model(fitted, prepared, work_dir=work,
                         metrics={f"validation_{k}": v for k, v in metrics.items()}, alias=alias)
-    _dump({"version": mv.version, "aliases": mv.aliases, "params": params, "threshold": fitted.threshold,
-           "validation": metrics})
+    out = {"version": mv.version, "aliases": mv.aliases, "params": params, "threshold": fitted.threshold,
+           "validation": metrics}
+    if "distributed" in fitted.info:
+        out["distributed"] = fitted.info["distributed"] | {"fit_seconds": fitted.info["fit_seconds"]}
+    _dump(out)
 
 
 @app.command()
@@ -300,8 +321,8 @@ def bench(
 
 
 def main() -> None:
-    app()
+    cli.run(app)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
