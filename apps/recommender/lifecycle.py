@@ -67,16 +67,17 @@ def register_bundle(bundle: RecommenderBundle, train: pd.DataFrame, *, metrics: 
                     alias: str | None = None, k: int = 10) -> registry.ModelVersion:
     """Save ``bundle`` (+ reference profile and training coverage) and register it; returns the version."""
     staging = get_settings().path("work", REGISTRY_NAME, "staging").parent  # (path() creates the parent)
-    work = Path(tempfile.mkdtemp(prefix="model-", dir=staging))
     users = np.arange(len(bundle.users))
     idx, _ = bundle.model.recommend(bundle.user_items, k, users=users)
     bundle.info["train_coverage"] = float(np.unique(idx[idx >= 0]).size / len(bundle.items))
-    bundle.save(work)
-    reference_profile(bundle, train, k=k).save(work / "reference.json")
     clean = {k_: float(v) for k_, v in (metrics or {}).items() if isinstance(v, int | float) and np.isfinite(v)}
     params = {"model": bundle.model.name, **{f"param.{k_}": v for k_, v in bundle.model.params.items()}}
-    return registry.register(REGISTRY_NAME, work, metrics=clean, params=params,
-                             data_fingerprint=fingerprint(train), alias=alias)
+    with tempfile.TemporaryDirectory(prefix="model-", dir=staging) as tmp:  # the registry keeps its own copy
+        work = Path(tmp)
+        bundle.save(work)
+        reference_profile(bundle, train, k=k).save(work / "reference.json")
+        return registry.register(REGISTRY_NAME, work, metrics=clean, params=params,
+                                 data_fingerprint=fingerprint(train), alias=alias)
 
 
 def load_version(ref: str = registry.CHAMPION) -> tuple[RecommenderBundle, registry.ModelVersion]:
