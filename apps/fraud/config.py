@@ -126,10 +126,9 @@ class ServingConfig:
 
     alerts_per_day: int = 100  # daily alert budget; the decision threshold is set to meet it
     n_reasons: int = 3  # feature contributions returned per explained transaction
-    # which responses carry reasons by default: "all" (every transaction, as the API promises) or "alerts"
-    # (exact TreeSHAP costs ~1.5 ms a row, more than the rest of the request: the option for a tighter latency
-    # budget); a request can override it with ?explain=true|false
-    explain: str = "all"
+    # which responses carry reasons by default: "alerts" (exact TreeSHAP costs 1-5 ms a row, more than the rest
+    # of the request; investigators need it for alerts) or "all"; a request can ask with ?explain=true|false
+    explain: str = "alerts"
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,11 @@
 
 Routes (besides common's /healthz, /readyz, /metrics, /v1/model, /admin/reload):
 
-- ``POST /v1/transactions/score[?explain=false]``: one transaction -> ``score`` (fraud probability), ``decision``
+- ``POST /v1/transactions/score[?explain=true]``: one transaction -> ``score`` (fraud probability), ``decision``
   (``alert`` when the score reaches the model's threshold, set for the daily alert budget), ``reasons`` (top
-  feature contributions to the log-odds, exact TreeSHAP via xgboost ``pred_contribs``) for every transaction
-  by default (``ServingConfig.explain``; ``?explain=false`` skips them, ``"alerts"`` limits them to alerts).
-  The transaction is then added to the online state, so the next transactions of that card and terminal see it.
+  feature contributions to the log-odds, exact TreeSHAP via xgboost ``pred_contribs``) for alerts, or for any
+  transaction with ``?explain=true``. The transaction is then added to the online state, so the next
+  transactions of that card and terminal see it.
 - ``POST /v1/labels``: delayed fraud labels ``[{tx_id, label}]``; they feed the terminal-risk features (once older
   than the feedback delay) and are logged for monitoring (alert precision).
 
@@ -59,8 +59,7 @@ class ScoreOut(BaseModel):
     score: float = Field(description="fraud probability")
     decision: Literal["alert", "pass"]
     threshold: float
-    reasons: list[Reason] = Field(description="top contributions (empty with ?explain=false, or for passes when "
-                                               "ServingConfig.explain='alerts')")
+    reasons: list[Reason] = Field(description="top contributions; for alerts (or ?explain=true), else empty")
     model_version: str | None
     latency_ms: float
 
@@ -94,7 +93,7 @@ class FraudScorer:
         """(score, alert?, reasons) for ``tx``; adds ``tx`` to the state.
 
         ``reasons``: True/False forces the explanation on/off; None follows ``ServingConfig.explain``
-        (default ``"all"``: every transaction).
+        (default: explain alerts only).
         """
         if model.features != self.store.names:
             raise RuntimeError(f"model features {model.features} != online features {self.store.names}")
@@ -123,7 +122,7 @@ def build_router(scorer: FraudScorer) -> APIRouter:
     # requests only fight over the GIL. The model snapshot is taken once per request (hot-swap safe).
     @router.post("/transactions/score", response_model=ScoreOut)
     async def score(tx: TransactionIn, request: Request, explain: bool | None = None) -> ScoreOut:
-        """Score one transaction; ``?explain=false`` skips the reasons, ``?explain=true`` forces them."""
+        """Score one transaction; ``?explain=true`` returns reasons even when it is not an alert."""
         t0 = time.perf_counter()
         loaded = serving.get_loaded(request)
         p, alert, why = scorer.score(Transaction(**tx.model_dump()), loaded.model, reasons=explain)
