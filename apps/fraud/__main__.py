@@ -24,6 +24,7 @@ from apps.fraud.config import (
     SimulationConfig,
 )
 from common import cli
+from common.reports import write_json
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 log = logging.getLogger("apps.fraud")
@@ -173,7 +174,7 @@ def evaluate(
     path = report_selection(cands, cfg, out, dataset=str(dataset or f"simulated ({sim_size.value})"))
     log_selection(cands, cfg, str(dataset or sim_size.value))
     table = results_table(cands)
-    (out / "evaluation.json").write_text(json.dumps(table, indent=2))
+    write_json(out / "evaluation.json", table)
     _dump({"report": str(path), "results": table})
 
 

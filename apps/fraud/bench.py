@@ -35,6 +35,7 @@ from apps.fraud.train import prepare, train_model
 from common import batch, registry
 from common.config import machine_info
 from common.data import write_table
+from common.reports import write_json
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,6 @@ def run(*, tune_trials: int = 20, out_path: Path | None = None, dataset: str | N
         "machine": machine_info(),
     }
     out_path = out_path or Path("bench/results/fraud.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=2, default=str))
+    write_json(out_path, result)
     log.info("wrote %s (report: %s)", out_path, report)
     return result

@@ -7,7 +7,6 @@ hits the new weeks -> monitor (drift report, alert precision) -> weekly retrain 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import replace
@@ -33,6 +32,7 @@ from apps.fraud.train import prepare, recent_window, train_model
 from common import batch, registry
 from common.config import get_settings, seed_everything
 from common.data import write_table
+from common.reports import write_json
 
 log = logging.getLogger(__name__)
 
@@ -140,5 +140,5 @@ def run(sim: SimulationConfig = DEMO_SIMULATION, *, new_days: int = 21, n_folds:
                                                            "champion_score", "challenger_score", "promoted", "reason")}
     summary["champion_after"] = registry.get(MODEL_NAME, registry.CHAMPION).version
     summary["seconds"] = round(time.perf_counter() - t_start, 1)
-    (out_dir / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out_dir / "demo.json", summary)
     return summary
