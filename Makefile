@@ -13,11 +13,13 @@ PYTEST_ARGS ?=
 export OPENBLAS_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: help setup setup-main setup-chatbot demo test test-fast bench lint format clean \
+.PHONY: help new-app setup setup-main setup-chatbot demo test test-fast probe bench lint format clean \
 	$(addprefix demo-,$(APPS)) $(addprefix bench-,$(APPS)) $(addprefix serve-,$(APPS)) demo-lifecycle
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
+	@grep -E '^\$$\(addprefix [a-z]+-,\$$\(APPS\)\):.*## ' $(MAKEFILE_LIST) | sed 's/.*## //' | expand -t 22
+	@echo "apps: $(APPS)"
 
 setup: setup-main setup-chatbot  ## build .venv (Python 3.11) and .venv-chatbot (Python 3.10 + Rasa)
 
@@ -56,7 +58,13 @@ test: setup-main  ## unit + end-to-end tests (no real data, no network)
 	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
 
 test-fast: setup-main  ## unit tests only
-	$(PY) -m pytest -m "not bench and not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not bench and not e2e and not reliability" $(PYTEST_ARGS)
+
+probe: setup-main  ## reliability probes per app (fuzzing, limits, API key, load, kill -9): table -> bench/results/probe.md, README
+	@rm -f bench/results/probe.jsonl
+	@status=0; MLREF_PROBE_OUT=$(CURDIR)/bench/results/probe.jsonl $(PY) -m pytest -m reliability -q $(PYTEST_ARGS) \
+	  || status=$$?; $(PY) -m common.probe bench/results/probe.jsonl --readme || status=$$((status ? status : $$?)); \
+	  exit $$status
 
 bench: setup-main  ## every app's benchmark on real data (MLREF_DATA_DIR, default ../shared/data)
 	@for app in $(APPS); do echo "=== bench $$app"; \
@@ -76,6 +84,10 @@ lint: setup-main  ## ruff
 
 format: setup-main
 	$(VENV)/bin/ruff check --fix $(wildcard common apps tests bench)
+
+new-app: setup-main  ## new-app NAME=churn: scaffold apps/NAME with every standard command, a README and tests
+	@[ -n "$(NAME)" ] || { echo "usage: make new-app NAME=churn" >&2; exit 2; }
+	$(PY) -m common.scaffold $(NAME)
 
 clean:  ## remove caches and MLREF_HOME (keeps the virtualenvs)
 	rm -rf .mlref .pytest_cache .ruff_cache

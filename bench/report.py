@@ -7,7 +7,9 @@ Each results file has the shape every app's ``bench`` command writes::
     {"app", "dataset", "protocol", "models": {name: {"metrics": {...}, "train_s", "predict_s"}},
      "machine": {...}, "published": {name: {metric: value}}   # optional anchors}
 
-Metrics whose name ends in ``_std`` are shown as ``mean ± std`` next to their mean.
+Metrics whose name ends in ``_std`` are shown as ``mean ± std`` next to their mean. A result over several data
+draws (a ``draws`` section) has ``<metric>_std`` across draws and ``<metric>_fold_std`` across folds: shown as
+``mean ± std [± fold_std]``, with a line naming the draws.
 """
 
 from __future__ import annotations
@@ -54,11 +56,18 @@ def app_table(res: dict[str, Any]) -> str:
         for c in cols:
             v = met.get(c)
             std = met.get(f"{c}_std")
-            cells.append(f"{_fmt(v)} ± {_fmt(std)}" if std is not None and v is not None else _fmt(v))
+            cell = f"{_fmt(v)} ± {_fmt(std)}" if std is not None and v is not None else _fmt(v)
+            if met.get(f"{c}_fold_std") is not None and v is not None:
+                cell += f" [± {_fmt(met[f'{c}_fold_std'])}]"
+            cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(m.get('train_s'))} | {_fmt(m.get('predict_s'))} |")
     for name, met in (res.get("published") or {}).items():
         cells = [_fmt(met.get(c)) for c in cols]
         lines.append(f"| {name} (published) | " + " | ".join(cells) + " | | |")
+    draws = res.get("draws") or {}
+    if draws.get("n"):
+        lines += ["", f"_± = std across {draws['n']} draws (seeds {', '.join(map(str, draws.get('seeds', [])))}); "
+                      "[± ...] = std across test folds, mean over draws_"]
     machine = res.get("machine") or {}
     if machine:
         lines += ["", f"_{machine.get('cpu_count', '?')} CPUs ({machine.get('cpu_model', '?')}), "

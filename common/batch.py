@@ -12,11 +12,17 @@ renamed onto ``output_path`` only after the last chunk (``os.replace``: atomic o
 - a hard kill (SIGKILL, OOM, power loss) leaves no file at ``output_path`` (or the earlier one intact), but
   the temporary file stays; the next run in that directory deletes temporary files whose process is gone.
 
+Bad input is refused before anything is written, with one :class:`common.data.DataError` line naming the file: a
+missing path, a directory, an unsupported suffix, an empty or header-only CSV, a truncated or corrupt parquet file,
+``chunksize`` < 1, and an output that resolves to the input file. A file that turns out unreadable further in (a
+malformed CSV row, a damaged parquet page) raises the same error mid-run, and the output is still never partial.
+
 ``score_fn`` must return a DataFrame (or a Series, turned into a one-column frame); it may add, drop or
-reorder columns, and may drop rows. An empty input calls it once on an empty frame that has the input's
-columns (so the output gets its header/schema). Column types must be the same in every chunk for parquet
-output (they are cast to the first chunk's schema). For the Dask path it must be picklable (cloudpickle:
-closures and lambdas work; functions from your own modules need that code importable on the workers).
+reorder columns, and may drop rows. An input without rows is an error unless ``allow_empty=True``, which calls
+it once on an empty frame that has the input's columns (so the output gets its header/schema). Column types must be
+the same in every chunk for parquet output (they are cast to the first chunk's schema). For the Dask path it must be
+picklable (cloudpickle: closures and lambdas work; functions from your own modules need that code importable on the
+workers).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import os
 import re
 import secrets
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -39,6 +46,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
+
+from common.data import DataError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +81,52 @@ def _kind(path: Path) -> str:
         return "parquet"
     if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
         return "csv"
-    raise ValueError(f"{path}: unsupported file type; use .csv, .csv.gz, .tsv or .parquet")
+    raise DataError(f"{path}: unsupported file type; use .csv, .csv.gz, .tsv or .parquet")
+
+
+# errors of the readers that mean "this file is not what its name says" (truncated, corrupt, not text ...)
+_READ_ERRORS = (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError,
+                zlib.error, gzip.BadGzipFile, OSError)
+
+
+def _check_paths(src: Path, dst: Path, *, allow_empty: bool) -> None:
+    """Refuse bad paths and unreadable or empty input up front (:class:`DataError`), before any output exists."""
+    if dst.is_dir():
+        raise DataError(f"output {dst} is a directory; give a file name (.csv or .parquet)")
+    _kind(dst)  # an unsupported output type fails before reading anything
+    if not src.exists():
+        raise DataError(f"input file not found: {src}")
+    if src.is_dir():
+        raise DataError(f"{src} is a directory; give a file (.csv, .csv.gz, .tsv or .parquet)")
+    kind = _kind(src)
+    if src.resolve() == dst.resolve():
+        raise DataError(f"input and output are the same file ({src}): the output would overwrite the input; "
+                        "choose another output path")
+    try:
+        if kind == "parquet":
+            rows = pq.ParquetFile(src).metadata.num_rows
+            what = "no rows"
+        else:
+            rows = len(pd.read_csv(src, nrows=1, sep=_csv_sep(src)))
+            what = "a header but no rows"
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{src} is empty: no header and no rows") from None
+    except _READ_ERRORS as exc:
+        raise DataError(f"{src} is not a readable {kind} file (truncated or corrupt?): "
+                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+    if rows == 0 and not allow_empty:
+        raise DataError(f"{src} has {what}: nothing to score")
+
+
+@contextlib.contextmanager
+def _reading(src: Path) -> Iterator[None]:
+    """Reader errors while iterating -> one :class:`DataError` naming the file (score_fn errors pass through)."""
+    try:
+        yield
+    except _READ_ERRORS as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{src} could not be read to the end (truncated or corrupt?): {first}; "
+                        "no output was written") from exc
 
 
 def _csv_sep(path: Path) -> str:
@@ -90,10 +144,16 @@ def _as_frame(out: Any, where: str) -> pd.DataFrame:
 def _iter_chunks(path: Path, chunksize: int, read_kwargs: dict[str, Any]) -> Iterator[pd.DataFrame]:
     """Chunks of at most ``chunksize`` rows, in file order (index reset per chunk is not guaranteed)."""
     if _kind(path) == "parquet":
-        pf = pq.ParquetFile(path)
+        with _reading(path):
+            pf = pq.ParquetFile(path)
         columns = read_kwargs.get("columns")
         empty = True
-        for batch in pf.iter_batches(batch_size=chunksize, columns=columns):
+        batches = pf.iter_batches(batch_size=chunksize, columns=columns)
+        while True:
+            with _reading(path):
+                batch = next(batches, None)
+            if batch is None:
+                break
             empty = False
             yield batch.to_pandas()
         if empty:  # keep the schema so that score_fn sees the columns
@@ -104,13 +164,21 @@ def _iter_chunks(path: Path, chunksize: int, read_kwargs: dict[str, Any]) -> Ite
             )
     else:
         kwargs = {"sep": _csv_sep(path), **read_kwargs}
-        with pd.read_csv(path, chunksize=chunksize, **kwargs) as reader:
+        with _reading(path):
+            reader = pd.read_csv(path, chunksize=chunksize, **kwargs)
+        with reader:
             empty = True
-            for chunk in reader:
+            while True:
+                with _reading(path):
+                    chunk = next(reader, None)
+                if chunk is None:
+                    break
                 empty = False
                 yield chunk
         if empty:
-            yield pd.read_csv(path, nrows=0, **kwargs)
+            with _reading(path):
+                header = pd.read_csv(path, nrows=0, **kwargs)
+            yield header
 
 
 def _count_rows(path: Path) -> int | None:
@@ -245,6 +313,7 @@ def score_file(
     chunksize: int = 50_000,
     progress: bool = True,
     read_kwargs: dict[str, Any] | None = None,
+    allow_empty: bool = False,
 ) -> BatchResult:
     """Score ``input_path`` chunk by chunk with ``score_fn`` and write the results to ``output_path``.
 
@@ -256,16 +325,18 @@ def score_file(
         progress: show a tqdm bar (rows; total known for parquet).
         read_kwargs: extra arguments for ``pd.read_csv`` (e.g. ``dtype``, ``parse_dates``) or, for parquet,
             ``{"columns": [...]}``.
+        allow_empty: score an input without rows into an output with just the header/schema (default: error).
 
     Returns:
         :class:`BatchResult` with the number of rows written (after ``score_fn``), chunks and seconds.
+
+    Raises:
+        DataError: bad paths or input (see the module docstring); nothing is written.
     """
     src, dst = Path(input_path), Path(output_path)
-    _kind(dst)  # fail before reading anything if the output type is unsupported
-    if src.resolve() == dst.resolve():
-        raise ValueError(f"input and output are the same file: {src}")
-    if chunksize < 1:
-        raise ValueError("chunksize must be >= 1")
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise DataError(f"chunksize must be a whole number >= 1, got {chunksize!r}")
+    _check_paths(src, dst, allow_empty=allow_empty)
     t0 = time.perf_counter()
     chunks = 0
     with (
@@ -307,6 +378,7 @@ def score_file_dask(
     max_in_flight: int | None = None,
     client: Any = None,
     read_kwargs: dict[str, Any] | None = None,
+    allow_empty: bool = False,
 ) -> BatchResult:
     """Same contract as :func:`score_file`, with the chunks (Dask partitions) scored on a Dask cluster.
 
@@ -328,9 +400,7 @@ def score_file_dask(
     from distributed import Client, LocalCluster
 
     src, dst = Path(input_path), Path(output_path)
-    _kind(dst)
-    if src.resolve() == dst.resolve():
-        raise ValueError(f"input and output are the same file: {src}")
+    _check_paths(src, dst, allow_empty=allow_empty)
     read_kwargs = dict(read_kwargs or {})
     t0 = time.perf_counter()
     with ExitStack() as stack:
@@ -383,7 +453,7 @@ def score_file_dask(
                     chunks += 1
                     bar.update(1)
             except BaseException:
-                client.cancel(list(pending) + [fn])
+                client.cancel([*list(pending), fn])
                 raise
     seconds = time.perf_counter() - t0
     log.info(

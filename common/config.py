@@ -8,6 +8,7 @@
 | ``MLREF_SEED`` | ``42`` | default seed for every random thing |
 | ``MLREF_API_KEY`` | unset | when set, HTTP endpoints require header ``X-API-Key`` |
 | ``MLREF_HOST`` / ``MLREF_PORT`` | ``127.0.0.1`` / ``8000`` | where ``serve`` binds |
+| ``MLREF_MAX_BODY_BYTES`` | ``1048576`` (1 MiB) | largest HTTP request body; larger ones get 413 |
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import os
 import platform
 import random
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ class Settings(BaseSettings):
     api_key: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    max_body_bytes: int = 1_048_576
 
     @property
     def data_path(self) -> Path:
@@ -55,9 +60,39 @@ class Settings(BaseSettings):
         return p
 
 
+_overrides: dict[str, Any] = {}
+_overrides_lock = threading.Lock()
+
+
 def get_settings() -> Settings:
-    """Settings from the current environment (re-read on every call, so tests can change it)."""
-    return Settings()
+    """Settings from the current environment (re-read on every call, so tests can change it), with any
+    :func:`override` in force applied on top."""
+    settings = Settings()
+    return settings.model_copy(update=dict(_overrides)) if _overrides else settings
+
+
+@contextmanager
+def override(**values: Any) -> Iterator[Settings]:
+    """Within the block, :func:`get_settings` returns ``values`` in place of the environment's settings.
+
+    Process-wide (threads such as an in-process test server see it too) and restored on exit; used by demos and
+    benchmarks to work in a home of their own without rewriting ``os.environ``::
+
+        with override(home=Path(".mlref/demo/fraud"), tracking_uri=None):
+            ...
+    """
+    unknown = set(values) - set(Settings.model_fields)
+    if unknown:
+        raise TypeError(f"unknown settings {sorted(unknown)}")
+    with _overrides_lock:
+        saved = dict(_overrides)
+        _overrides.update(values)
+    try:
+        yield get_settings()
+    finally:
+        with _overrides_lock:
+            _overrides.clear()
+            _overrides.update(saved)
 
 
 def seed_everything(seed: int | None = None) -> int:

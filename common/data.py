@@ -27,7 +27,10 @@ from common.config import get_settings
 
 log = logging.getLogger(__name__)
 
-DType = Literal["int", "float", "str", "datetime", "bool", "any"]
+DType = Literal["int", "float", "str", "datetime", "bool", "any", "id", "unixtime"]
+
+
+SECONDS_PER_DAY = 86_400  # unix-time arithmetic of every app (windows, day indices, simulators)
 
 
 class DataError(ValueError):
@@ -58,12 +61,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only be read by setting it, which races
+    with other threads creating files); falls back to set-and-restore where ``/proc`` is missing."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(ln.split()[1], 8) for ln in fh if ln.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
@@ -144,12 +160,22 @@ def fetch(url: str, sha256: str | None, dest: str | Path, *, timeout: float = 60
 
 # ------------------------------------------------------------------ schemas
 
+UNIX_TIME_MAX = 253_402_300_799  # 9999-12-31T23:59:59Z in unix seconds: larger values are not seconds (ms? us?)
+
 
 @dataclass
 class Column:
     """One column of a :class:`Schema`.
 
-    ``min``/``max`` are inclusive bounds for numbers; ``allowed`` a closed set of values.
+    dtypes: ``int``, ``float`` (finite), ``str``, ``bool``, ``datetime`` (pandas timestamps), ``any``, and
+
+    - ``id``: an identifier as a non-empty, stripped string; integral numbers read as ``12``, never ``12.0``
+      (pandas reads an int column with gaps as float), so ``"42"`` in a request matches ``42`` in a CSV;
+    - ``unixtime``: int64 unix seconds from numbers (seconds; fractions floored) or dates/ISO strings (naive =
+      UTC), in ``0..UNIX_TIME_MAX`` (so milliseconds are reported, not read as the year 55000).
+
+    ``min``/``max`` are inclusive bounds for numbers, ``gt`` a strict lower bound (``gt=0``: strictly
+    positive); ``max_length`` bounds ``str``/``id`` lengths; ``allowed`` is a closed set of values.
     """
 
     name: str
@@ -158,67 +184,92 @@ class Column:
     nullable: bool = False
     min: float | None = None
     max: float | None = None
+    gt: float | None = None
+    max_length: int | None = None
     allowed: set[Any] | None = None
 
 
 @dataclass
 class Schema:
-    """Columns a table must have; :meth:`validate` coerces types and reports every bad row it finds."""
+    """Columns a table must have; :meth:`validate` coerces types and reports every bad row it finds.
+
+    ``min_rows``: fewer valid rows is an error (e.g. 1 for "an empty file is a mistake"). Errors are one line:
+    ``<source>: column 'x' <why> in N row(s): row 3: 'abc', ...; column 'y' ...``.
+    """
 
     columns: list[Column]
     unique: list[str] = field(default_factory=list)
     max_examples: int = 5
+    min_rows: int = 0
 
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    @property
+    def header(self) -> str:
+        """The expected header, optional columns in brackets: ``user,item[,weight][,timestamp]``."""
+        return "".join(("," if i else "") + c.name if c.required else f"[,{c.name}]"
+                       for i, c in enumerate(self.columns)).lstrip(",")
+
     def validate(self, df: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
         """Return ``df`` with columns coerced to their dtypes, or raise :class:`DataError` listing the problems.
 
-        Row numbers in messages are 0-based positions in the table (header excluded).
+        Row numbers in messages are 0-based positions in the table (header excluded). Extra columns are kept
+        unchanged.
         """
-        problems: list[str] = []
         missing = [c.name for c in self.columns if c.required and c.name not in df.columns]
         if missing:
             raise DataError(
                 f"{source}: missing required column(s) {missing}; found {list(df.columns)}; "
-                f"expected {self.names}"
+                f"expected a header {self.header} (extra columns are allowed)"
             )
+        if len(df) < self.min_rows:
+            raise DataError(f"{source}: {len(df)} row(s); at least {self.min_rows} needed")
+        problems: list[str] = []
         out = df.copy()
         for col in self.columns:
-            if col.name not in out.columns:
-                continue
-            raw = out[col.name]
-            values, bad_type = _coerce(raw, col.dtype)
-            null = raw.isna().to_numpy()
-            if not col.nullable and null.any():
-                problems.append(self._describe(source, col.name, null, "is empty/null", raw))
-            if bad_type.any():
-                problems.append(self._describe(source, col.name, bad_type, f"is not a valid {col.dtype}", raw))
-            ok = ~null & ~bad_type
-            if col.min is not None or col.max is not None:
-                num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-                low = np.zeros(len(num), bool) if col.min is None else ok & (num < col.min)
-                high = np.zeros(len(num), bool) if col.max is None else ok & (num > col.max)
-                if low.any():
-                    problems.append(self._describe(source, col.name, low, f"is below the minimum {col.min}", raw))
-                if high.any():
-                    problems.append(self._describe(source, col.name, high, f"is above the maximum {col.max}", raw))
-            if col.allowed is not None:
-                bad = ok & ~values.isin(list(col.allowed)).to_numpy()
-                if bad.any():
-                    allowed = sorted(map(str, col.allowed))
-                    problems.append(self._describe(source, col.name, bad, f"is not one of {allowed}", raw))
-            out[col.name] = values
+            if col.name in out.columns:
+                out[col.name] = self._check_column(col, out[col.name], source, problems)
         for key in self.unique:
             if key in out.columns:
                 dup = out[key].duplicated(keep="first").to_numpy()
                 if dup.any():
                     problems.append(self._describe(source, key, dup, "duplicates an earlier row", out[key]))
         if problems:
-            raise DataError("\n".join(problems))
+            raise DataError("; ".join(problems))
         return out
+
+    def _check_column(self, col: Column, raw: pd.Series, source: str, problems: list[str]) -> pd.Series:
+        """Coerce one column; append a message to ``problems`` per kind of bad value."""
+        values, bad_type = _coerce(raw, col.dtype)
+        null = raw.isna().to_numpy()
+        if col.dtype == "id":
+            null = null | values.isna().to_numpy()  # blank strings are missing ids
+        if not col.nullable and null.any():
+            problems.append(self._describe(source, col.name, null, "is empty/null", raw))
+        if bad_type.any():
+            what = {"unixtime": f"unix time in seconds (0..{UNIX_TIME_MAX}) or a date"}.get(col.dtype, col.dtype)
+            problems.append(self._describe(source, col.name, bad_type, f"is not a valid {what}", raw))
+        ok = ~null & ~bad_type
+        checks: list[tuple[np.ndarray, str]] = []
+        if col.min is not None or col.max is not None or col.gt is not None:
+            num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+            with np.errstate(invalid="ignore"):
+                if col.min is not None:
+                    checks.append((ok & (num < col.min), f"is below the minimum {col.min}"))
+                if col.gt is not None:
+                    checks.append((ok & ~(num > col.gt), f"is not greater than {col.gt}"))
+                if col.max is not None:
+                    checks.append((ok & (num > col.max), f"is above the maximum {col.max}"))
+        if col.max_length is not None:
+            lengths = values.astype("string").str.len().fillna(0).to_numpy()
+            checks.append((ok & (lengths > col.max_length), f"is longer than {col.max_length} characters"))
+        if col.allowed is not None:
+            allowed = sorted(map(str, col.allowed))
+            checks.append((ok & ~values.isin(list(col.allowed)).to_numpy(), f"is not one of {allowed}"))
+        problems.extend(self._describe(source, col.name, mask, why, raw) for mask, why in checks if mask.any())
+        return values
 
     def _describe(self, source: str, column: str, mask: np.ndarray, why: str, raw: pd.Series) -> str:
         rows = np.flatnonzero(mask)
@@ -254,6 +305,10 @@ def _coerce(s: pd.Series, dtype: DType) -> tuple[pd.Series, np.ndarray]:
             return s, np.zeros(len(s), bool)
         dt = pd.to_datetime(s, errors="coerce", format="mixed")
         return dt, dt.isna().to_numpy() & ~null
+    if dtype == "unixtime":
+        return _unix_seconds(s, null)
+    if dtype == "id":
+        return _ids(s), np.zeros(len(s), bool)
     if dtype == "bool":
         if pd.api.types.is_bool_dtype(s):
             return s, np.zeros(len(s), bool)
@@ -263,6 +318,38 @@ def _coerce(s: pd.Series, dtype: DType) -> tuple[pd.Series, np.ndarray]:
     if dtype == "str":
         return s.where(s.isna(), s.astype(str)), np.zeros(len(s), bool)
     raise ValueError(f"unknown dtype {dtype!r}")
+
+
+def _ids(s: pd.Series) -> pd.Series:
+    """Ids as stripped str (object dtype); integral floats as ``12``; blanks become missing (None)."""
+    if pd.api.types.is_float_dtype(s) and s.dropna().mod(1).eq(0).all() and s.dropna().abs().lt(2**63).all():
+        as_str = s.astype("Int64").astype("string")
+    else:
+        as_str = s.astype("string").str.strip()
+    as_str = as_str.mask(as_str == "")
+    return as_str.astype(object).where(as_str.notna(), None)
+
+
+def _unix_seconds(s: pd.Series, null: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    """int64 unix seconds per value (numbers as seconds, anything else parsed as a date); bad/out of range flagged."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        dt = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
+        secs = ((dt - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).astype("float64")
+    else:
+        secs = pd.to_numeric(s, errors="coerce").astype("float64")
+        text = secs.isna().to_numpy() & ~null
+        if text.any():
+            dt = pd.to_datetime(s[text], errors="coerce", utc=True, format="mixed")
+            secs[text] = ((dt - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).astype("float64")
+    arr = secs.to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        bad = ~null & ~((arr >= 0) & (arr <= UNIX_TIME_MAX))  # NaN (unparsed) and inf fail too
+    ok = ~null & ~bad
+    out = np.zeros(len(s), np.int64)
+    out[ok] = np.floor(arr[ok]).astype(np.int64)
+    if null.any() or bad.any():
+        return pd.Series(out, index=s.index).astype("Int64").mask(~ok), bad
+    return pd.Series(out, index=s.index), bad
 
 
 def read_table(path: str | Path, schema: Schema | None = None, **read_kwargs: Any) -> pd.DataFrame:
@@ -285,7 +372,7 @@ def read_table(path: str | Path, schema: Schema | None = None, **read_kwargs: An
             raise DataError(f"{path}: unsupported file type; use .csv, .csv.gz, .tsv or .parquet")
     except DataError:
         raise
-    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types; report them uniformly
+    except Exception as exc:
         raise DataError(f"{path}: could not read: {exc}") from exc
     return schema.validate(df, source=str(path)) if schema is not None else df
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,30 +121,6 @@ def build_app(refresh_interval_s: float | None = 0.5):
                               prediction_log=plog)
 
 
-class BackgroundServer:
-    """uvicorn in a thread on 127.0.0.1:<port>, for demos and tests (real sockets, real HTTP)."""
-
-    def __init__(self, app, port: int) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def __enter__(self) -> BackgroundServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 # ----------------------------------------------------------------------------- the lifecycle
 def run(port: int = 8765, n: int = 4000, seed: int | None = None) -> dict:
     """Run every stage; returns what happened (used by the end-to-end test)."""
@@ -169,7 +144,7 @@ def run(port: int = 8765, n: int = 4000, seed: int | None = None) -> dict:
 
     # 2. serve over real HTTP: good and bad requests
     app = build_app()
-    with BackgroundServer(app, port) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
+    with serving.BackgroundServer(app, port) as srv, httpx.Client(base_url=srv.url, timeout=10) as http:
         good = http.post("/v1/predict", json={"x1": 1.0, "x2": 0.0, "x3": 0.0, "segment": "c"})
         bad = http.post("/v1/predict", json={"x1": "high", "x2": 0.0, "x3": 0.0, "segment": "z"})
         out["serve"] = {"good": (good.status_code, good.json()), "bad": (bad.status_code, bad.json())}
@@ -187,11 +162,10 @@ def run(port: int = 8765, n: int = 4000, seed: int | None = None) -> dict:
 
         # 4. drift: the shifted population against the champion's reference profile
         scored = pd.read_parquet(dst)
-        ref = monitoring.ReferenceProfile.load(registry.fetch_model_dir(mv1) / "reference.json")
-        report = monitoring.detect_drift(ref, scored[FEATURES + ["prediction"]])
-        report.save(home / "reports" / NAME, title="Lifecycle example: drift on the shifted population")
-        out["drift"] = {"drift": report.drift,
-                        "drifted": report.features.loc[report.features["drifted"], "feature"].tolist()}
+        report = monitoring.run_check(registry.fetch_model_dir(mv1), scored[[*FEATURES, "prediction"]],
+                                      home / "reports" / NAME,
+                                      title="Lifecycle example: drift on the shifted population")
+        out["drift"] = {"drift": report.drift, "drifted": report.drifted_features, "alerts": report.alerts}
         log.info("drift: %s (%s)", report.drift, out["drift"]["drifted"])
 
         # 5. retrain on the new labelled data; compare on the most recent window; promote or keep

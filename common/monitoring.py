@@ -6,6 +6,10 @@ as a column named ``prediction`` to monitor prediction drift) and save it with t
 :class:`DriftReport` (per-feature table, verdict, markdown + PNG + JSON via :meth:`DriftReport.save`). Once
 labels arrive, :func:`performance_over_time` gives metric decay per time window.
 
+Every app's ``monitor`` runs the same sequence, :func:`run_check`: the champion's model directory -> its
+reference profile -> :func:`detect_drift` -> a :class:`MonitorVerdict` (drift alert + the app's own alerts, its
+statistics, the metric-over-time chart) -> ``drift.md`` + PNG + ``monitor.json`` (exit code 1 on any alert).
+
 Statistics (per feature):
 
 - **PSI** (population stability index), numeric and categorical::
@@ -40,6 +44,7 @@ A feature missing from the current frame counts as drifted (test ``missing``).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import math
@@ -53,7 +58,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from common.reports import markdown_table, save_figure, write_json, write_text
+from common.reports import format_value, markdown_table, publish, save_figure, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +67,23 @@ FEATURE_COLUMNS = ["feature", "kind", "test", "statistic", "p_value", "psi", "dr
                    "ref_null", "cur_null", "ref_mean", "cur_mean"]
 
 __all__ = [
-    "DriftThresholds",
-    "NumericFeatureProfile",
-    "CategoricalFeatureProfile",
-    "ReferenceProfile",
-    "DriftReport",
-    "psi",
-    "ks_test",
-    "chi_square_test",
-    "detect_drift",
-    "performance_over_time",
-    "performance_figure",
+    "NULL",
+    "OTHER",
     "PREDICTION",
     "REFERENCE_FILE",
-    "OTHER",
-    "NULL",
+    "CategoricalFeatureProfile",
+    "DriftReport",
+    "DriftThresholds",
+    "MonitorVerdict",
+    "NumericFeatureProfile",
+    "ReferenceProfile",
+    "chi_square_test",
+    "detect_drift",
+    "ks_test",
+    "performance_figure",
+    "performance_over_time",
+    "psi",
+    "run_check",
 ]
 
 REFERENCE_FILE = "reference.json"  # the profile's file name inside a registered model directory
@@ -229,8 +236,8 @@ class NumericFeatureProfile:
         c = self.cuts
         if not c:
             return ["all"]
-        labels = [f"<{c[0]:.3g}"] + [f"[{a:.3g},{b:.3g})" for a, b in zip(c[:-1], c[1:], strict=True)]
-        return labels + [f">={c[-1]:.3g}"]
+        labels = [f"<{c[0]:.3g}"] + [f"[{a:.3g},{b:.3g})" for a, b in itertools.pairwise(c)]
+        return [*labels, f">={c[-1]:.3g}"]
 
 
 @dataclass
@@ -483,19 +490,57 @@ class DriftReport:
             "features": feats,
         }
 
-    def save(self, out_dir: str | Path, title: str = "Drift report") -> Path:
-        """Write ``drift.json`` (verdict), ``drift.png`` (PSI per feature), ``drift_distributions.png``
-        (reference vs current for the most shifted features) and ``drift.md`` (last); returns ``drift.md``."""
+    @property
+    def alert(self) -> str | None:
+        """The alert line of a drift verdict (None without drift)."""
+        if not self.drift:
+            return None
+        names = self.drifted_features
+        return (f"distribution drift: {len(names)} of {len(self.features)} features drifted"
+                f"{' (' + ', '.join(names) + ')' if names else ''}")
+
+    def save(self, out_dir: str | Path, title: str = "Drift report", *, alerts: Sequence[str] | None = None,
+             stats: Mapping[str, Any] | None = None, performance: pd.DataFrame | None = None) -> Path:
+        """Write the drift report into ``out_dir``; returns ``drift.md``.
+
+        Files: ``drift.json`` (the drift verdict), ``drift.png`` (PSI per feature), ``drift_distributions.png``
+        (reference vs current for the most shifted features), with ``performance`` (output of
+        :func:`performance_over_time`) ``performance.png`` + ``performance.csv``, and ``drift.md`` last. The
+        markdown lists every alert (``alerts``; default: the drift alert), the monitored ``stats`` and the
+        metric-over-time chart. When ``out_dir`` lies under ``$MLREF_HOME/reports`` the index is rebuilt.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_figure(self.psi_figure(), out / "drift.png")
-        has_dist = bool(self.distributions)
-        if has_dist:
+        figures = ["![PSI per feature](drift.png)"]
+        if self.distributions:
             save_figure(self.distribution_figure(), out / "drift_distributions.png")
+            figures.append("![Reference vs current](drift_distributions.png)")
+        else:
+            (out / "drift_distributions.png").unlink(missing_ok=True)  # no stale figure from an earlier report
+        perf = performance if performance is not None and len(performance) else None
+        if perf is not None:
+            save_figure(performance_figure(perf), out / "performance.png")
+            write_text(out / "performance.csv", perf.to_csv(index=False))
+        else:
+            for stale in ("performance.png", "performance.csv"):
+                (out / stale).unlink(missing_ok=True)
         write_json(out / "drift.json", self.to_dict())
+        alerts = list(alerts) if alerts is not None else ([self.alert] if self.alert else [])
+        md = self._markdown_head(title, alerts, stats)
+        if perf is not None:
+            md += ["## Performance over time", "", "Metrics per window on the rows whose labels are in.", "",
+                   markdown_table(perf, index=False), "", "![Performance over time](performance.png)", ""]
+        md += ["## Figures", "", *[line for f in figures for line in (f, "")]]
+        path = write_text(out / "drift.md", "\n".join(md))
+        log.info("drift report written: %s (drift=%s, %d alert(s))", path, self.drift, len(alerts))
+        publish(out)
+        return path
+
+    def _markdown_head(self, title: str, alerts: Sequence[str], stats: Mapping[str, Any] | None) -> list[str]:
+        """Title, verdict, alerts, statistics and the feature table of ``drift.md``."""
         verdict = "**DRIFT DETECTED**" if self.drift else "**No drift**"
-        cols = FEATURE_COLUMNS
-        table = self.features[[c for c in cols if c in self.features.columns]].copy()
+        table = self.features[[c for c in FEATURE_COLUMNS if c in self.features.columns]].copy()
         table["drifted"] = table["drifted"].map({True: "yes", False: "no"})
         md = [
             f"# {title}",
@@ -514,6 +559,13 @@ class DriftReport:
             md += [f"Prediction drift: {'yes' if self.prediction_drift else 'no'}.", ""]
         for w in self.warnings:
             md += [f"> Warning: {w}", ""]
+        md += [f"## Alerts ({len(alerts)})", ""]
+        md += [f"- {a}" for a in alerts] if alerts else ["None: no threshold was crossed."]
+        md.append("")
+        if stats:
+            md += ["## Monitored statistics", "", "| statistic | value |", "| :--- | ---: |"]
+            md += [f"| {format_value(k)} | {format_value(v)} |" for k, v in stats.items()]
+            md.append("")
         md += [
             "## Features (sorted by PSI)",
             "",
@@ -522,16 +574,8 @@ class DriftReport:
             "PSI < 0.1: stable; 0.1-0.2: moderate shift; >= 0.2: significant shift. KS/chi-square p-values "
             "are shown for reference: on large samples they flag shifts too small to matter.",
             "",
-            "## Figures",
-            "",
-            "![PSI per feature](drift.png)",
-            "",
         ]
-        if has_dist:
-            md += ["![Reference vs current](drift_distributions.png)", ""]
-        path = write_text(out / "drift.md", "\n".join(md))
-        log.info("drift report written: %s (drift=%s)", path, self.drift)
-        return path
+        return md
 
     def psi_figure(self) -> Figure:
         """Horizontal bars of PSI per feature with the threshold line."""
@@ -627,7 +671,7 @@ def detect_drift(
             labels = prof.bin_labels()
             ref_f, cur_f = list(prof.fractions), fr.tolist()
             if prof.null_fraction > 0 or null > 0:
-                labels, ref_f, cur_f = labels + ["null"], ref_f + [prof.null_fraction], cur_f + [null]
+                labels, ref_f, cur_f = [*labels, "null"], [*ref_f, prof.null_fraction], [*cur_f, null]
             dists[name] = {"labels": labels, "reference": ref_f, "current": cur_f}
         else:
             counts = prof.counts(s)
@@ -776,3 +820,114 @@ def performance_figure(perf: pd.DataFrame, metrics: Sequence[str] | None = None,
     ax.set_title(title or "Performance over time")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------ the monitoring check of every app
+
+
+@dataclass
+class MonitorVerdict:
+    """What a ``monitor`` command concludes: the drift report, every alert (drift and the app's own), the
+    monitored statistics and, where labels are in, the performance per window. ``exit_code`` is 1 on any alert."""
+
+    report: DriftReport
+    alerts: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    performance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    title: str = "Drift report"
+    model_version: str | None = None
+
+    @property
+    def drift(self) -> bool:
+        return self.report.drift
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return self.report.drifted_features
+
+    @property
+    def prediction_drift(self) -> bool | None:
+        return self.report.prediction_drift
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.report.warnings
+
+    @property
+    def exit_code(self) -> int:
+        """1 when any alert was raised, else 0 (the ``monitor`` command's exit code)."""
+        return 1 if self.alerts else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine-readable verdict (what ``monitor.json`` holds)."""
+        perf = self.performance
+        return {
+            "alerts": list(self.alerts),
+            "exit_code": self.exit_code,
+            "model_version": self.model_version,
+            "stats": dict(self.stats),
+            "warnings": list(self.warnings),
+            "drift": self.report.to_dict(),
+            "performance": perf.astype(object).where(perf.notna(), None).to_dict(orient="records")
+            if len(perf) else [],
+        }
+
+    def save(self, out_dir: str | Path) -> Path:
+        """``monitor.json`` (this verdict), then the drift report (:meth:`DriftReport.save`) with every alert,
+        the statistics and the performance chart; returns ``drift.md``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "monitor.json", self.to_dict())
+        return self.report.save(out, self.title, alerts=self.alerts, stats=self.stats,
+                                performance=self.performance)
+
+
+def run_check(
+    reference: ReferenceProfile | str | Path,
+    current: pd.DataFrame,
+    out_dir: str | Path | None = None,
+    *,
+    title: str = "Drift report",
+    thresholds: DriftThresholds | None = None,
+    extra_alerts: Sequence[str] = (),
+    stats: Mapping[str, Any] | None = None,
+    performance: pd.DataFrame | None = None,
+    warnings: Sequence[str] = (),
+    model_version: str | None = None,
+) -> MonitorVerdict:
+    """The monitoring sequence every app runs: reference profile -> drift -> verdict -> report.
+
+    Args:
+        reference: the profile, or the directory of a registered model version holding :data:`REFERENCE_FILE`
+            (``registry.fetch_model_dir(champion)``).
+        current: recent rows with the profiled feature columns, plus ``prediction`` (the model's output on them)
+            when predictions are monitored.
+        out_dir: where to write the report (:meth:`MonitorVerdict.save`); ``None`` writes nothing.
+        extra_alerts: the app's own alerts (e.g. "new-user rate 40% > 25%"); listed before the drift alert in
+            the report and the JSON.
+        stats: the app's monitored statistics, shown as a table.
+        performance: metrics per window (:func:`performance_over_time`) once labels are in; charted.
+        warnings: caveats shown at the top of the report (e.g. a history shorter than the feature windows).
+
+    Returns:
+        the verdict; its ``exit_code`` is 1 when any alert (drift or extra) was raised.
+    """
+    if isinstance(reference, ReferenceProfile):
+        profile = reference
+    else:
+        path = Path(reference)
+        path = path / REFERENCE_FILE if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the model version was registered without a monitoring "
+                                    "reference profile; register it again to monitor it")
+        profile = ReferenceProfile.load(path)
+    report = detect_drift(profile, current, thresholds)
+    report.warnings.extend(warnings)
+    alerts = [*extra_alerts, *([report.alert] if report.alert else [])]
+    verdict = MonitorVerdict(report, alerts, dict(stats or {}),
+                             performance if performance is not None else pd.DataFrame(), title, model_version)
+    if alerts:
+        log.warning("monitor: %d alert(s): %s", len(alerts), "; ".join(alerts))
+    if out_dir is not None:
+        verdict.save(out_dir)
+    return verdict

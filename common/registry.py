@@ -7,17 +7,35 @@ copies it to ``$MLREF_HOME/models/<name>/<version>`` and re-hashes it on every l
 raises :class:`IntegrityError` before any loader (some of which unpickle) touches the files.
 
 Promotion is one alias update in the registry's database, so readers see either the old or the new champion.
+Writers serialise on a file lock (:func:`promotion_lock`, ``$MLREF_HOME/locks/<name>.lock``, ``fcntl.flock``: the
+kernel releases it when a holder dies, even by ``kill -9``), and :func:`compare_and_promote` moves the champion only
+if it is still the version the caller compared against, so two concurrent retrains cannot both win. With a remote
+tracking URI the lock only covers processes on this machine; the compare step still catches most races elsewhere.
+
+Read-only functions (:func:`get`, :func:`find`, :func:`version_of`, :func:`list_versions`, :func:`load`) never
+create a store: with no ``mlflow.db`` yet, :func:`get` raises :class:`NoRegistryError` ("there is no registry yet
+at PATH") and :func:`find` returns ``None``; an empty, non-SQLite or corrupt file raises
+:class:`DamagedRegistryError` ("the registry at PATH is damaged: ..."), a user error for the CLI (exit 2).
+
+:func:`register_dir` stages a model directory in a temporary directory, registers it and removes it (what every app
+needs); every version records the MLflow run that trained it (:attr:`ModelVersion.training_run_id`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +61,23 @@ class NotFoundError(LookupError):
     """No such registered model, version or alias."""
 
 
+# The store's own errors (user errors for the CLI): RegistryError is the base of both below.
+RegistryError = tracking.StoreError
+DamagedRegistryError = tracking.DamagedStoreError
+
+
+class NoRegistryError(NotFoundError, tracking.NoStoreError):
+    """A read found no registry at all (no ``mlflow.db`` yet): :func:`find` treats it as "no such model"."""
+
+
+class LockTimeoutError(RegistryError):
+    """Another process held the registry's promotion lock for longer than the timeout."""
+
+
+TRAINING_RUN_TAG = "training_run_id"
+LAST_TRAINING_TIMESTAMP_TAG = "last_training_timestamp"
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     """One registered version; ``metrics``/``params`` are those of the run that registered it."""
@@ -59,6 +94,17 @@ class ModelVersion:
     @property
     def data_fingerprint(self) -> str | None:
         return self.tags.get("data_fingerprint")
+
+    @property
+    def training_run_id(self) -> str | None:
+        """The MLflow run that trained this version (its own registration run when none was given)."""
+        return self.tags.get(TRAINING_RUN_TAG) or self.run_id
+
+    @property
+    def last_training_timestamp(self) -> float | None:
+        """Unix seconds of the newest row of its training data (tag ``last_training_timestamp``), if recorded."""
+        raw = self.tags.get(LAST_TRAINING_TIMESTAMP_TAG)
+        return float(raw) if raw not in (None, "") else None
 
 
 def hash_dir(path: str | Path) -> str:
@@ -86,43 +132,76 @@ def register(
     data_fingerprint: str | None = None,
     tags: Mapping[str, str] | None = None,
     alias: str | None = None,
+    training_run_id: str | None = None,
+    last_training_timestamp: float | None = None,
 ) -> ModelVersion:
     """Log ``model_dir`` in a new run of experiment ``name`` and register it as the next version of ``name``.
 
     Args:
         alias: set this alias (e.g. ``"champion"``) on the new version once it is fully registered.
+        training_run_id: the MLflow run that trained the model (tag ``training_run_id``). Default: the active run
+            when there is one (the registration run is then nested in it), else the registration run itself,
+            which carries ``params`` and ``metrics``.
+        last_training_timestamp: unix seconds of the newest training row (tag ``last_training_timestamp``), which
+            :mod:`common.retraining` uses to refuse comparisons on data a model was trained on.
     """
     model_dir = Path(model_dir)
     digest = hash_dir(model_dir)
-    c = tracking.client()
+    active = mlflow.active_run()
     version_tags = {"sha256": digest, "git_commit": git_commit(), **dict(tags or {})}
     if data_fingerprint:
         version_tags["data_fingerprint"] = data_fingerprint
-    with tracking.start_run(name, run_name=f"{name}-register", params=params, tags=version_tags) as run:
-        if metrics:
-            tracking.log_metrics(metrics)
-        tracking.log_artifact(model_dir, "model")
-        run_id = run.info.run_id
-        source = f"{run.info.artifact_uri.rstrip('/')}/model"
-    try:
-        c.get_registered_model(name)
-    except MlflowException:
-        with contextlib.suppress(MlflowException):  # a concurrent writer may have created it
-            c.create_registered_model(name)
-    mv = c.create_model_version(name, source, run_id=run_id, tags=version_tags)
+    if last_training_timestamp is not None:
+        version_tags[LAST_TRAINING_TIMESTAMP_TAG] = repr(float(last_training_timestamp))
+    training_run_id = training_run_id or (active.info.run_id if active is not None else None)
+    if training_run_id:
+        version_tags[TRAINING_RUN_TAG] = training_run_id
+    with tracking.guard():
+        c = tracking.client()
+        with tracking.start_run(name, run_name=f"{name}-register", params=params, tags=version_tags,
+                                nested=active is not None) as run:
+            if metrics:
+                tracking.log_metrics(metrics)
+            tracking.log_artifact(model_dir, "model")
+            run_id = run.info.run_id
+            source = f"{run.info.artifact_uri.rstrip('/')}/model"
+        version_tags.setdefault(TRAINING_RUN_TAG, run_id)
+        try:
+            c.get_registered_model(name)
+        except MlflowException:
+            with contextlib.suppress(MlflowException):  # a concurrent writer may have created it
+                c.create_registered_model(name)
+        mv = c.create_model_version(name, source, run_id=run_id, tags=version_tags)
     if alias:
         set_alias(name, alias, mv.version)
     log.info("registered %s version %s (sha256 %s)", name, mv.version, digest[:12])
     return get(name, str(mv.version))
 
 
+def register_dir(name: str, build: Callable[[Path], Any], **kwargs: Any) -> ModelVersion:
+    """Register a model directory that ``build(path)`` writes into a fresh, empty temporary directory.
+
+    The directory lives under ``$MLREF_HOME/work/<name>/staging`` (same disk as the store) and is removed
+    afterwards, whether registration succeeds or not: the registry keeps its own copy. ``kwargs`` go to
+    :func:`register`.
+    """
+    staging = get_settings().path("work", name, "staging")
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="model-", dir=staging) as tmp:
+        model_dir = Path(tmp) / "model"
+        model_dir.mkdir()
+        build(model_dir)
+        return register(name, model_dir, **kwargs)
+
+
 def _to_version(mv: Any) -> ModelVersion:
-    c = tracking.client()
+    c = tracking.client(read_only=True)
     metrics: dict[str, float] = {}
     params: dict[str, str] = {}
     if mv.run_id:
         try:
-            data = c.get_run(mv.run_id).data
+            with tracking.guard():
+                data = c.get_run(mv.run_id).data
             metrics, params = dict(data.metrics), dict(data.params)
         except MlflowException:
             log.warning("run %s of %s v%s is gone", mv.run_id, mv.name, mv.version)
@@ -134,13 +213,25 @@ def _to_version(mv: Any) -> ModelVersion:
 
 
 def get(name: str, ref: str = CHAMPION) -> ModelVersion:
-    """The version of ``name`` that ``ref`` names: an alias (``champion``, ``challenger``) or a version number."""
-    c = tracking.client()
+    """The version of ``name`` that ``ref`` names: an alias (``champion``, ``challenger``) or a version number.
+
+    Raises :class:`NotFoundError` (:class:`NoRegistryError` when there is no store yet) or
+    :class:`DamagedRegistryError`; never creates a store.
+    """
+    c = _read_client()
     try:
-        mv = c.get_model_version(name, ref) if str(ref).isdigit() else c.get_model_version_by_alias(name, ref)
+        with tracking.guard():
+            mv = c.get_model_version(name, ref) if str(ref).isdigit() else c.get_model_version_by_alias(name, ref)
     except MlflowException as exc:
         raise NotFoundError(f"model {name!r} has no version or alias {ref!r}") from exc
     return _to_version(mv)
+
+
+def _read_client() -> Any:
+    try:
+        return tracking.client(read_only=True)
+    except tracking.NoStoreError as exc:
+        raise NoRegistryError(str(exc)) from None
 
 
 def find(name: str, ref: str = CHAMPION) -> ModelVersion | None:
@@ -156,27 +247,107 @@ def version_of(name: str, ref: str = CHAMPION) -> str | None:
     if str(ref).isdigit():
         return str(ref)
     try:
-        return str(tracking.client().get_model_version_by_alias(name, ref).version)
+        c = _read_client()
+    except NoRegistryError:
+        return None
+    try:
+        with tracking.guard():
+            return str(c.get_model_version_by_alias(name, ref).version)
     except MlflowException:
         return None
 
 
 def list_versions(name: str) -> list[ModelVersion]:
-    """All versions of ``name``, oldest first."""
-    c = tracking.client()
-    found = c.search_model_versions(f"name='{name}'")
-    return sorted((_to_version(mv) for mv in found), key=lambda v: int(v.version))
+    """All versions of ``name``, oldest first (none when there is no registry yet: nothing is created)."""
+    try:
+        c = _read_client()
+    except NoRegistryError:
+        return []
+    with tracking.guard():
+        found = c.search_model_versions(f"name='{name}'")
+        return sorted((_to_version(mv) for mv in found), key=lambda v: int(v.version))
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:
-    """Point ``alias`` at ``version`` (one registry update: atomic for readers)."""
-    tracking.client().set_registered_model_alias(name, alias, str(version))
+    """Point ``alias`` at ``version`` (one registry update: atomic for readers).
+
+    Moving the champion happens under :func:`promotion_lock` and also appends to the champion history (see
+    :func:`champion_history`).
+    """
+    with contextlib.ExitStack() as stack:
+        if alias == CHAMPION:
+            stack.enter_context(promotion_lock(name))
+        with tracking.guard():
+            c = tracking.client()
+            c.set_registered_model_alias(name, alias, str(version))
+            if alias == CHAMPION:
+                _record_champion(name, str(version))
     log.info("%s: alias %s -> version %s", name, alias, version)
 
 
 def promote(name: str, version: str | int) -> None:
-    """Make ``version`` the champion."""
+    """Make ``version`` the champion, whatever the champion is now (see :func:`compare_and_promote`)."""
     set_alias(name, CHAMPION, version)
+
+
+def compare_and_promote(name: str, version: str | int, expected: str | None) -> bool:
+    """Make ``version`` the champion only if the champion is still ``expected`` (``None``: there is none).
+
+    The check and the alias update happen under :func:`promotion_lock`, so of two processes that compared against
+    the same champion, exactly one promotes. Returns whether ``version`` was promoted.
+    """
+    with promotion_lock(name):
+        current = version_of(name, CHAMPION)
+        if current != (None if expected is None else str(expected)):
+            log.warning("%s: not promoting v%s: the champion is v%s now, not v%s as compared", name, version,
+                        current, expected)
+            return False
+        set_alias(name, CHAMPION, version)
+        return True
+
+
+_held = threading.local()
+_remote_lock_warned = False
+
+
+@contextmanager
+def promotion_lock(name: str, *, timeout_s: float = 120.0) -> Iterator[None]:
+    """Exclusive lock on ``name``'s champion, ``$MLREF_HOME/locks/<name>.lock`` (``fcntl.flock``).
+
+    Re-entrant within a thread; other threads and processes wait (polling every 50 ms) up to ``timeout_s``, then
+    :class:`LockTimeoutError`. The kernel drops the lock when its holder exits, so a killed process never leaves
+    a stale lock. With a remote tracking URI it only serialises this machine's processes.
+    """
+    global _remote_lock_warned
+    path = get_settings().path("locks", re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".lock").resolve()
+    held: set[Path] = _held.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
+    if tracking.store_path() is None and not _remote_lock_warned:
+        _remote_lock_warned = True
+        log.info("promotion lock %s is local to this machine (remote tracking store %s)", path,
+                 get_settings().tracking)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockTimeoutError(f"{name}: another process has held {path} for over {timeout_s:.0f} s; "
+                                           "try again when it has finished") from None
+                time.sleep(0.05)
+        held.add(path)
+        try:
+            yield
+        finally:
+            held.discard(path)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def fetch_model_dir(mv: ModelVersion) -> Path:
@@ -191,8 +362,9 @@ def fetch_model_dir(mv: ModelVersion) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{mv.version}.", dir=dest.parent))
         try:
-            tracking.configure()
-            mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model", dst_path=str(tmp))
+            tracking.configure(read_only=True)
+            with tracking.guard():
+                mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="model", dst_path=str(tmp))
             got = hash_dir(tmp / "model")
             if got != mv.sha256:
                 raise IntegrityError(
@@ -219,3 +391,52 @@ def load(name: str, ref: str, loader: Callable[[Path], T]) -> tuple[T, ModelVers
     """Fetch and verify version ``ref`` of ``name``, then build the model with ``loader(model_dir)``."""
     mv = get(name, ref)
     return loader(fetch_model_dir(mv)), mv
+
+
+# ------------------------------------------------------------------ champion history (for rollback)
+
+HISTORY_TAG = "champion_history"
+HISTORY_LENGTH = 50
+
+
+def champion_history(name: str) -> list[str]:
+    """The versions that were champion, oldest first, as recorded by :func:`set_alias` (a registered-model tag)."""
+    c = _read_client()
+    try:
+        with tracking.guard():
+            raw = c.get_registered_model(name).tags.get(HISTORY_TAG)
+    except MlflowException as exc:
+        raise NotFoundError(f"no registered model {name!r}") from exc
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def _record_champion(name: str, version: str) -> None:
+    history = champion_history(name)
+    if history and history[-1] == version:
+        return
+    history = ([*history, version])[-HISTORY_LENGTH:]
+    tracking.client().set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+
+
+def previous_champion(name: str) -> str | None:
+    """The champion before the current one (``None`` when there was none)."""
+    history = champion_history(name)
+    current = version_of(name, CHAMPION)
+    while history and history[-1] == current:
+        history.pop()
+    return history[-1] if history else None
+
+
+def rollback_champion(name: str, *, expected: str, to: str) -> None:
+    """Make ``to`` the champion again, dropping ``expected`` (the current champion) from the history's end."""
+    with promotion_lock(name), tracking.guard():
+        if version_of(name, CHAMPION) != expected:
+            raise NotFoundError(f"{name}: the champion changed while rolling back (expected v{expected}); try again")
+        history = champion_history(name)
+        while history and history[-1] == expected:
+            history.pop()
+        c = tracking.client()
+        c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        c.set_registered_model_alias(name, CHAMPION, str(to))
+        _record_champion(name, str(to))
+    log.info("%s: champion rolled back from version %s to %s", name, expected, to)

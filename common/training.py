@@ -30,7 +30,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +54,73 @@ MetricFn = Callable[[Tensor, Tensor], float]
 LAST = "last.pt"
 BEST = "best.pt"
 # Options that may differ between a checkpoint and the run resuming it without a warning.
-_RESUME_FREE = {"resume", "progress", "checkpoint_dir", "num_workers", "device"}
+_RESUME_FREE = {"resume", "progress", "checkpoint_dir", "num_workers", "device", "max_time_s"}
+
+
+class StepHook:
+    """Something that acts on the model between optimizer steps (lookahead, weight averaging, freezing).
+
+    ``after_step`` runs after every optimizer step (``step`` is 1-based over the whole run, ``total_steps`` the
+    run's length), ``after_epoch`` after each epoch's last step, before validation. Its state (``state_dict``:
+    plain python types and tensors only) is saved in checkpoints and restored on resume.
+    """
+
+    def after_step(self, model: nn.Module, step: int, total_steps: int) -> None:
+        """Called after each optimizer step."""
+
+    def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        """Called after each epoch's training steps."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class WeightEMA(StepHook):
+    """Exponential moving average of the floating-point weights and buffers: every ``every`` steps,
+    ``ema = decay * ema + (1 - decay) * w``. :func:`fit` validates, keeps and returns the averaged weights."""
+
+    def __init__(self, decay: float, every: int = 1) -> None:
+        if not 0.0 <= decay < 1.0 or every < 1:
+            raise ValueError(f"EMA needs 0 <= decay < 1 and every >= 1, got decay={decay}, every={every}")
+        self.decay, self.every = decay, every
+        self.shadow: dict[str, Tensor] = {}
+
+    def _init(self, model: nn.Module) -> None:
+        self.shadow = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
+
+    def after_step(self, model: nn.Module, step: int, total_steps: int) -> None:  # noqa: ARG002 - the interface's signature
+        if not self.shadow:
+            self._init(model)
+            return
+        if step % self.every:
+            return
+        with torch.no_grad():
+            for k, v in _unwrap(model).state_dict().items():
+                if v.is_floating_point():
+                    self.shadow[k].lerp_(v.detach(), 1.0 - self.decay)
+                else:
+                    self.shadow[k].copy_(v)
+
+    def averaged_state(self, model: nn.Module) -> dict[str, Tensor]:
+        """The averaged state dict (the model's own before the first step)."""
+        return self.shadow if self.shadow else _unwrap(model).state_dict()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shadow": {k: v.detach().cpu() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.shadow = {k: v.clone() for k, v in state.get("shadow", {}).items()}
+
+
+def _swap_state(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Load ``state`` into ``model`` and return a copy of the weights it replaced."""
+    net = _unwrap(model)
+    old = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    return old
 
 
 @dataclass
@@ -80,6 +146,10 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda > mps > cpu; ignored under torchrun (cuda:LOCAL_RANK or cpu)
     num_workers: int = 0
     progress: bool = True  # tqdm bar per epoch (main rank only)
+    max_time_s: float | None = None  # stop after the first epoch that ends this many seconds into training
+    channels_last: bool = False  # model and 4-D inputs in channels_last memory format (faster convs on CPU/GPU)
+    ema_decay: float | None = None  # EMA of the weights (validation, best and returned model use it); None = off
+    ema_every: int = 1  # update the EMA every this many optimizer steps (decay applies per update)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-python dict (paths as str), safe for ``torch.load(weights_only=True)`` and JSON."""
@@ -363,7 +433,7 @@ def _improved(value: float, best: float | None, config: TrainConfig) -> bool:
     return value < best - config.min_delta if config.mode == "min" else value > best + config.min_delta
 
 
-def fit(
+def fit(  # noqa: C901 - one straight-line loop, kept in one place on purpose
     model: nn.Module,
     train_ds: Dataset,
     val_ds: Dataset | None,
@@ -373,6 +443,9 @@ def fit(
     metrics: Mapping[str, MetricFn] | None = None,
     optimizer_factory: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    scheduler_factory: Callable[[torch.optim.Optimizer, TrainConfig, int], Any] | None = None,
+    batch_transform: Callable[[Any, Tensor, int], tuple[Any, Tensor]] | None = None,
+    step_hooks: Sequence[StepHook] = (),
 ) -> FitResult:
     """Train ``model`` in place and return the per-epoch history.
 
@@ -383,6 +456,12 @@ def fit(
     resume matters. Under torchrun the process group is joined here; call :func:`cleanup_distributed` at the
     end of the script. On return the model is unwrapped (never DDP), on the training device, with the best
     epoch's weights when ``restore_best``.
+
+    ``scheduler_factory(optimizer, config, total_steps)`` replaces ``config.scheduler`` (stepped once per batch).
+    ``batch_transform(inputs, target, epoch)`` runs on each training batch once it is on the device (batch-level
+    augmentation: decode once, augment whole batches); validation batches are not transformed. ``step_hooks``
+    (:class:`StepHook`) act after each step/epoch; ``config.ema_decay`` adds a :class:`WeightEMA`. History rows
+    also hold ``train_time_s`` (the epoch's training steps only, no validation).
     """
     config = config or TrainConfig()
     allowed = {"train_loss"}
@@ -394,6 +473,10 @@ def fit(
     device = info.device
     seed_everything(config.seed + info.rank)
     model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = WeightEMA(config.ema_decay, config.ema_every) if config.ema_decay is not None else None
+    hooks: list[StepHook] = [*step_hooks, *([ema] if ema is not None else [])]
 
     # A DistributedSampler also in single-process mode: epoch e's order depends only on (seed, e), so a
     # resumed run sees the same batches as an uninterrupted one.
@@ -404,7 +487,9 @@ def fit(
                         persistent_workers=config.num_workers > 0)
     optimizer = (optimizer_factory(model, config) if optimizer_factory is not None
                  else torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay))
-    scheduler = _make_scheduler(optimizer, config, config.epochs * len(loader))
+    total_steps = config.epochs * len(loader)
+    scheduler = (scheduler_factory(optimizer, config, total_steps) if scheduler_factory is not None
+                 else _make_scheduler(optimizer, config, total_steps))
     use_amp = _amp_enabled(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and config.amp_dtype == "float16")
 
@@ -430,6 +515,8 @@ def fit(
         history = list(ckpt["extra"].get("history", []))
         patience = config.early_stopping_patience  # re-judged, so a larger patience lets a stopped run go on
         stopped = patience is not None and best["bad_epochs"] >= patience
+        for hook, state in zip(hooks, ckpt["extra"].get("hooks", []), strict=False):
+            hook.load_state_dict(state)
         rngs = ckpt["extra"].get("rng", [])
         if len(rngs) == info.world_size:
             _set_rng_state(rngs[info.rank])
@@ -445,6 +532,7 @@ def fit(
     if info.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     show = config.progress and info.is_main
+    t_start = time.perf_counter()
     for epoch in range(start_epoch + 1, config.epochs + 1):
         if stopped:
             break
@@ -456,6 +544,10 @@ def fit(
         bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=not show, leave=False)
         for step, (inputs, target) in enumerate(bar):
             inputs, target = _to_device(inputs, device), _to_device(target, device)
+            if batch_transform is not None:
+                inputs, target = batch_transform(inputs, target, epoch)
+            if config.channels_last and isinstance(inputs, Tensor) and inputs.dim() == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
             with _autocast(device, use_amp, config.amp_dtype):
                 loss = loss_fn(net(inputs), target)
             optimizer.zero_grad(set_to_none=True)
@@ -467,21 +559,30 @@ def fit(
             scaler.update()
             if scheduler is not None:
                 scheduler.step()
+            global_step = (epoch - 1) * len(loader) + step + 1
+            for hook in hooks:
+                hook.after_step(model, global_step, total_steps)
             loss_sum += loss.detach().double() * len(target)
             seen += len(target)
             if show and step % 10 == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}")
+                rate = seen * info.world_size / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4g}", img_s=f"{rate:.0f}")
+        for hook in hooks:
+            hook.after_epoch(model, epoch)
+        train_time = time.perf_counter() - t0
         bar.close()
         total, n = _all_reduce_sum([loss_sum.item(), float(seen)], info)
         row: dict[str, float] = {"epoch": epoch, "train_loss": total / max(n, 1.0)}
         if not math.isfinite(row["train_loss"]):
             raise FloatingPointError(f"train loss is {row['train_loss']} in epoch {epoch}")
+        live = _swap_state(model, ema.averaged_state(model)) if ema is not None else None
         if val_ds is not None:
             val = evaluate(net, val_ds, loss_fn, metrics, batch_size=config.batch_size, device=device,
                            amp=use_amp, amp_dtype=config.amp_dtype, num_workers=config.num_workers,
                            dist_info=info)
             row.update({f"val_{k}": v for k, v in val.items()})
         row["lr"] = optimizer.param_groups[0]["lr"]
+        row["train_time_s"] = train_time
         row["time_s"] = time.perf_counter() - t0
         history.append(row)
 
@@ -493,20 +594,31 @@ def fit(
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             best["bad_epochs"] += 1
+        if live is not None:  # back to the live weights: training (and its checkpoint) continues from them
+            _unwrap(model).load_state_dict(live)
         patience = config.early_stopping_patience
         stopped = patience is not None and best["bad_epochs"] >= patience
+        out_of_time = config.max_time_s is not None and time.perf_counter() - t_start >= config.max_time_s
+        out_of_time = bool(_all_reduce_sum([float(out_of_time)], info)[0])  # all ranks stop together
+        if out_of_time and not stopped and info.is_main and epoch < config.epochs:
+            logger.info("time budget: stopping after epoch %d (max_time_s=%s)", epoch, config.max_time_s)
+        stopped = stopped or out_of_time
 
         rngs = _all_gather(_rng_state(), info) if ckpt_dir is not None else []
         if info.is_main:
             logger.info("epoch %d/%d %s", epoch, config.epochs,
                         " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
             if ckpt_dir is not None:
-                extra = {"history": history, "stopped": stopped, "rng": rngs, "world_size": info.world_size}
+                extra = {"history": history, "stopped": stopped, "rng": rngs, "world_size": info.world_size,
+                         "hooks": [h.state_dict() for h in hooks]}
                 args = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch,
                             best=best, config=config, extra=extra)
                 save_checkpoint(ckpt_dir / LAST, **args)
-                if is_best:
+                if is_best:  # best.pt holds the weights that were validated (the EMA's when it is on)
+                    live_w = _swap_state(model, ema.averaged_state(model)) if ema is not None else None
                     save_checkpoint(ckpt_dir / BEST, **args)
+                    if live_w is not None:
+                        _unwrap(model).load_state_dict(live_w)
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
         if stopped and info.is_main:
@@ -515,6 +627,8 @@ def fit(
 
     if config.restore_best and best_state is not None:
         model.load_state_dict(best_state)
+    elif ema is not None:
+        model.load_state_dict(ema.averaged_state(model))
     return FitResult(
         history=history,
         best_epoch=best["epoch"],
@@ -530,6 +644,6 @@ def accuracy(outputs: Tensor, targets: Tensor) -> float:
 
 
 __all__ = [
-    "DistInfo", "FitResult", "TrainConfig", "accuracy", "cleanup_distributed", "evaluate",
+    "DistInfo", "FitResult", "StepHook", "TrainConfig", "WeightEMA", "accuracy", "cleanup_distributed", "evaluate",
     "fit", "load_checkpoint", "save_checkpoint", "select_device", "setup_distributed",
 ]

@@ -1,10 +1,17 @@
 """The fraud benchmark: handbook protocol on the reference-size simulation, latency and batch throughput.
 
-Writes ``bench/results/fraud.json``::
+Writes ``bench/results/fraud.json`` (``--dataset FILE``: ``bench/results/fraud-<file name>.json``, never the
+reference result)::
 
     {"app", "dataset", "protocol", "models": {name: {"metrics", "train_s", "predict_s", "params"}},
      "anchors": the handbook's numbers, "latency": in-process and HTTP, "throughput": batch vs raw xgboost,
      "machine": common.config.machine_info()}
+
+``--draws N`` (N >= 2) evaluates on N simulator draws (seeds ``0 .. N-1``, reference size) instead of one:
+``models`` then holds, per model, the mean over draws of each draw's mean over its test folds, ``<metric>_std``
+the standard deviation *across draws* and ``<metric>_fold_std`` the mean over draws of the std *across folds*;
+``draws`` holds each draw's numbers and ``feature_groups`` the AP gain of each feature group over the handbook's
+15 features (paired by draw). Latency and throughput are measured on the first draw.
 """
 
 from __future__ import annotations
@@ -12,30 +19,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from apps.fraud.config import APP, MODEL_NAME, FraudConfig
-from apps.fraud.data import DAY, SCHEMA, TIMESTAMP, load
-from apps.fraud.evaluate import start_day_for_test
-from apps.fraud.features import OnlineFeatureStore, Transaction
+from apps.fraud.config import APP, MODEL_NAME, FraudConfig, SimulationConfig
+from apps.fraud.data import DAY, LABEL, SCHEMA, TIMESTAMP, load
+from apps.fraud.evaluate import metric_names, start_day_for_test
+from apps.fraud.features import FEATURE_GROUPS, OnlineFeatureStore, Transaction, feature_names
 from apps.fraud.lifecycle import register_model, report_selection, select_models
 from apps.fraud.model import FraudModel
 from apps.fraud.service import BatchScorer, FraudScorer, latency_percentiles
-from apps.fraud.train import prepare, train_model
-from common import batch, registry
-from common.config import machine_info
-from common.data import write_table
-from common.reports import write_json
+from apps.fraud.train import Candidate, grid_search, prepare, score_test, score_validation, train_model
+from common import batch, registry, serving
+from common.cli import bench_output
+from common.config import machine_info, override
+from common.data import DataError, write_table
+from common.probe import load as load_test
+from common.reports import new_report_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +59,120 @@ ANCHORS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The handbook's chapter-5 XGBoost grid (ModelSelection notebook), fitted as the xgboost it ran (1.x) fitted by
+# default: exact greedy splits (its "auto" below 4 M rows), base_score 0.5, no row or column subsampling.
+HANDBOOK_XGB_GRID: dict[str, list[Any]] = {
+    "max_depth": [2, 3, 5], "n_estimators": [25, 50, 100], "learning_rate": [0.05, 0.1],
+    "tree_method": ["exact"], "base_score": [0.5], "subsample": [1.0], "colsample_bytree": [1.0],
+    "min_child_weight": [1.0], "reg_lambda": [1.0], "gamma": [0.0],
+}
+HANDBOOK_LOGREG_GRID: dict[str, list[Any]] = {"C": [0.1, 1, 10, 100]}
+
+
+def _candidate(prepared: pd.DataFrame, kind: str, params: dict[str, Any], features: list[str], cfg: FraudConfig,
+               seed: int) -> Candidate:
+    """``params`` as they are, on validation and test folds."""
+    c = Candidate(kind, {**params, "features": len(features)})
+    c.validation = score_validation(prepared, kind, params, features, cfg.protocol, seed=seed)
+    c.test, c.test_folds = score_test(prepared, kind, params, features, cfg.protocol, seed=seed)
+    return c
+
+
+def draw_models(prepared: pd.DataFrame, cfg: FraudConfig, *, tune_trials: int = 0, seed: int = 0,
+                groups: tuple[str, ...] = FEATURE_GROUPS) -> dict[str, Candidate]:
+    """The models compared on every draw: the default model (``xgboost``: the config's parameters, or tuned with
+    ``tune_trials`` Optuna trials on the validation folds), the same on the handbook's 15 features, on those 15
+    plus one feature group (each of ``groups``), the handbook's own XGBoost (its chapter-5 grid, selected on
+    validation AP, 15 features) and its logistic regression (same grid and selection as the handbook)."""
+    hb_cfg = replace(cfg.features, extended=False)
+    hb = feature_names(hb_cfg)
+    out = select_models(prepared, cfg, kinds=("xgboost",), tune_trials=tune_trials, seed=seed)
+    params = {k: v for k, v in out["xgboost"].params.items() if k != "features"}
+    out["xgboost_handbook_features"] = _candidate(prepared, "xgboost", params, hb, cfg, seed)
+    for g in groups:
+        names = feature_names(replace(cfg.features, extended=True, groups=(g,)))
+        out[f"xgboost_handbook_features+{g}"] = _candidate(prepared, "xgboost", params, names, cfg, seed)
+    out["handbook_xgboost_grid"] = grid_search(prepared, "xgboost", HANDBOOK_XGB_GRID, hb, cfg.protocol, seed=seed)
+    out["handbook_logreg_grid"] = grid_search(prepared, "logreg", HANDBOOK_LOGREG_GRID, hb, cfg.protocol, seed=seed)
+    return out
+
+
+def summarise_draws(per_draw: list[dict[str, Candidate]], top_k: int = 100) -> dict[str, dict[str, Any]]:
+    """Per model: ``metrics`` = mean over draws of the test-fold means, ``<m>_std`` = sample std across draws,
+    ``<m>_fold_std`` = mean over draws of the std across test folds; ``per_draw`` = each draw's test means."""
+    names = metric_names(top_k)
+    out: dict[str, dict[str, Any]] = {}
+    for name in per_draw[0]:
+        test = pd.DataFrame([d[name].test for d in per_draw])
+        valid = pd.DataFrame([d[name].validation for d in per_draw])
+        n = len(test)
+        metrics: dict[str, float] = {}
+        for m in names:
+            metrics[m] = round(float(test[m].mean()), 4)
+            metrics[f"{m}_std"] = round(float(test[m].std(ddof=1)), 4) if n > 1 else 0.0
+            metrics[f"{m}_fold_std"] = round(float(test[f"{m}_std"].mean()), 4)
+        params = [d[name].params for d in per_draw]
+        out[name] = {
+            "metrics": metrics,
+            "validation": {m: round(float(valid[m].mean()), 4) for m in names},
+            "per_draw": [{m: round(float(test[m].iloc[i]), 4) for m in names} for i in range(n)],
+            "train_s": round(float(test["train_s"].mean()), 3), "predict_s": round(float(test["predict_s"].mean()), 3),
+            "params": params[0] if all(p == params[0] for p in params) else params,
+            "kind": per_draw[0][name].kind,
+        }
+    return out
+
+
+def group_gains(per_draw: list[dict[str, Candidate]], cfg: FraudConfig) -> dict[str, dict[str, Any]]:
+    """AP (and CP@k) gain of each feature group over the handbook's 15 features, paired by draw: mean and std."""
+    k = f"card_precision@{cfg.protocol.top_k}"
+    out = {}
+    for name in per_draw[0]:
+        if not name.startswith("xgboost_handbook_features+"):
+            continue
+        g = name.split("+", 1)[1]
+        ap = np.array([d[name].test["average_precision"] - d["xgboost_handbook_features"].test["average_precision"]
+                       for d in per_draw])
+        cp = np.array([d[name].test[k] - d["xgboost_handbook_features"].test[k] for d in per_draw])
+        n_hb = len(feature_names(replace(cfg.features, extended=False)))
+        out[g] = {"features": feature_names(replace(cfg.features, extended=True, groups=(g,)))[n_hb:],
+                  "ap_gain": round(float(ap.mean()), 4),
+                  "ap_gain_std": round(float(ap.std(ddof=1)), 4) if len(ap) > 1 else 0.0,
+                  "cp_gain": round(float(cp.mean()), 4), "per_draw_ap_gain": [round(float(x), 4) for x in ap]}
+    return out
+
+
+def evaluate_draws(cfg: FraudConfig, seeds: list[int], *, tune_trials: int = 0,
+                   sim: SimulationConfig | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """:func:`draw_models` on one simulation per seed (``sim``, default ``cfg.simulation``, with that seed).
+
+    Returns the across-draw part of the result JSON (``models``, ``draws``, ``feature_groups``) and the first
+    draw's raw transactions (for the latency and throughput measurements)."""
+    sim = sim or cfg.simulation
+    per_draw, details, first_raw = [], [], None
+    for s in seeds:
+        t0 = time.perf_counter()
+        raw = load(None, sim=replace(sim, seed=s))
+        prepared = prepare(raw, cfg.features)
+        prep_s = time.perf_counter() - t0
+        per_draw.append(draw_models(prepared, cfg, tune_trials=tune_trials, seed=0))
+        details.append({"seed": s, "transactions": len(raw), "fraud_rate": round(float(raw[LABEL].mean()), 5),
+                        "simulate_and_features_s": round(prep_s, 2),
+                        "evaluate_s": round(time.perf_counter() - t0 - prep_s, 1)})
+        log.info("draw seed %d: %s", s, {n: round(c.test["average_precision"], 4) for n, c in per_draw[-1].items()})
+        if first_raw is None:
+            first_raw = raw
+    part = {
+        "models": summarise_draws(per_draw, cfg.protocol.top_k),
+        "draws": {"n": len(seeds), "seeds": list(seeds),
+                  "simulation": {k: v for k, v in asdict(sim).items() if k != "seed"},
+                  "per_draw": details,
+                  "std": "metric_std: sample std (ddof=1) across draws of each draw's mean over its test folds; "
+                         "metric_fold_std: mean over draws of the std across that draw's test folds"},
+        "feature_groups": group_gains(per_draw, cfg),
+    }
+    assert first_raw is not None
+    return part, first_raw
 
 
 def in_process_latency(model: FraudModel, history: pd.DataFrame, stream: pd.DataFrame, cfg: FraudConfig,
@@ -83,29 +201,21 @@ def in_process_latency(model: FraudModel, history: pd.DataFrame, stream: pd.Data
 def http_latency(home: Path, history_path: Path, stream: pd.DataFrame, *, rate: float = 200.0,
                  n_requests: int = 2000, n_clients: int = 8, refresh_interval: float = 5.0) -> dict[str, Any]:
     """Latency over real HTTP at a steady rate: ``python -m apps.fraud serve`` in a subprocess (uvicorn,
-    127.0.0.1, free port); request ``i`` is due at ``t0 + i / rate`` and ``n_clients`` threads with keep-alive
-    ``http.client`` connections (a light client, so the load generator does not eat the server's CPU) send each
-    one when due. Latency is measured from the due time (queueing included: no coordinated omission)."""
+    127.0.0.1, free port), loaded by :func:`common.probe.load.run_load` from another process: request ``i`` is due
+    at ``t0 + i / rate`` and its latency is measured from that due time (queueing included: no coordinated
+    omission). The machine's load average before and after is recorded beside the percentiles: on a shared
+    machine the tail is the neighbours' work as much as the service's."""
     import http.client
-    import threading
 
-    port = _free_port()
+    port = serving.free_port()
     env = {**os.environ, "MLREF_HOME": str(home), "MLREF_PORT": str(port), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "apps.fraud", "serve", "--dataset", str(history_path), "--port", str(port),
            "--log-level", "warning", "--refresh-interval", str(refresh_interval)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    bodies = [json.dumps({"tx_id": int(r.tx_id), "timestamp": r.timestamp.isoformat(),
-                          "customer_id": int(r.customer_id), "terminal_id": int(r.terminal_id),
-                          "amount": float(r.amount)})
+    bodies = [{"tx_id": _json_id(r.tx_id), "timestamp": r.timestamp.isoformat(),
+               "customer_id": _json_id(r.customer_id), "terminal_id": _json_id(r.terminal_id),
+               "amount": float(r.amount)}
               for r in stream.head(n_requests + 50).itertuples(index=False)]
-    headers = {"Content-Type": "application/json"}
-
-    def post(conn: http.client.HTTPConnection, body: str) -> int:
-        conn.request("POST", "/v1/transactions/score", body=body, headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -125,46 +235,26 @@ def http_latency(home: Path, history_path: Path, stream: pd.DataFrame, *, rate: 
                 raise RuntimeError("server not ready after 180 s")
             time.sleep(0.25)
         for b in bodies[:50]:  # warm-up, not timed
-            post(c, b)
+            c.request("POST", "/v1/transactions/score", body=json.dumps(b),
+                      headers={"Content-Type": "application/json"})
+            c.getresponse().read()
         c.close()
-        timed = bodies[50:]
-        lat = [0.0] * len(timed)
-        codes = [0] * len(timed)
-        next_i = iter(range(len(timed)))
-        lock = threading.Lock()
-        t_start = time.perf_counter() + 0.2
-
-        def worker() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            while True:
-                with lock:
-                    i = next(next_i, None)
-                if i is None:
-                    break
-                due = t_start + i / rate
-                if (wait := due - time.perf_counter()) > 0:
-                    time.sleep(wait)
-                codes[i] = post(conn, timed[i])
-                lat[i] = time.perf_counter() - due
-            conn.close()
-
-        threads = [threading.Thread(target=worker) for _ in range(n_clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - t_start
+        res = load_test.run_load(f"http://127.0.0.1:{port}", "/v1/transactions/score", bodies[50:], rate=rate,
+                            n=len(bodies) - 50, clients=n_clients)
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return {**latency_percentiles(lat), "target_rate_per_s": rate, "achieved_rate_per_s": len(lat) / elapsed,
-            "non_200": int(sum(c != 200 for c in codes)), "clients": n_clients,
-            "registry_poll_interval_s": refresh_interval,
+    return {**res.to_dict(), "n": res.requests, "non_200": res.errors, "registry_poll_interval_s": refresh_interval,
             "server": "uvicorn (httptools + uvloop when installed), 1 process, subprocess; "
-                      "client: threads + http.client keep-alive"}
+                      "client: common.probe.load in its own process, threads + http.client keep-alive"}
+
+
+def _json_id(value: Any) -> Any:
+    """An id as the API takes it: strings as they are, numbers as integers."""
+    return value if isinstance(value, str) else int(value)
 
 
 def throughput(model: FraudModel, history: pd.DataFrame, rows: pd.DataFrame, prepared_rows: pd.DataFrame,
@@ -184,44 +274,63 @@ def throughput(model: FraudModel, history: pd.DataFrame, rows: pd.DataFrame, pre
             "overhead_ratio": raw / ours, "xgboost_nthread": int(cfg.xgb.n_jobs)}
 
 
-def run(*, tune_trials: int = 20, out_path: Path | None = None, dataset: str | None = None,
-        http_requests: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """Run the benchmark and write the JSON; returns it."""
+def run(*, tune_trials: int | None = None, out_path: Path | None = None, dataset: str | None = None,
+        http_requests: int = 2000, seed: int = 0, draws: int = 1) -> dict[str, Any]:
+    """Run the benchmark and write the JSON; returns it. ``tune_trials``: Optuna trials for XGBoost (default 20
+    on one draw, 0 = the config's parameters across draws). ``draws`` >= 2: see the module docstring."""
     cfg = FraudConfig()
+    if draws < 1:
+        raise DataError(f"--draws must be >= 1, got {draws}")
+    if draws > 1 and dataset is not None:
+        raise DataError("--draws evaluates several simulator draws; it cannot be combined with --dataset")
+    if tune_trials is None:
+        tune_trials = 20 if draws == 1 else 0
+    across: dict[str, Any] = {}
     t0 = time.perf_counter()
-    raw = load(dataset, sim=cfg.simulation)
+    if draws > 1:
+        seeds = [cfg.simulation.seed + i for i in range(draws)]
+        across, raw = evaluate_draws(cfg, seeds, tune_trials=tune_trials)
+    else:
+        raw = load(dataset, sim=cfg.simulation)
     sim_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     prepared = prepare(raw, cfg.features)
     feat_s = time.perf_counter() - t0
     n_days = int(prepared[DAY].max()) + 1
 
-    candidates = select_models(prepared, cfg, tune_trials=tune_trials, extras=True, seed=seed)
-    models = {
-        name: {"metrics": {k: round(v, 4) for k, v in c.test.items() if k not in ("train_s", "predict_s")},
-               "validation": {k: round(v, 4) for k, v in c.validation.items() if k not in ("train_s", "predict_s")},
-               "train_s": round(c.test["train_s"], 3), "predict_s": round(c.test["predict_s"], 3),
-               "params": c.params, "kind": c.kind}
-        for name, c in candidates.items()
-    }
+    if draws > 1:
+        candidates = {}
+        models = across.pop("models")
+        xgb_params = {k: v for k, v in (models["xgboost"]["params"] if isinstance(models["xgboost"]["params"], dict)
+                                        else models["xgboost"]["params"][0]).items() if k != "features"}
+    else:
+        candidates = select_models(prepared, cfg, tune_trials=tune_trials, extras=True, seed=seed)
+        models = {
+            name: {"metrics": {k: round(v, 4) for k, v in c.test.items() if k not in ("train_s", "predict_s")},
+                   "validation": {k: round(v, 4) for k, v in c.validation.items()
+                                  if k not in ("train_s", "predict_s")},
+                   "train_s": round(c.test["train_s"], 3), "predict_s": round(c.test["predict_s"], 3),
+                   "params": c.params, "kind": c.kind}
+            for name, c in candidates.items()
+        }
+        xgb_params = candidates["xgboost"].params
 
     # serving model: the tuned xgboost trained on the week before the first test fold's test days
     start = start_day_for_test(cfg.protocol, n_days)
     end_day = start + cfg.protocol.delta_train - 1
-    model = train_model(prepared, cfg, params=candidates["xgboost"].params, end_day=end_day, seed=seed)
+    model = train_model(prepared, cfg, params=xgb_params, end_day=end_day, seed=seed)
     split_day = end_day + 1 + cfg.features.delay_days  # the stream starts where that fold's test days start
     split_ts = raw[TIMESTAMP].min().normalize() + pd.Timedelta(days=split_day)
     history, stream = raw[raw[TIMESTAMP] < split_ts], raw[raw[TIMESTAMP] >= split_ts]
 
-    from common.config import get_settings
-
-    report = report_selection(candidates, cfg, get_settings().path("reports", APP, "bench", "x").parent,
-                              dataset="reference simulation", champion=model)
+    report = None
+    if candidates:
+        report = report_selection(candidates, cfg, new_report_dir(APP, dataset or "simulated-reference", "bench"),
+                                  dataset=dataset or "reference simulation", champion=model, data=prepared)
     with tempfile.TemporaryDirectory(prefix="mlref-fraud-bench-") as tmp:
         work = Path(tmp)
-        old_home = os.environ.get("MLREF_HOME")
-        os.environ["MLREF_HOME"] = str(work / "home")
-        try:
+        # a registry of its own for the served model, without touching os.environ (common.config.override)
+        with override(home=work / "home", tracking_uri=None):
             register_model(model, prepared, work_dir=work / "model", alias=registry.CHAMPION)
             served = FraudModel.load(registry.fetch_model_dir(registry.get(MODEL_NAME)), nthread=1)
             latency = {"in_process": in_process_latency(served, history, stream.head(3000), cfg)}
@@ -230,25 +339,29 @@ def run(*, tune_trials: int = 20, out_path: Path | None = None, dataset: str | N
                         hist_path)
             try:
                 latency["http"] = http_latency(work / "home", hist_path, stream, n_requests=http_requests)
-            except Exception as exc:  # noqa: BLE001 - record the failure, keep the rest of the benchmark
+            except Exception as exc:
                 log.exception("HTTP latency benchmark failed")
                 latency["http"] = {"error": f"{type(exc).__name__}: {exc}"}
             n_batch_days = 28
             rows = stream[stream[TIMESTAMP] < split_ts + pd.Timedelta(days=n_batch_days)]
             thr = throughput(model, history, rows, prepared.loc[rows.index], work, cfg)
-        finally:
-            if old_home is None:
-                os.environ.pop("MLREF_HOME", None)
-            else:
-                os.environ["MLREF_HOME"] = old_home
 
     p = cfg.protocol
+    if draws > 1:
+        n_tx = [d["transactions"] for d in across["draws"]["per_draw"]]
+        dataset_line = (f"{draws} draws of the handbook simulator (reference size, seeds "
+                        f"{across['draws']['seeds'][0]}-{across['draws']['seeds'][-1]}): {min(n_tx):,}-{max(n_tx):,} "
+                        f"transactions each, {n_days} days")
+        spread = f"mean over {draws} draws ± std across draws (in brackets: ± std across folds)"
+    else:
+        dataset_line = (dataset or f"simulated transactions (handbook simulator, reference size): {len(raw):,} "
+                        f"transactions, {raw['label'].mean():.2%} fraud, {n_days} days")
+        spread = "mean ± std"
     result = {
         "app": APP,
-        "dataset": (dataset or f"simulated transactions (handbook simulator, reference size): {len(raw):,} "
-                    f"transactions, {raw['label'].mean():.2%} fraud, {n_days} days"),
+        "dataset": dataset_line,
         "protocol": (f"handbook prequential: train {p.delta_train} d, delay {p.delta_delay} d, test {p.delta_test} d, "
-                     f"{p.n_folds} test folds (mean ± std); parameters chosen on {p.n_folds} validation folds by AP; "
+                     f"{p.n_folds} test folds ({spread}); parameters chosen on {p.n_folds} validation folds by AP; "
                      f"CP@{p.top_k} per day, detected cards removed"),
         "dataset_details": {"simulation": asdict(cfg.simulation), "transactions": len(raw),
                             "fraud_rate": round(float(raw["label"].mean()), 5), "days": n_days,
@@ -256,13 +369,14 @@ def run(*, tune_trials: int = 20, out_path: Path | None = None, dataset: str | N
         "protocol_details": {**asdict(p), "selection": "validation folds, average precision",
                              "xgboost_tuning_trials": tune_trials, "features": model.features},
         "models": models,
+        **across,
         "published": {f"handbook {k}": v for k, v in ANCHORS.items() if k in ("xgboost", "random_forest", "logreg")},
         "anchors": ANCHORS,
         "latency": latency,
         "throughput": thr,
         "machine": machine_info(),
     }
-    out_path = out_path or Path("bench/results/fraud.json")
+    out_path = bench_output(APP, dataset, None, out_path)  # another dataset: bench/results/fraud-<name>.json
     write_json(out_path, result)
     log.info("wrote %s (report: %s)", out_path, report)
     return result

@@ -10,8 +10,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from common.data import DataError
+
 APP = "fraud"
 MODEL_NAME = "fraud"  # registry name of the champion/challenger model
+
+# ---------------------------------------------------------------- input limits (files and the API alike)
+# Ids (tx_id, customer_id, terminal_id) are strings: 1-64 characters of letters, digits and ``_ - . : @``.
+# Integer ids (a CSV's 171, a JSON 171) are accepted and mean the string "171"; booleans never are.
+ID_MAX_LENGTH = 64
+ID_PATTERN = r"[A-Za-z0-9_.:@-]{1,64}"
+# Amounts above this are refused (a card payment of a billion is a unit or parsing error, and float32 - the
+# model's input type - overflows at 3.4e38).
+MAX_AMOUNT = 1e9
+# Labels per POST /v1/labels call (more: 422; send them in several calls).
+MAX_LABELS_PER_REQUEST = 10_000
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,9 @@ class FeatureConfig:
     terminal_windows: tuple[int, ...] = (1, 7, 30)
     delay_days: int = 7  # fraud labels are known this many days after the transaction
     night_end_hour: int = 6  # a transaction at hour <= 6 (00:00-06:59) is a night transaction (handbook)
-    extended: bool = True  # add the amount-ratio features that go beyond the handbook's 15
+    extended: bool = True  # add the feature groups below to the handbook's 15 (False: the handbook's 15 only)
+    # feature groups beyond the handbook's 15 (apps.fraud.features.FEATURE_GROUPS; AP gains in the README)
+    groups: tuple[str, ...] = ("amount_ratio",)
 
     @property
     def history_days(self) -> int:
@@ -81,11 +96,19 @@ class ProtocolConfig:
         latest = n_days - span_after
         anchor = self.anchor_day if self.anchor_day is not None and self.anchor_day <= latest else latest
         if anchor - span_before < 0:
-            raise ValueError(
-                f"{n_days} days of data are too few for {self.n_folds} validation + {self.n_folds} test folds "
-                f"(need at least {span_before + span_after} days); lower n_folds or delta_*"
+            one = replace(self, n_folds=1).days_needed()
+            raise DataError(
+                f"the data spans {n_days} days, too few for the evaluation protocol: {self.n_folds} validation + "
+                f"{self.n_folds} test folds need at least {span_before + span_after} days (1 fold needs {one}); "
+                f"use --n-folds 1 or supply at least {one} days of transactions"
             )
         return anchor
+
+    def days_needed(self) -> int:
+        """Days of data the protocol needs: ``n_folds`` validation folds before the anchor, test folds after."""
+        span_after = (self.n_folds - 1) * self.delta_test + self.delta_train + self.delta_delay + self.delta_test
+        span_before = self.delta_delay + self.delta_test + (self.n_folds - 1) * self.delta_test
+        return span_before + span_after
 
     def fitted(self, n_days: int) -> ProtocolConfig:
         """This protocol with as many folds (up to ``n_folds``) as ``n_days`` of data allow."""
@@ -122,13 +145,21 @@ class XGBConfig:
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """Alerting and online behaviour."""
+    """Alerting and online behaviour.
 
-    alerts_per_day: int = 100  # daily alert budget; the decision threshold is set to meet it
+    Timestamp policy of the online path (see apps/fraud/README.md, "Online state"): a transaction dated more than
+    ``future_skew_s`` after the server's clock, or more than ``max_late_days`` before the newest transaction the
+    state has seen, is refused with 422 and changes nothing; a late transaction inside that window is scored on
+    the history up to its own time and inserted in time order, without rewinding anything else.
+    """
+
+    alerts_per_day: int = 100  # daily alert budget; the decision threshold is set to meet it (train/retrain)
     n_reasons: int = 3  # feature contributions returned per explained transaction
     # which responses carry reasons by default: "alerts" (exact TreeSHAP costs 1-5 ms a row, more than the rest
     # of the request; investigators need it for alerts) or "all"; a request can ask with ?explain=true|false
     explain: str = "alerts"
+    max_late_days: float = 7.0  # oldest accepted transaction, in days before the newest one in the state
+    future_skew_s: float = 300.0  # newest accepted transaction, in seconds after the server's clock (UTC)
 
 
 @dataclass(frozen=True)

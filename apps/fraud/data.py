@@ -2,13 +2,19 @@
 
 Schema (one row per card transaction; column names are defined once, below)::
 
-    tx_id        int       unique, increasing with time
-    timestamp    datetime  when the transaction happened
-    customer_id  int       the card / customer
-    terminal_id  int       the merchant terminal
-    amount       float     >= 0
-    label        int       1 = fraud, 0 = genuine (optional for scoring; required to train and evaluate)
+    tx_id        id        unique
+    timestamp    datetime  when the transaction happened (naive = UTC)
+    customer_id  id        the card / customer
+    terminal_id  id        the merchant terminal
+    amount       float     0 <= amount <= MAX_AMOUNT (1e9)
+    label        int       1 = fraud, 0 = genuine, empty = not known yet (the column is optional for scoring;
+                           training and evaluation use the labelled rows, every row feeds the feature history)
     scenario     int       simulator only: 0 genuine, 1 amount > 220, 2 compromised terminal, 3 compromised card
+
+Ids are strings of 1-64 letters, digits and ``_ - . : @`` (``C171``, ``T9``, ``2018-04-01:17``). Integer ids
+are accepted and mean their decimal string (a file's ``171`` is the API's ``"171"``), which is why the simulator
+keeps its ids as int64 (less memory): every id comparison goes through :func:`id_key`. Rows with the same
+timestamp keep their file order (the arrival order).
 
 The simulator follows the ULB/Worldline handbook's chapter 3.2 ("Transaction data simulator"), vectorised with
 numpy: the reference size (5,000 customers, 10,000 terminals, 183 days) takes seconds, not the handbook's minutes.
@@ -18,14 +24,15 @@ It is deterministic for a given :class:`~apps.fraud.config.SimulationConfig` (se
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from apps.fraud.config import SimulationConfig
-from common.data import Column, DataError, Schema, read_table, write_table
+from apps.fraud.config import ID_MAX_LENGTH, ID_PATTERN, MAX_AMOUNT, SimulationConfig
+from common.data import SECONDS_PER_DAY, Column, DataError, Schema, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +46,44 @@ LABEL = "label"
 SCENARIO = "scenario"
 DAY = "day"  # derived: whole days since midnight of the data's first day (used by the protocol and CP@k)
 
-SECONDS_PER_DAY = 86_400
+
+ID_COLUMNS = (TX_ID, CUSTOMER, TERMINAL)
+_ID_RE = re.compile(ID_PATTERN)
 
 SCHEMA = Schema(
     columns=[
-        Column(TX_ID, "int"),
+        Column(TX_ID, "id", max_length=ID_MAX_LENGTH),
         Column(TIMESTAMP, "datetime"),
-        Column(CUSTOMER, "int"),
-        Column(TERMINAL, "int"),
-        Column(AMOUNT, "float", min=0.0),
-        Column(LABEL, "int", required=False, allowed={0, 1}),
+        Column(CUSTOMER, "id", max_length=ID_MAX_LENGTH),
+        Column(TERMINAL, "id", max_length=ID_MAX_LENGTH),
+        Column(AMOUNT, "float", min=0.0, max=MAX_AMOUNT),
+        Column(LABEL, "int", required=False, nullable=True, allowed={0, 1}),
         Column(SCENARIO, "int", required=False, allowed={0, 1, 2, 3}),
     ],
     unique=[TX_ID],
 )
+
+
+def id_key(v: object) -> str:
+    """The canonical form of an id: its string (``171`` and ``"171"`` are the same id)."""
+    return v if isinstance(v, str) else str(int(v))  # int(): numpy integers print as plain digits too
+
+
+def check_id(v: object) -> str:
+    """An id from an API body: a string matching :data:`~apps.fraud.config.ID_PATTERN`, or an integer >= 0
+    (its decimal string; ``120.0`` is the integer 120, as in JSON Schema); raises ``ValueError`` saying what is
+    expected (booleans are refused)."""
+    if isinstance(v, float) and v.is_integer():  # JSON's 120.0 is the integer 120
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise ValueError(f"must be a string id of 1-{ID_MAX_LENGTH} letters, digits or _-.:@ (or an integer >= 0)")
+    if isinstance(v, int) and v < 0:
+        raise ValueError("integer ids must be >= 0")
+    s = str(v)
+    if not _ID_RE.fullmatch(s):
+        raise ValueError(f"must be 1-{ID_MAX_LENGTH} characters among letters, digits and _-.:@ "
+                         f"(got {len(s)} characters)")
+    return s
 
 
 # ---------------------------------------------------------------- simulator
@@ -182,12 +213,36 @@ def add_day(df: pd.DataFrame, origin: pd.Timestamp | None = None) -> pd.DataFram
 
 
 def validate(df: pd.DataFrame, *, source: str = "transactions", require_label: bool = False) -> pd.DataFrame:
-    """Check ``df`` against :data:`SCHEMA`, coerce types, sort by time then ``tx_id``; raises ``DataError``."""
+    """Check ``df`` against :data:`SCHEMA`, coerce types (ids to str, labels to int64, or float64 with NaN where
+    some are missing), sort by time keeping the file order of ties; raises ``DataError`` (one line)."""
+    bools = [c for c in ID_COLUMNS if c in df.columns and pd.api.types.is_bool_dtype(df[c])]
+    if bools:
+        raise DataError(f"{source}: column(s) {bools} hold true/false values; ids are strings or integers")
     df = SCHEMA.validate(df, source=source)
-    if require_label and LABEL not in df.columns:
-        raise DataError(f"{source}: column '{LABEL}' (1 = fraud, 0 = genuine) is required to train or evaluate")
+    if df.empty:
+        raise DataError(f"{source}: no transactions (only a header?); expected rows of {SCHEMA.header}")
+    for col in ID_COLUMNS:
+        ids = df[col].astype(str)
+        bad = ~ids.str.fullmatch(ID_PATTERN).to_numpy()
+        if bad.any():
+            raise DataError(SCHEMA._describe(source, col, bad, f"is not an id of 1-{ID_MAX_LENGTH} letters, "
+                                             "digits or _-.:@", df[col]))
+    if require_label:
+        if LABEL not in df.columns:
+            raise DataError(f"{source}: column '{LABEL}' (1 = fraud, 0 = genuine) is required to train or evaluate")
+        if df[LABEL].notna().sum() == 0:
+            raise DataError(f"{source}: column '{LABEL}' is empty in every row; training needs labelled rows")
+    if LABEL in df.columns:  # float with NaN for "not known yet"; plain int64 when every row is labelled
+        df[LABEL] = df[LABEL].astype("float64") if df[LABEL].isna().any() else df[LABEL].astype("int64")
     keep = [c for c in SCHEMA.names if c in df.columns]
-    return df[keep].sort_values([TIMESTAMP, TX_ID], kind="mergesort").reset_index(drop=True)
+    return df[keep].sort_values(TIMESTAMP, kind="mergesort").reset_index(drop=True)
+
+
+def labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose label is known (all rows when there are no missing labels)."""
+    if LABEL not in df.columns or not df[LABEL].isna().any():
+        return df
+    return df[df[LABEL].notna()]
 
 
 def load(path: str | Path | None = None, *, sim: SimulationConfig | None = None,

@@ -32,7 +32,7 @@ from apps.fraud.train import prepare, recent_window, train_model
 from common import batch, registry
 from common.config import get_settings, seed_everything
 from common.data import write_table
-from common.reports import write_json
+from common.reports import new_report_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def run(sim: SimulationConfig = DEMO_SIMULATION, *, new_days: int = 21, n_folds:
     # 3. champion: trained on the latest labelled week of the past, registered with its test metrics
     params = candidates["xgboost"].params
     champion = train_model(past, cfg, params=params, seed=seed)
-    report = report_selection(candidates, cfg, out_dir, dataset=dataset or f"simulated {sim}",
-                              champion=champion)
+    report = report_selection(candidates, cfg, new_report_dir(APP, dataset or "simulated-demo", "evaluation"),
+                              dataset=dataset or f"simulated {sim}", champion=champion, data=past)
     mv1 = register_model(champion, past, work_dir=work / "v1", alias=registry.CHAMPION,
                          metrics={f"test_{k}": v for k, v in candidates["xgboost"].test.items()})
     summary["champion"] = {"version": mv1.version, "threshold": champion.threshold, "report": str(report)}
@@ -125,13 +125,14 @@ def run(sim: SimulationConfig = DEMO_SIMULATION, *, new_days: int = 21, n_folds:
     drifted = prepare(drifted_raw, cfg.features)
     recent = drifted[drifted[DAY] > last_day - 7]
     mdir = registry.fetch_model_dir(mv1)
-    drift_report, perf = monitor(model, mdir, recent, out_dir / "monitor")
+    monitor_dir = new_report_dir(APP, dataset or "simulated-demo", "monitor")
+    drift_report = monitor(model, mdir, recent, monitor_dir, model_version=str(mv1.version))
     labelled_week = recent_window(drifted, 7, cfg.features.delay_days)
     summary["monitor"] = {"drift": drift_report.drift, "drifted_features": drift_report.drifted_features,
-                          "prediction_drift": drift_report.prediction_drift,
+                          "prediction_drift": drift_report.prediction_drift, "alerts": drift_report.alerts,
                           "champion_on_latest_labelled_week": {k: round(v, 4) for k, v in
                                                                window_metrics(model, labelled_week).items()},
-                          "report": str(out_dir / "monitor")}
+                          "report": str(monitor_dir / "drift.md")}
     log.info("monitor: drift=%s %s", drift_report.drift, drift_report.drifted_features)
 
     # 7. weekly retrain on the drifted weeks, champion vs challenger on the most recent labelled week

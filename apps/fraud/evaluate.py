@@ -7,8 +7,9 @@ removed: the frauds of the training period and of the days up to one feedback de
 back one ``delta_test`` each time. Model selection uses validation folds that start ``delta_delay + delta_test``
 days *before* the anchor day, and reports test folds that start ``(n_folds - 1) * delta_test`` days *after* it.
 
-Metrics per fold: ROC AUC, average precision (transaction level) and card precision@100 per day (cards detected on
-earlier test days removed), then mean and std over folds.
+Metrics per fold: ROC AUC, average precision (transaction level) and card precision@k per day (k = ``top_k``, 100
+by default; cards detected on earlier test days removed), then mean and std over folds. Rows without a label
+(not known yet) are in neither the training nor the test rows of a fold; they still fed the features.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from common.metrics.classification import average_precision, card_precision_at_k
 
 log = logging.getLogger(__name__)
 
-METRICS = ("roc_auc", "average_precision", "card_precision@100")
+def metric_names(top_k: int = 100) -> tuple[str, str, str]:
+    """The protocol's metric names for card precision at ``top_k``."""
+    return ("roc_auc", "average_precision", f"card_precision@{top_k}")
+
+
+METRICS = metric_names(100)  # the handbook's k
 
 
 @dataclass(frozen=True)
@@ -43,16 +49,17 @@ class Fold:
 def train_test_split(df: pd.DataFrame, start_day: int, p: ProtocolConfig) -> Fold:
     """One handbook split of ``df`` (must have :data:`DAY`, :data:`CUSTOMER`, :data:`LABEL`); positions, not labels."""
     day = df[DAY].to_numpy()
-    label = df[LABEL].to_numpy()
+    known_label = df[LABEL].notna().to_numpy()
+    label = df[LABEL].fillna(0).to_numpy()
     cust = df[CUSTOMER].to_numpy()
-    train = np.flatnonzero((day >= start_day) & (day < start_day + p.delta_train))
+    train = np.flatnonzero((day >= start_day) & (day < start_day + p.delta_train) & known_label)
     known = set(cust[train][label[train] == 1].tolist())
     test_parts = []
     for j in range(p.delta_test):
         # frauds of the day one feedback delay before the test day become known (handbook: train end + j - 1)
         seen = day == start_day + p.delta_train + j - 1
         known.update(cust[seen & (label == 1)].tolist())
-        today = np.flatnonzero(day == start_day + p.delta_train + p.delta_delay + j)
+        today = np.flatnonzero((day == start_day + p.delta_train + p.delta_delay + j) & known_label)
         if known:
             today = today[~np.isin(cust[today], np.fromiter(known, dtype=cust.dtype))]
         test_parts.append(today)
@@ -93,14 +100,16 @@ FitPredict = Callable[[pd.DataFrame, pd.DataFrame], tuple[np.ndarray, float, flo
 
 
 def run_folds(df: pd.DataFrame, folds: list[Fold], fit_predict: FitPredict, top_k: int = 100) -> pd.DataFrame:
-    """Fit and score every fold; one row of metrics (+ train_s, predict_s, sizes) per fold."""
+    """Fit and score every fold; one row of metrics (+ train_s, predict_s, sizes) per fold, and the fold's test
+    labels and scores as arrays (object columns ``y_true``, ``y_score``: the report's PR and calibration curves)."""
     rows = []
     for f in folds:
         train, test = df.iloc[f.train], df.iloc[f.test]
         scores, fit_s, pred_s = fit_predict(train, test)
         m = score_metrics(test, scores, top_k)
         m.update(start_day=f.start_day, n_train=len(train), n_test=len(test),
-                 n_test_frauds=int(test[LABEL].sum()), train_s=fit_s, predict_s=pred_s)
+                 n_test_frauds=int(test[LABEL].sum()), train_s=fit_s, predict_s=pred_s,
+                 y_true=test[LABEL].to_numpy(dtype=np.int8), y_score=np.asarray(scores, dtype=np.float32))
         rows.append(m)
     return pd.DataFrame(rows)
 
@@ -108,7 +117,7 @@ def run_folds(df: pd.DataFrame, folds: list[Fold], fit_predict: FitPredict, top_
 def summarise(per_fold: pd.DataFrame, top_k: int = 100) -> dict[str, float]:
     """Mean and sample std (ddof=1, as the handbook's pandas ``.std()``) over folds; timings as means."""
     out: dict[str, float] = {}
-    for m in ("roc_auc", "average_precision", f"card_precision@{top_k}"):
+    for m in metric_names(top_k):
         out[m] = float(per_fold[m].mean())
         out[f"{m}_std"] = float(per_fold[m].std(ddof=1)) if len(per_fold) > 1 else 0.0
     out["train_s"] = float(per_fold["train_s"].mean())
@@ -128,33 +137,50 @@ def alert_threshold(day: np.ndarray, scores: np.ndarray, alerts_per_day: int) ->
 
 def write_report(out_dir: Path, *, title: str, results: dict[str, dict[str, Any]],
                  importance: pd.Series | None = None, sections: dict[str, str] | None = None,
-                 model_info: dict | None = None) -> Path:
-    """Markdown report + metrics JSON + figures under ``out_dir`` (``common.reports``); returns report.md."""
-    import matplotlib
+                 model_info: dict | None = None, top_k: int = 100,
+                 curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, **card: Any) -> Path:
+    """Markdown report + metrics JSON + figures under ``out_dir`` (``common.reports``); returns report.md.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    ``curves``: model -> (test labels, test scores) for the precision-recall and calibration figures (the
+    calibration figure shows the first four). ``card``: the model card's fields of
+    :func:`common.reports.write_report` (intended_use, limitations, data, data_columns, baselines, champion,
+    interval_note)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
+
+    from common.reports import calibration_figure, pr_curve_figure
 
     table = pd.DataFrame({name: r for name, r in results.items()}).T
     figures = {}
     if importance is not None and len(importance):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        importance.sort_values().plot.barh(ax=ax)
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
+        imp = importance.sort_values()
+        ax.barh(imp.index.astype(str), imp.to_numpy(dtype=float))  # matplotlib directly: pandas plotting is pyplot
         ax.set_title("feature importance (gain share)")
         fig.tight_layout()
         figures["feature_importance"] = fig
-    metric_cols = [c for c in table.columns if c in METRICS]
+    names = metric_names(top_k)
+    metric_cols = [c for c in table.columns if c in names]
     if metric_cols:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        table[metric_cols].plot.bar(ax=ax, rot=0)
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
+        x, width = np.arange(len(table)), 0.8 / len(metric_cols)
+        for i, m in enumerate(metric_cols):
+            std = table[f"{m}_std"].to_numpy(dtype=float) if f"{m}_std" in table else None
+            ax.bar(x + (i - (len(metric_cols) - 1) / 2) * width, table[m].to_numpy(dtype=float), width, label=m,
+                   yerr=std, capsize=3)
+        ax.set_xticks(x, table.index.astype(str), fontsize=8)
+        ax.legend(fontsize=8)
         ax.set_ylim(0, 1)
-        ax.set_title("prequential test (mean over folds)")
+        ax.set_title("prequential test (mean ± std over folds)")
         fig.tight_layout()
         figures["metrics"] = fig
+    if curves:
+        figures["precision_recall"] = pr_curve_figure(curves, title="Precision-recall, pooled test folds")
+        figures["calibration"] = calibration_figure(dict(list(curves.items())[:4]),
+                                                    title="Calibration, pooled test folds")
     from common.reports import write_report as common_write_report
 
     path = common_write_report(out_dir, title=title, metrics=table, figures=figures, sections=sections,
-                               model_info=model_info, higher_is_better={m: True for m in METRICS})
-    for fig in figures.values():
-        plt.close(fig)
+                               model_info=model_info, higher_is_better={m: True for m in names}, **card)
     return path

@@ -3,6 +3,7 @@ monitor, retrain. Each is one function on prepared data (see :func:`apps.fraud.t
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
@@ -13,14 +14,15 @@ import numpy as np
 import pandas as pd
 
 from apps.fraud.config import APP, MODEL_NAME, FraudConfig
-from apps.fraud.data import DAY, LABEL, SCHEMA, TIMESTAMP
-from apps.fraud.evaluate import METRICS, alert_threshold, write_report
-from apps.fraud.features import feature_names
+from apps.fraud.data import CUSTOMER, DAY, LABEL, SCHEMA, TERMINAL, TIMESTAMP, labelled
+from apps.fraud.evaluate import alert_threshold, metric_names, write_report
+from apps.fraud.features import feature_names, history_needed
 from apps.fraud.model import FraudModel
 from apps.fraud.service import load_model
 from apps.fraud.train import (
     BASELINE_GRIDS,
     Candidate,
+    feature_config_of,
     grid_search,
     save_with_reference,
     score_test,
@@ -30,7 +32,7 @@ from apps.fraud.train import (
 )
 from common import monitoring, registry, retraining, tracking
 from common.config import get_settings
-from common.data import fingerprint
+from common.data import DataError, fingerprint
 from common.metrics.classification import average_precision, card_precision_at_k, precision_at_k, roc_auc
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ def select_models(prepared: pd.DataFrame, cfg: FraudConfig, *, kinds: tuple[str,
         else:
             out[kind] = grid_search(prepared, kind, grids[kind], features, p, seed=seed)
         log.info("%s selected %s: test %s (%.0f s)", kind, out[kind].params,
-                 {m: round(out[kind].test[m], 4) for m in METRICS}, time.perf_counter() - t0)
+                 {m: round(out[kind].test[m], 4) for m in metric_names(p.top_k)}, time.perf_counter() - t0)
     if extras:
         if "xgboost" in out:
             xp = out["xgboost"].params
@@ -99,28 +101,78 @@ def results_table(candidates: dict[str, Candidate]) -> dict[str, dict[str, Any]]
 
 
 def report_selection(candidates: dict[str, Candidate], cfg: FraudConfig, out_dir: Path, *,
-                     dataset: str, champion: FraudModel | None = None) -> Path:
-    """The evaluation report (markdown + PNG + metrics.json) of a model selection."""
+                     dataset: str, champion: FraudModel | None = None, data: pd.DataFrame | None = None) -> Path:
+    """The evaluation report / model card (markdown + PNG + metrics.json) of a model selection: intended use,
+    the data (``data``: the prepared rows evaluated on), test metrics mean ± std over folds against the
+    baselines, precision-recall and calibration curves of the pooled test folds, limitations."""
     p = cfg.protocol
     sections = {
         "Protocol": (
             f"Handbook prequential protocol: {p.delta_train} days training, {p.delta_delay} days feedback delay, "
             f"{p.delta_test} days test, {p.n_folds} folds; cards known compromised removed from test days. "
             "Parameters chosen on the validation folds (by average precision), numbers below from the test "
-            "folds (mean and std over folds)."
+            "folds (mean ± std over folds)."
         ),
-        "Data": dataset,
         "Selected parameters": "\n".join(f"- **{k}**: `{c.params}`" for k, c in candidates.items()),
     }
     if champion is not None and champion.kind == "xgboost":
         imp = champion.feature_importance()
         sections["Feature importance (gain share)"] = "\n".join(f"- {f}: {v:.3f}" for f, v in imp.head(10).items())
     importance = champion.feature_importance() if champion is not None else None
-    metrics = {name: {m: c.test.get(m) for m in METRICS} | {f"{m}_std": c.test.get(f"{m}_std") for m in METRICS}
+    names = metric_names(p.top_k)
+    metrics = {name: {m: c.test.get(m) for m in names} | {f"{m}_std": c.test.get(f"{m}_std") for m in names}
                | {"train_s": c.test.get("train_s")} for name, c in candidates.items()}
-    return write_report(out_dir, title="Fraud detection: prequential evaluation", results=metrics,
-                        importance=importance, sections=sections,
-                        model_info={"app": APP, "selection_metric": "average_precision (validation)"})
+    curves = {name: (np.concatenate(c.test_folds["y_true"].to_list()),
+                     np.concatenate(c.test_folds["y_score"].to_list()))
+              for name, c in candidates.items() if c.test_folds is not None and "y_score" in c.test_folds}
+    return write_report(
+        out_dir, title="Fraud detection: prequential evaluation", results=metrics, importance=importance,
+        sections=sections, top_k=p.top_k, curves={k: v for k, v in curves.items() if 0 < v[0].sum() < len(v[0])},
+        model_info={"app": APP, "selection_metric": "average_precision (validation)"},
+        intended_use=(
+            "Ranks card transactions by fraud risk in real time so that investigators check the "
+            f"{cfg.serving.alerts_per_day} riskiest a day (the alert budget sets the decision threshold). "
+            "Decision support for a human investigator, not automatic blocking. Labels arrive "
+            f"{cfg.features.delay_days} days after a transaction; the model is retrained weekly on the latest "
+            "labelled days."),
+        limitations=(
+            f"Measured on {dataset}. Simulated fraud scenarios are simpler than real fraud: expect other numbers "
+            "on real data. Frauds of the last feedback-delay days are unknown at training time. "
+            f"Mean ± std over {p.n_folds} test folds of {p.delta_test} days: a rough guide to the spread, not a "
+            "confidence interval. Scores rank transactions; they are probabilities only as far as the calibration "
+            "figure shows (class-weighted variants are not calibrated). Fraud patterns drift: run `monitor` and "
+            "`retrain` weekly."),
+        data=_data_facts(data, dataset), data_columns=_data_columns(data),
+        baselines=[n for n, c in candidates.items() if c.kind != "xgboost"],
+        champion=champion.kind if champion is not None and champion.kind in candidates else None,
+        interval_note=f"± = standard deviation over {p.n_folds} prequential test folds",
+    )
+
+
+def _data_facts(data: pd.DataFrame | None, dataset: str) -> dict[str, Any]:
+    """Dataset-level facts of the model card."""
+    facts: dict[str, Any] = {"dataset": dataset}
+    if data is None or data.empty:
+        return facts
+    labels = data[LABEL] if LABEL in data.columns else pd.Series(dtype=float)
+    facts |= {"transactions": len(data), "labelled": int(labels.notna().sum()),
+              "fraud_rate (labelled)": float(labels.mean()) if labels.notna().any() else float("nan"),
+              "days": int(data[DAY].nunique()) if DAY in data.columns else None}
+    for col, name in ((CUSTOMER, "customers"), (TERMINAL, "terminals")):
+        if col in data.columns:
+            facts[name] = int(data[col].nunique())
+    if TIMESTAMP in data.columns:
+        facts |= {"first": str(data[TIMESTAMP].min()), "last": str(data[TIMESTAMP].max())}
+    return facts
+
+
+def _data_columns(data: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Per-column profile of the raw transaction columns (not the engineered features)."""
+    if data is None or data.empty:
+        return None
+    from common.reports import data_summary
+
+    return data_summary(data, [c for c in SCHEMA.names if c in data.columns])
 
 
 def training_rows(model: FraudModel, prepared: pd.DataFrame) -> pd.DataFrame:
@@ -129,20 +181,34 @@ def training_rows(model: FraudModel, prepared: pd.DataFrame) -> pd.DataFrame:
     return prepared[(prepared[DAY] >= first) & (prepared[DAY] <= last)]
 
 
-def register_model(model: FraudModel, prepared: pd.DataFrame, *, work_dir: Path,
-                   metrics: dict[str, float] | None = None, alias: str | None = None) -> registry.ModelVersion:
-    """Save ``model`` (+ monitoring reference of its training window) and register it as a version."""
+def register_model(model: FraudModel, prepared: pd.DataFrame, *, work_dir: Path | None = None,
+                   metrics: dict[str, float] | None = None, alias: str | None = None,
+                   dataset: str | None = None) -> registry.ModelVersion:
+    """Save ``model`` (+ monitoring reference of its training window, + the latest transactions of ``prepared`` as
+    its online feature history) in a temporary directory and register it as a version
+    (:func:`common.registry.register_dir`).
+
+    The version is tagged with ``last_training_timestamp`` (unix seconds of its newest training row: the
+    retraining fairness guard) and, registered inside an active MLflow run, linked to it as its training run.
+    ``work_dir`` is ignored (kept so that older callers still work): nothing is left on disk but the registry's copy.
+    """
+    del work_dir
     window = training_rows(model, prepared)
-    model_dir = save_with_reference(model, work_dir, window)
+    if window.empty:
+        raise DataError(f"none of the given transactions is in the model's training days {model.info['train_days']}"
+                        ": register it with the data it was trained on")
     clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)}
     params = {"kind": model.kind, **{k: v for k, v in model.params.items()}, "threshold": model.threshold}
-    return registry.register(MODEL_NAME, model_dir, metrics=clean, params=params,
-                             data_fingerprint=fingerprint(window[[c for c in SCHEMA.names if c in window]]),
-                             tags={"app": APP, "kind": model.kind}, alias=alias)
+    return registry.register_dir(
+        MODEL_NAME, lambda d: save_with_reference(model, d, window, history=prepared), metrics=clean, params=params,
+        data_fingerprint=fingerprint(window[[c for c in SCHEMA.names if c in window]]),
+        tags={"app": APP, "kind": model.kind, **({"dataset": dataset} if dataset else {})}, alias=alias,
+        last_training_timestamp=retraining.last_training_timestamp(window[TIMESTAMP]))
 
 
 def window_metrics(model: FraudModel, rows: pd.DataFrame, top_k: int = 100) -> dict[str, float]:
-    """AUC, AP, CP@k and the alert precision (precision of score >= threshold) on labelled ``rows``."""
+    """AUC, AP, CP@k and the alert precision (precision of score >= threshold) on the labelled ``rows``."""
+    rows = labelled(rows)
     s = model.predict_proba(rows[model.features])
     y = rows[LABEL].to_numpy()
     frame = rows[["customer_id", DAY, LABEL]].assign(score=s)
@@ -157,95 +223,177 @@ def window_metrics(model: FraudModel, rows: pd.DataFrame, top_k: int = 100) -> d
     }
 
 
-def monitor(model: FraudModel, model_dir: Path, current: pd.DataFrame, out_dir: Path,
-            *, top_k: int = 100) -> tuple[monitoring.DriftReport, pd.DataFrame]:
+def monitor(model: FraudModel, model_dir: Path, current: pd.DataFrame, out_dir: Path | None = None,
+            *, top_k: int = 100, model_version: str | None = None,
+            warnings: list[str] | None = None) -> monitoring.MonitorVerdict:
     """Feature + score drift of ``current`` (prepared rows) against the model's reference profile, and the daily
-    performance where labels are present; writes drift.md/json/png and performance.csv to ``out_dir``."""
-    ref = monitoring.ReferenceProfile.load(model_dir / "reference.json")
+    performance (AP, alert precision, precision@k) where labels are in, via :func:`common.monitoring.run_check`.
+
+    Writes drift.md (every alert, the metric-over-time chart), drift.json, monitor.json, PNGs and performance.csv
+    to ``out_dir`` when given. The verdict alerts on drift (exit code 1), as before labels are charted.
+
+    When the data before ``current`` (its first :data:`DAY`) is shorter than a feature's window, that feature
+    (and the score, which depends on it) is left out of the drift check with a warning: its values are
+    truncated by the missing history, not shifted by the world (a 10-day file has 10-day "30-day" counts).
+    """
+    notes = list(warnings or [])
+    reference: Any = model_dir
+    short = short_history_features(model, current)
+    if short:
+        profile = monitoring.ReferenceProfile.load(model_dir / monitoring.REFERENCE_FILE)
+        left_out = {*short, monitoring.PREDICTION}
+        reference = replace(profile, features={k: v for k, v in profile.features.items() if k not in left_out})
+        notes.append(f"only {int(current[DAY].min())} day(s) of history before the monitored rows: "
+                     f"{len(short)} window feature(s) ({', '.join(short)}) and the score are incomplete and left "
+                     f"out of the drift check; monitor a file with at least {max(short.values())} days before "
+                     "the window")
+        log.warning(notes[-1])
     cur = current[model.features].copy()
-    cur["prediction"] = model.predict_proba(cur)
-    report = monitoring.detect_drift(ref, cur)
-    report.save(out_dir, title="Fraud: drift of features and scores against the champion's training window")
+    cur[monitoring.PREDICTION] = model.predict_proba(cur)
     perf = pd.DataFrame()
     if LABEL in current.columns and current[LABEL].notna().any():
         thr = model.threshold
         perf = monitoring.performance_over_time(
-            current.assign(score=cur["prediction"].to_numpy()), time_col=TIMESTAMP, label_col=LABEL,
+            current.assign(score=cur[monitoring.PREDICTION].to_numpy()), time_col=TIMESTAMP, label_col=LABEL,
             score_col="score", freq="D",
             metrics={"average_precision": average_precision,
                      "alert_precision": lambda y, s: float(np.asarray(y)[np.asarray(s) >= thr].mean())
                      if (np.asarray(s) >= thr).any() else float("nan"),
                      f"precision@{top_k}": lambda y, s: precision_at_k(y, s, min(top_k, len(y)))},
         )
-        perf.to_csv(out_dir / "performance.csv", index=False)
-    return report, perf
+    return monitoring.run_check(
+        reference, cur, out_dir, performance=perf, warnings=notes, model_version=model_version,
+        title="Fraud: drift of features and scores against the champion's training window")
 
 
-def alert_precision_from_logs() -> dict[str, float] | None:
-    """Alert precision of the served predictions whose labels came in through ``POST /v1/labels``."""
-    from common.serving import PredictionLog
+def short_history_features(model: FraudModel, current: pd.DataFrame) -> dict[str, int]:
+    """``{feature: days needed}`` for the features of ``model`` whose window is longer than the history before
+    ``current`` (its first :data:`DAY`, counted from the data's first day)."""
+    if DAY not in current.columns or current.empty:
+        return {}
+    available = int(current[DAY].min())
+    need = history_needed(feature_config_of(model))
+    return {f: need[f] for f in model.features if need.get(f, 0) > available}
 
+
+def read_log(path: Path) -> pd.DataFrame:
+    """A JSONL log (predictions, labels) as a frame, ids kept as strings (a 31-digit ``tx_id`` is no int64);
+    unreadable lines (a crash mid-write) are skipped with a warning."""
+    if not path.exists():
+        return pd.DataFrame()
+    rows, bad = [], 0
+    with open(path) as fh:
+        for line in fh:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                bad += 1
+    if bad:
+        log.warning("%s: skipped %d unreadable line(s)", path, bad)
+    df = pd.DataFrame(rows)
+    for col in ("tx_id", "customer_id", "terminal_id", "version"):
+        if col in df.columns:
+            df[col] = df[col].map(lambda v: None if v is None or v != v else str(v))
+    return df
+
+
+def alert_precision_from_logs(version: str | None = None) -> dict[str, dict[str, float]]:
+    """Per served model version: how many logged predictions got a label through ``POST /v1/labels``, how many
+    of those were alerts, and the alert precision. ``version``: that version only. Empty when nothing joins.
+
+    Predictions of a model set by hand (no registry version) are reported under ``"unregistered"``.
+    """
     s = get_settings()
-    preds = PredictionLog(s.path("predictions", f"{MODEL_NAME}.jsonl")).read()
-    labels = PredictionLog(s.path("labels", f"{MODEL_NAME}.jsonl")).read()
+    preds = read_log(s.path("predictions", f"{MODEL_NAME}.jsonl"))
+    labels = read_log(s.path("labels", f"{MODEL_NAME}.jsonl"))
     if preds.empty or labels.empty:
-        return None
+        return {}
+    preds["version"] = preds["version"].fillna("unregistered") if "version" in preds else "unregistered"
+    if version is not None:
+        preds = preds[preds["version"] == str(version)]
     joined = preds.merge(labels[["tx_id", "label"]].drop_duplicates("tx_id", keep="last"), on="tx_id")
-    alerts = joined[joined["alert"].astype(bool)]
-    return {"labelled_predictions": int(len(joined)), "alerts": int(len(alerts)),
-            "alert_precision": float(alerts["label"].mean()) if len(alerts) else float("nan")}
+    out: dict[str, dict[str, float]] = {}
+    for v, rows in joined.groupby("version", sort=True):
+        alerts = rows[rows["alert"].astype(bool)]
+        out[str(v)] = {"labelled_predictions": len(rows), "alerts": len(alerts),
+                       "alert_precision": float(alerts["label"].mean()) if len(alerts) else float("nan")}
+    return out
 
 
-def retrain(prepared: pd.DataFrame, cfg: FraudConfig, *, work_dir: Path, params: dict[str, Any] | None = None,
-            kind: str = "xgboost") -> retraining.Decision:
-    """Weekly retraining: a challenger fit on the ``train_days`` labelled days before the most recent labelled
-    week, compared with the champion on that week (average precision); promoted only if it wins by the margin."""
+def retrain(prepared: pd.DataFrame, cfg: FraudConfig, *, work_dir: Path | None = None,
+            params: dict[str, Any] | None = None, kind: str | None = None) -> retraining.Decision:
+    """Weekly retraining: the champion vs a challenger of the same kind and parameters, compared fairly on the most
+    recent labelled week; promoted only if it wins by ``cfg.retrain.margin``.
+
+    1. The evaluation week is the ``eval_days`` labelled days ending ``delay_days`` before the data's last day.
+       If the champion was trained on any of it (tag ``last_training_timestamp`` >= the week's first timestamp, or
+       no tag), nothing is trained and the refusal is recorded (:func:`common.retraining.guard`).
+    2. The challenger has the champion's kind and hyper-parameters (read from its saved model; ``kind``/``params``
+       override them, the config's XGBoost when there is no champion) and is fitted on the ``train_days``
+       labelled days before that week; its alert threshold meets the alert budget on the week.
+    3. Both are scored on the week (``cfg.retrain.metric``) and the challenger, as trained, is promoted if it wins
+       (compare-and-set: only if the champion is unchanged). The training run is logged in ``fraud-training``.
+
+    Missing or unlabelled data is a :class:`common.data.DataError` (one line for the CLI), never a silent skip.
+    ``work_dir`` is ignored (see :func:`register_model`).
+    """
+    del work_dir
     rc = cfg.retrain
+    if prepared.empty or LABEL not in prepared.columns:
+        raise DataError("retrain needs labelled transactions (a 'label' column): got "
+                        + ("no rows" if prepared.empty else f"columns {list(prepared.columns)}"))
     last_labelled = int(prepared[DAY].max()) - cfg.features.delay_days
     eval_first = last_labelled - rc.eval_days + 1
-    eval_rows = prepared[(prepared[DAY] >= eval_first) & (prepared[DAY] <= last_labelled)]
+    in_week = (prepared[DAY] >= eval_first) & (prepared[DAY] <= last_labelled)
+    eval_rows = labelled(prepared[in_week])
+    if eval_rows.empty or eval_rows[LABEL].nunique() < 2:
+        raise DataError(
+            f"retrain needs labelled frauds and genuine transactions in the evaluation week (days {eval_first}.."
+            f"{last_labelled}, the {rc.eval_days} days ending {cfg.features.delay_days} days before the data's "
+            f"last day); found {len(eval_rows)} labelled rows, {int(eval_rows[LABEL].sum()) if len(eval_rows) else 0}"
+            " frauds: bring more recent labelled data")
+    window_start = retraining.unix_seconds(prepared.loc[in_week, TIMESTAMP].min())
+    refused = retraining.guard(MODEL_NAME, window_start, metric=rc.metric, margin=rc.margin)
+    if refused is not None:
+        return refused
+
     champion_mv = registry.find(MODEL_NAME, registry.CHAMPION)
-    if champion_mv is not None:
-        seen_until = _trained_until(champion_mv)
-        if seen_until is not None and seen_until >= eval_first:
-            # the champion has seen the evaluation week: no fair comparison, and no labelled week is newer
-            decision = retraining.Decision(
-                app=MODEL_NAME, champion_version=champion_mv.version, challenger_version="", metric=rc.metric,
-                champion_score=None, challenger_score=float("nan"), margin=rc.margin, higher_is_better=True,
-                promoted=False, reason=f"no labelled week newer than the champion's training data (it saw day "
-                                       f"{seen_until}, the latest labelled week starts on day {eval_first}): kept")
-            retraining.record(decision)
-            log.info("retrain skipped: %s", decision.reason)
-            return decision
-    challenger = train_model(prepared, cfg, kind=kind, params=params, train_days=rc.train_days,
-                             end_day=last_labelled - rc.eval_days)
-    challenger.threshold = alert_threshold(eval_rows[DAY].to_numpy(),
-                                           challenger.predict_proba(eval_rows[challenger.features]),
-                                           cfg.serving.alerts_per_day)
-    mv = register_model(challenger, prepared, work_dir=work_dir,
-                        metrics={f"recent_{k}": v for k, v in window_metrics(challenger, eval_rows).items()})
+    champion = registry.load(MODEL_NAME, champion_mv.version, load_model)[0] if champion_mv is not None else None
+    if champion is not None:
+        kind = kind or champion.kind
+        if params is None and kind == champion.kind:
+            params = dict(champion.params)
+        if list(champion.features) != feature_names(cfg.features):
+            log.warning("the champion was trained on features %s, the challenger uses %s", champion.features,
+                        feature_names(cfg.features))
+    kind = kind or "xgboost"
+    with tracking.start_run(f"{APP}-training", run_name="retrain-challenger",
+                            params={"kind": kind, **(params or {}), "window_start": window_start,
+                                    "champion_version": champion_mv.version if champion_mv else None},
+                            tags={"app": APP}):
+        challenger = train_model(prepared, cfg, kind=kind, params=params, train_days=rc.train_days,
+                                 end_day=last_labelled - rc.eval_days)
+        challenger.threshold = alert_threshold(eval_rows[DAY].to_numpy(),
+                                               challenger.predict_proba(eval_rows[challenger.features]),
+                                               cfg.serving.alerts_per_day)
+        recent = window_metrics(challenger, eval_rows, cfg.protocol.top_k)
+        tracking.log_metrics({f"recent_{k}": v for k, v in recent.items()})
+        mv = register_model(challenger, prepared, metrics={f"recent_{k}": v for k, v in recent.items()})
 
     def evaluate(version: registry.ModelVersion) -> float:
-        model, _ = registry.load(MODEL_NAME, version.version, load_model)
+        if version.version == mv.version:
+            return recent[rc.metric]
+        model = champion if champion_mv is not None and version.version == champion_mv.version else \
+            registry.load(MODEL_NAME, version.version, load_model)[0]
         return window_metrics(model, eval_rows, cfg.protocol.top_k)[rc.metric]
 
-    decision = retraining.champion_vs_challenger(MODEL_NAME, mv, evaluate, metric=rc.metric, margin=rc.margin)
+    decision = retraining.champion_vs_challenger(MODEL_NAME, mv, evaluate, metric=rc.metric, margin=rc.margin,
+                                                 window_start=window_start)
     log.info("retrain decision: %s", decision.reason)
     return decision
 
 
-def _trained_until(mv: registry.ModelVersion) -> int | None:
-    """Last training day (data day index) of a registered model, from its ``meta.json``."""
-    import json
-
-    try:
-        meta = json.loads((registry.fetch_model_dir(mv) / "meta.json").read_text())
-        return int(meta["info"]["train_days"][1])
-    except (KeyError, TypeError, ValueError, OSError):
-        return None
-
-
-def log_selection(candidates: dict[str, Candidate], cfg: FraudConfig, dataset: str) -> None:
+def log_selection(candidates: dict[str, Candidate], dataset: str) -> None:
     """One MLflow run per selected model with its params and test metrics."""
     for name, c in candidates.items():
         with tracking.start_run(f"{APP}-evaluation", run_name=name,

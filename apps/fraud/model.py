@@ -40,9 +40,8 @@ def build_estimator(kind: str, params: dict[str, Any] | None = None, *, seed: in
         import xgboost as xgb
 
         params.setdefault("n_jobs", 1)
-        return xgb.XGBClassifier(
-            objective="binary:logistic", eval_metric="aucpr", tree_method="hist", random_state=seed, **params
-        )
+        params.setdefault("tree_method", "hist")
+        return xgb.XGBClassifier(objective="binary:logistic", eval_metric="aucpr", random_state=seed, **params)
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

@@ -5,47 +5,76 @@ Routes (besides common's /healthz, /readyz, /metrics, /v1/model, /admin/reload):
 - ``POST /v1/transactions/score[?explain=true]``: one transaction -> ``score`` (fraud probability), ``decision``
   (``alert`` when the score reaches the model's threshold, set for the daily alert budget), ``reasons`` (top
   feature contributions to the log-odds, exact TreeSHAP via xgboost ``pred_contribs``) for alerts, or for any
-  transaction with ``?explain=true``. The transaction is then added to the online state, so the next
-  transactions of that card and terminal see it.
-- ``POST /v1/labels``: delayed fraud labels ``[{tx_id, label}]``; they feed the terminal-risk features (once older
+  transaction with ``?explain=true``. Only after it is scored is the transaction added to the online state, so
+  the next transactions of that card and terminal see it.
+- ``POST /v1/labels``: delayed fraud labels ``[{tx_id, label}]`` (at most
+  :data:`~apps.fraud.config.MAX_LABELS_PER_REQUEST` a call); they feed the terminal-risk features (once older
   than the feedback delay) and are logged for monitoring (alert precision).
 
+Input policy (apps/fraud/README.md, "Online state and bad input"): ids are strings (integers accepted, booleans
+not), amounts finite in ``[0, MAX_AMOUNT]``, timestamps inside the window of :class:`ServingConfig` (not in the
+future beyond a small clock skew, not older than ``max_late_days`` before the newest transaction seen); anything
+else is a 422 naming the field, and a refused request changes nothing. A ``tx_id`` already in the state gets
+409 and is not counted again.
+
 The online state (:class:`~apps.fraud.features.OnlineFeatureStore`) belongs to the service, not to a model
-version: a hot-swapped champion keeps the card and terminal history. A lock serialises state access.
+version: a hot-swapped champion keeps the card and terminal history. It starts from the transactions recorded
+with the served version (:func:`history_for`). A lock serialises state access.
 """
 
 from __future__ import annotations
 
-import gc
+import json
 import logging
+import math
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, FastAPI, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, PlainValidator, WithJsonSchema
 
-from apps.fraud.config import MODEL_NAME, FeatureConfig, ServingConfig
-from apps.fraud.features import OnlineFeatureStore, Transaction
+from apps.fraud.config import (
+    ID_PATTERN,
+    MAX_AMOUNT,
+    MAX_LABELS_PER_REQUEST,
+    MODEL_NAME,
+    FeatureConfig,
+    ServingConfig,
+)
+from apps.fraud.data import check_id, id_key
+from apps.fraud.features import OnlineFeatureStore, Transaction, to_seconds
 from apps.fraud.model import FraudModel
-from common import serving
+from common import registry, serving
 from common.config import get_settings
+from common.data import SECONDS_PER_DAY, DataError
 
 log = logging.getLogger(__name__)
+
+Id = Annotated[
+    str,
+    PlainValidator(check_id),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": f"^{ID_PATTERN}$"},
+                              {"type": "integer", "minimum": 0, "maximum": 10**63}],
+                    "description": "string id (1-64 of A-Z a-z 0-9 _ - . : @); an integer means its decimal "
+                                   "string"}),
+]
 
 
 class TransactionIn(BaseModel):
     """A card transaction to score (the :data:`apps.fraud.data.SCHEMA` columns, without the label)."""
 
-    tx_id: int = Field(ge=0, description="unique transaction id")
-    timestamp: datetime = Field(description="ISO 8601 date-time, e.g. 2018-09-01T12:30:00")
-    customer_id: int = Field(ge=0)
-    terminal_id: int = Field(ge=0)
-    amount: float = Field(ge=0, allow_inf_nan=False, description="amount, >= 0")
+    tx_id: Id = Field(description="unique transaction id")
+    timestamp: datetime = Field(description="ISO 8601 date-time, e.g. 2018-09-01T12:30:00 (naive = UTC)")
+    customer_id: Id
+    terminal_id: Id
+    amount: float = Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False, strict=True,
+                          description=f"amount, 0 <= amount <= {MAX_AMOUNT:g} (a JSON number, not a string)")
 
 
 class Reason(BaseModel):
@@ -55,7 +84,7 @@ class Reason(BaseModel):
 
 
 class ScoreOut(BaseModel):
-    tx_id: int
+    tx_id: str
     score: float = Field(description="fraud probability")
     decision: Literal["alert", "pass"]
     threshold: float
@@ -64,13 +93,25 @@ class ScoreOut(BaseModel):
     latency_ms: float
 
 
+def _check_label(v: object) -> int:
+    """0 or 1 (``1.0`` too: JSON Schema's integers); booleans and strings are refused."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or v not in (0, 1):
+        raise ValueError("must be the integer 0 (genuine) or 1 (fraud)")
+    return int(v)
+
+
+Label = Annotated[int, PlainValidator(_check_label),
+                  WithJsonSchema({"type": "integer", "enum": [0, 1], "description": "1 = fraud, 0 = genuine"})]
+
+
 class LabelIn(BaseModel):
-    tx_id: int = Field(ge=0)
-    label: Literal[0, 1]
+    tx_id: Id
+    label: Label
 
 
 class LabelsIn(BaseModel):
-    labels: list[LabelIn] = Field(min_length=1)
+    labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS_PER_REQUEST,
+                                  description=f"at most {MAX_LABELS_PER_REQUEST} labels a call")
 
 
 class LabelsOut(BaseModel):
@@ -79,39 +120,110 @@ class LabelsOut(BaseModel):
     unknown: int
 
 
+class InvalidTransaction(ValueError):
+    """A transaction the service refuses (HTTP 422); ``field`` names the body field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class DuplicateTransaction(ValueError):
+    """A ``tx_id`` already in the online state (HTTP 409): it is not scored or counted again."""
+
+
 class FraudScorer:
-    """The single-transaction path: online features -> model -> decision + reasons; owns the state."""
+    """The single-transaction path: online features -> model -> decision + reasons; owns the state.
+
+    :meth:`score` is transactional: the transaction is checked (:meth:`check`), its features and score are
+    computed, and only then is it added to the state - a refused or failed request leaves the state as it was.
+    """
 
     def __init__(self, store: OnlineFeatureStore, serving_cfg: ServingConfig | None = None,
-                 label_log: serving.PredictionLog | None = None) -> None:
+                 label_log: serving.PredictionLog | None = None, *,
+                 clock: Any = time.time) -> None:
         self.store = store
         self.cfg = serving_cfg or ServingConfig()
         self.label_log = label_log
         self.lock = threading.Lock()
+        self._clock = clock  # epoch seconds (tests pass a fixed one)
+
+    def check(self, tx: Transaction, t: int) -> None:
+        """Refuse ``tx`` (epoch seconds ``t``) when its time is outside the accepted window, its amount is not a
+        finite number in range, or its id was scored before. Call with :attr:`lock` held."""
+        cfg = self.cfg
+        amount = tx.amount
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount) \
+                or not 0 <= amount <= MAX_AMOUNT:
+            raise InvalidTransaction("amount", f"must be a finite number in [0, {MAX_AMOUNT:g}]")
+        now = self._clock()
+        if t > now + cfg.future_skew_s:
+            raise InvalidTransaction("timestamp", f"is in the future: more than {cfg.future_skew_s:g} s after the "
+                                                  f"server's clock ({_iso(now)})")
+        last = self.store.last_t
+        if last is not None and t < last - cfg.max_late_days * SECONDS_PER_DAY:
+            raise InvalidTransaction("timestamp", f"is more than {cfg.max_late_days:g} days before the newest "
+                                                  f"transaction seen ({_iso(last)}); too late to score")
+        if self.store.seen(tx.tx_id):
+            raise DuplicateTransaction(f"tx_id {id_key(tx.tx_id)!r} was already scored (or is in the warm-up "
+                                       "history); it is not scored or counted twice")
 
     def score(self, tx: Transaction, model: FraudModel, *, reasons: bool | None = None) -> tuple[float, bool, list]:
-        """(score, alert?, reasons) for ``tx``; adds ``tx`` to the state.
+        """(score, alert?, reasons) for ``tx``; adds ``tx`` to the state once it is scored.
 
         ``reasons``: True/False forces the explanation on/off; None follows ``ServingConfig.explain``
-        (default: explain alerts only).
+        (default: explain alerts only). Raises :class:`InvalidTransaction` / :class:`DuplicateTransaction`
+        with the state unchanged.
         """
         if model.features != self.store.names:
             raise RuntimeError(f"model features {model.features} != online features {self.store.names}")
+        t = to_seconds(tx.timestamp)
         with self.lock:
-            x = self.store.score_and_update(tx)
-        p = float(model.predict_proba(x)[0])
+            self.check(tx, t)
+            x = self.store.features(tx, t)
+            if not np.isfinite(x).all():
+                raise InvalidTransaction("amount", "gives non-finite features")
+            p = float(model.predict_proba(x)[0])
+            if not math.isfinite(p):
+                raise InvalidTransaction("amount", "gives a non-finite score")
+            self.store.update(tx, t=t)
         alert = p >= model.threshold
         explain = reasons if reasons is not None else (self.cfg.explain == "all" or alert)
         why = model.reasons(x, self.cfg.n_reasons) if explain else []
         return p, alert, why
 
-    def add_labels(self, labels: list[tuple[int, int]]) -> int:
+    def add_labels(self, labels: list[tuple[str, int]]) -> int:
+        """Apply delayed labels to the state and append them to the label log in one write; returns how many
+        matched a transaction still in the state. Blocking: call it off the event loop."""
         with self.lock:
             applied = sum(self.store.add_label(t, lab) for t, lab in labels)
         if self.label_log is not None:
-            for t, lab in labels:
-                self.label_log.log({"tx_id": t, "label": lab})
+            append_jsonl(self.label_log.path, [{"tx_id": t, "label": lab} for t, lab in labels])
         return applied
+
+
+_append_lock = threading.Lock()
+
+
+def append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append ``records`` (each with a UTC ``logged_at``) to a JSONL file in a single write."""
+    now = datetime.now(UTC).isoformat()
+    text = "".join(json.dumps({"logged_at": now, **r}, default=str) + "\n" for r in records)
+    with _append_lock, open(path, "a") as fh:
+        fh.write(text)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _field_error(field: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
+
+CONFLICT = {409: {"description": "tx_id already scored (idempotency: not scored or counted twice)",
+                  "content": {"application/json": {"schema": {"type": "object",
+                                                               "properties": {"detail": {"type": "string"}}}}}}}
 
 
 def build_router(scorer: FraudScorer) -> APIRouter:
@@ -120,12 +232,17 @@ def build_router(scorer: FraudScorer) -> APIRouter:
     # ``async def`` on purpose: the work is ~1-3 ms of CPU with no I/O to wait for, so running it on the event
     # loop (one request at a time) beats dispatching every request to the thread pool, where concurrent
     # requests only fight over the GIL. The model snapshot is taken once per request (hot-swap safe).
-    @router.post("/transactions/score", response_model=ScoreOut)
+    @router.post("/transactions/score", response_model=ScoreOut, responses=CONFLICT)
     async def score(tx: TransactionIn, request: Request, explain: bool | None = None) -> ScoreOut:
         """Score one transaction; ``?explain=true`` returns reasons even when it is not an alert."""
         t0 = time.perf_counter()
         loaded = serving.get_loaded(request)
-        p, alert, why = scorer.score(Transaction(**tx.model_dump()), loaded.model, reasons=explain)
+        try:
+            p, alert, why = scorer.score(Transaction(**tx.model_dump()), loaded.model, reasons=explain)
+        except InvalidTransaction as e:
+            raise _field_error(e.field, str(e)) from None
+        except DuplicateTransaction as e:
+            raise HTTPException(409, detail=str(e)) from None
         request.app.state.metrics.observe_prediction(p)
         plog = request.app.state.prediction_log
         if plog is not None:
@@ -136,8 +253,11 @@ def build_router(scorer: FraudScorer) -> APIRouter:
                         threshold=loaded.model.threshold, reasons=[Reason(**r) for r in why],
                         model_version=loaded.version_id, latency_ms=(time.perf_counter() - t0) * 1e3)
 
+    # plain ``def``: up to MAX_LABELS_PER_REQUEST state updates and a file write run in the thread pool,
+    # so scoring requests and health checks are not held up behind them
     @router.post("/labels", response_model=LabelsOut)
-    async def labels(body: LabelsIn) -> LabelsOut:
+    def labels(body: LabelsIn) -> LabelsOut:
+        """Delayed fraud labels of transactions scored earlier."""
         pairs = [(item.tx_id, item.label) for item in body.labels]
         applied = scorer.add_labels(pairs)
         return LabelsOut(received=len(pairs), applied=applied, unknown=len(pairs) - applied)
@@ -150,24 +270,39 @@ def load_model(model_dir: Path) -> FraudModel:
     return FraudModel.load(model_dir, nthread=1)
 
 
+def history_for(mv: registry.ModelVersion | None = None) -> pd.DataFrame:
+    """The transactions recorded with version ``mv`` (default: the champion) at registration: the last
+    ``history_days`` of the data it was trained from, which warm the online state for ``serve``/``predict`` and
+    precede a ``batch`` file. Raises ``DataError`` (a user error) when the version has none."""
+    from apps.fraud.train import HISTORY_FILE
+
+    mv = mv or registry.get(MODEL_NAME, registry.CHAMPION)
+    path = registry.fetch_model_dir(mv) / HISTORY_FILE
+    if not path.exists():
+        raise DataError(f"{mv.name} version {mv.version} has no recorded transaction history (it was registered "
+                        f"before versions kept one): pass --dataset FILE with the transactions its features "
+                        f"should start from, or train a new version")
+    return pd.read_parquet(path)
+
+
 def build_app(history: pd.DataFrame | None = None, *, feature_cfg: FeatureConfig | None = None,
               serving_cfg: ServingConfig | None = None, model: FraudModel | None = None,
+              model_version: registry.ModelVersion | None = None,
               refresh_interval_s: float | None = 5.0, log_predictions: bool = True) -> FastAPI:
-    """The fraud service. ``history``: past transactions (with labels when known) that warm the online state.
+    """The fraud service. ``history``: past transactions (with labels when known) that warm the online state
+    (:func:`history_for` gives the served version's own).
 
-    ``model``: serve this model instead of the registry's champion (tests, benchmarks); the registry is then
-    not polled.
+    ``model``: serve this model (``model_version``: the registry version it is, if any) instead of the
+    registry's champion (``predict --ref``, tests, benchmarks); the registry is then not polled.
     """
     store = (OnlineFeatureStore.from_history(history, feature_cfg) if history is not None
              else OnlineFeatureStore(feature_cfg))
-    gc.collect()
-    gc.freeze()  # start-up objects (libraries, the warm state) leave the GC's working set: shorter pauses
     settings = get_settings()
     label_log = serving.PredictionLog(settings.path("labels", f"{MODEL_NAME}.jsonl")) if log_predictions else None
     scorer = FraudScorer(store, serving_cfg, label_log)
     holder = serving.ModelHolder(MODEL_NAME, load_model)
     if model is not None:
-        holder.set(serving.Loaded(model, None))
+        holder.set(serving.Loaded(model, model_version))
         refresh_interval_s = None
     plog = (serving.PredictionLog(settings.path("predictions", f"{MODEL_NAME}.jsonl"))
             if log_predictions else None)
@@ -181,39 +316,44 @@ def build_app(history: pd.DataFrame | None = None, *, feature_cfg: FeatureConfig
 
 class BatchScorer:
     """Stateful ``score_fn`` for :func:`common.batch.score_file`: chunks of a time-sorted transaction file in,
-    ``tx_id, score, decision[, label][, reasons]`` out (reasons: top-3 features of each alert).
+    ``tx_id, score, decision[, label][, reasons]`` out (reasons: the top ``n_reasons`` features of each alert).
 
     Features need each card's and terminal's history, which crosses chunk boundaries: the scorer keeps the last
     ``history_days`` of transactions of earlier chunks and computes each chunk's features on (tail + chunk), so
     the result equals :func:`apps.fraud.features.compute_features` on the whole file. ``history`` optionally
-    prepends earlier transactions (e.g. the training data) so the first rows see their past too.
+    prepends earlier transactions (e.g. :func:`history_for`) so the first rows see their past too.
     """
 
     def __init__(self, model: FraudModel, feature_cfg: FeatureConfig | None = None,
-                 history: pd.DataFrame | None = None, *, reasons: bool = False) -> None:
-        from apps.fraud.data import SCHEMA, TIMESTAMP
+                 history: pd.DataFrame | None = None, *, reasons: bool = False,
+                 n_reasons: int | None = None) -> None:
+        from apps.fraud.data import ID_COLUMNS, SCHEMA, TIMESTAMP
 
         self.model, self.cfg = model, feature_cfg or FeatureConfig()
         self.reasons = reasons
+        self.n_reasons = ServingConfig().n_reasons if n_reasons is None else int(n_reasons)
+        if self.n_reasons < 1:
+            raise ValueError(f"n_reasons must be >= 1, got {self.n_reasons}")
         self._ts = TIMESTAMP
         self.tail = None
         if history is not None and len(history):
             cols = [c for c in SCHEMA.names if c in history.columns]
             start = history[TIMESTAMP].max() - pd.Timedelta(days=self.cfg.history_days)
             self.tail = history.loc[history[TIMESTAMP] > start, cols].reset_index(drop=True)
+            for c in ID_COLUMNS:  # ids as strings, like the validated chunks they are concatenated with
+                self.tail[c] = self.tail[c].map(id_key)
         self._last: pd.Timestamp | None = None
 
     def __call__(self, chunk: pd.DataFrame) -> pd.DataFrame:
         from apps.fraud.data import LABEL, TX_ID, validate
         from apps.fraud.features import compute_features
-        from common.data import DataError
 
         chunk = validate(chunk, source="batch input")
         first = chunk[self._ts].iloc[0] if len(chunk) else None
         if self._last is not None and first is not None and first < self._last:
             raise DataError(f"batch input is not sorted by {self._ts}: {first} comes after {self._last}; sort the file")
         frame = chunk if self.tail is None else pd.concat([self.tail, chunk], ignore_index=True)
-        feats = compute_features(frame, self.cfg).iloc[len(frame) - len(chunk):]
+        feats = compute_features(frame, self.cfg, start=len(frame) - len(chunk))
         scores = self.model.predict_proba(feats[self.model.features])
         out = pd.DataFrame({TX_ID: chunk[TX_ID].to_numpy(), "score": scores,
                             "decision": np.where(scores >= self.model.threshold, "alert", "pass")})
@@ -225,7 +365,7 @@ class BatchScorer:
             contrib = self.model.contributions(feats[self.model.features].iloc[alert]) if alert.size else None
             if contrib is not None:
                 names = np.asarray(self.model.features)
-                top = np.argsort(-contrib, axis=1)[:, :3]
+                top = np.argsort(-contrib, axis=1, kind="stable")[:, :self.n_reasons]
                 out.loc[out.index[alert], "reasons"] = [",".join(names[r]) for r in top]
         if len(chunk):
             self._last = chunk[self._ts].iloc[-1]

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from apps.fraud.config import FeatureConfig, FraudConfig, ProtocolConfig
-from apps.fraud.data import DAY, LABEL, add_day
+from apps.fraud.data import DAY, LABEL, SCENARIO, SCHEMA, TIMESTAMP, add_day, labelled
 from apps.fraud.evaluate import (
     alert_threshold,
     prequential_folds,
@@ -30,12 +30,17 @@ from apps.fraud.evaluate import (
     start_day_for_valid,
     summarise,
 )
-from apps.fraud.features import compute_features, feature_names
+from apps.fraud.features import compute_features, feature_names, to_seconds
 from apps.fraud.model import FraudModel
+from common.data import SECONDS_PER_DAY, DataError, write_table
+from common.monitoring import ReferenceProfile
 
 log = logging.getLogger(__name__)
 
 SELECTION_METRIC = "average_precision"
+HISTORY_FILE = "history.parquet"  # in the model directory: the online state's warm-up transactions
+# An alert threshold outside (LOW, HIGH) means the alert budget does not fit the data (see _finish).
+ABSURD_THRESHOLD = (0.01, 0.99)
 
 # Baseline grids: the handbook's (chapter 5.3), trimmed where a 2-core run would take too long.
 BASELINE_GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -46,7 +51,10 @@ BASELINE_GRIDS: dict[str, dict[str, list[Any]]] = {
 
 
 def prepare(df: pd.DataFrame, cfg: FeatureConfig | None = None) -> pd.DataFrame:
-    """``df`` plus :data:`DAY` and the feature columns (computed once over the whole history, past-only)."""
+    """``df`` plus :data:`DAY` and the feature columns (computed once over the whole history, past-only).
+
+    Every row feeds the features, labelled or not; model fitting and evaluation use the labelled rows only
+    (:func:`recent_window`, :func:`apps.fraud.evaluate.train_test_split`)."""
     cfg = cfg or FeatureConfig()
     out = add_day(df) if DAY not in df.columns else df
     feats = compute_features(out, cfg)
@@ -151,41 +159,83 @@ def tune_xgboost(prepared: pd.DataFrame, features: list[str], p: ProtocolConfig,
 
 def recent_window(prepared: pd.DataFrame, train_days: int, delay_days: int,
                   end_day: int | None = None) -> pd.DataFrame:
-    """``train_days`` days ending at ``end_day`` (inclusive); by default the latest days whose labels are known,
-    which end ``delay_days`` before the data's last day."""
+    """The labelled rows of the ``train_days`` days ending at ``end_day`` (inclusive); by default the latest days
+    whose labels are known, which end ``delay_days`` before the data's last day."""
     end = int(prepared[DAY].max()) - delay_days if end_day is None else end_day
-    return prepared[(prepared[DAY] > end - train_days) & (prepared[DAY] <= end)]
+    return labelled(prepared[(prepared[DAY] > end - train_days) & (prepared[DAY] <= end)])
 
 
 def train_model(prepared: pd.DataFrame, cfg: FraudConfig, *, kind: str = "xgboost",
                 params: dict[str, Any] | None = None, train_days: int | None = None,
                 end_day: int | None = None, seed: int = 0) -> FraudModel:
     """Fit the production model on the most recent labelled ``train_days`` (default: the protocol's 7; or the
-    days ending at ``end_day``) and set its alert threshold to meet ``cfg.serving.alerts_per_day`` on them."""
+    days ending at ``end_day``) and set its alert threshold to meet ``cfg.serving.alerts_per_day`` on them
+    (the alert budget: ``replace(cfg, serving=replace(cfg.serving, alerts_per_day=N))``)."""
     features = feature_names(cfg.features)
     params = cfg.xgb.params() if params is None and kind == "xgboost" else dict(params or {})
     train_days = train_days or cfg.protocol.delta_train
     window = recent_window(prepared, train_days, cfg.features.delay_days, end_day)
-    if window.empty or window[LABEL].nunique() < 2:
-        raise ValueError("the latest labelled window has no frauds (or no rows): cannot train")
+    _check_window(window, train_days)
     t0 = time.perf_counter()
     model = FraudModel.fit(kind, window[features], window[LABEL].to_numpy(), params, seed=seed)
     return _finish(model, window, cfg, time.perf_counter() - t0)
 
 
+def _check_window(window: pd.DataFrame, train_days: int) -> None:
+    if window.empty or window[LABEL].nunique() < 2:
+        what = "no labelled rows" if window.empty else f"only label {window[LABEL].iloc[0]:g}"
+        raise DataError(f"the latest {train_days} labelled days have {what}: a model needs frauds and genuine "
+                        f"transactions to learn from (use more days: --train-days, or a file with both labels)")
+
+
+def check_alert_budget(alerts_per_day: int, day: np.ndarray, threshold: float) -> list[str]:
+    """Warnings when an alert budget does not fit the data: more alerts than a day's transactions, or a threshold
+    outside :data:`ABSURD_THRESHOLD` (nearly everything, or nearly nothing, raises an alert). Each is logged."""
+    if alerts_per_day < 1:
+        raise ValueError(f"alerts_per_day must be >= 1, got {alerts_per_day}")
+    out = []
+    per_day = float(np.median(np.unique(day, return_counts=True)[1])) if len(day) else 0.0
+    if alerts_per_day > per_day:
+        out.append(f"alert budget {alerts_per_day}/day exceeds the median {per_day:.0f} transactions a day: "
+                   f"every transaction would raise an alert")
+    low, high = ABSURD_THRESHOLD
+    if not low < threshold < high:
+        out.append(f"alert budget {alerts_per_day}/day sets the decision threshold to {threshold:.4g}, outside "
+                   f"({low}, {high}): {'nearly every' if threshold <= low else 'almost no'} transaction is "
+                   f"an alert; choose another budget")
+    for w in out:
+        log.warning(w)
+    return out
+
+
 def _finish(model: FraudModel, window: pd.DataFrame, cfg: FraudConfig, fit_s: float) -> FraudModel:
-    """Alert threshold (``cfg.serving.alerts_per_day`` on the training window) and training summary."""
+    """Alert threshold (``cfg.serving.alerts_per_day`` on the training window, with a warning when the budget
+    is absurd for the data) and training summary."""
     scores = model.predict_proba(window[model.features])
-    model.threshold = alert_threshold(window[DAY].to_numpy(), scores, cfg.serving.alerts_per_day)
+    budget = cfg.serving.alerts_per_day
+    model.threshold = alert_threshold(window[DAY].to_numpy(), scores, budget)
+    warnings = check_alert_budget(budget, window[DAY].to_numpy(), model.threshold)
     model.info = {
         "train_days": [int(window[DAY].min()), int(window[DAY].max())],
         "train_rows": len(window),
         "train_frauds": int(window[LABEL].sum()),
         "fit_seconds": round(fit_s, 3),
-        "alerts_per_day": cfg.serving.alerts_per_day,
+        "alerts_per_day": budget,
         "feature_config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg.features).items()},
     }
+    if warnings:
+        model.info["warnings"] = warnings
     return model
+
+
+def feature_config_of(model: FraudModel) -> FeatureConfig:
+    """The feature configuration ``model`` was trained with (recorded in ``info``; defaults for older models)."""
+    recorded = model.info.get("feature_config") or {}
+    known = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()
+             if k in FeatureConfig.__dataclass_fields__}
+    if recorded and "groups" not in known:  # recorded before feature groups: `extended` meant the amount ratios
+        known["groups"] = ("amount_ratio",)
+    return FeatureConfig(**known)
 
 
 @contextmanager
@@ -237,8 +287,7 @@ def train_model_dask(prepared: pd.DataFrame, cfg: FraudConfig, *, client: Any = 
     params = cfg.xgb.params() if params is None else dict(params)
     train_days = train_days or cfg.protocol.delta_train
     window = recent_window(prepared, train_days, cfg.features.delay_days, end_day)
-    if window.empty or window[LABEL].nunique() < 2:
-        raise ValueError("the latest labelled window has no frauds (or no rows): cannot train")
+    _check_window(window, train_days)
     est = build_estimator("xgboost", params, seed=seed)
     native = {k: v for k, v in est.get_xgb_params().items() if v is not None}
     rounds = est.get_num_boosting_rounds()
@@ -265,15 +314,25 @@ def train_model_dask(prepared: pd.DataFrame, cfg: FraudConfig, *, client: Any = 
     return model
 
 
-def save_with_reference(model: FraudModel, model_dir: Path, reference_rows: pd.DataFrame) -> Path:
-    """Save ``model`` and the monitoring reference profile of its training features and scores."""
+def save_with_reference(model: FraudModel, model_dir: Path, reference_rows: pd.DataFrame,
+                        history: pd.DataFrame | None = None) -> Path:
+    """Save ``model``, the monitoring reference profile of its training features and scores, and (``history``:
+    the transactions it was trained from) the online feature history that serving starts from."""
     model.save(model_dir)
-    try:
-        from common.monitoring import ReferenceProfile
-    except ImportError:  # pragma: no cover - common.monitoring is part of the project
-        log.warning("common.monitoring missing: no reference profile saved")
-        return model_dir
     ref = reference_rows[model.features].copy()
     ref["prediction"] = model.predict_proba(ref)
     ReferenceProfile.from_frame(ref, categorical=["is_weekend", "is_night"]).save(model_dir / "reference.json")
+    if history is not None:
+        save_history(history, model_dir, feature_config_of(model))
     return model_dir
+
+
+def save_history(transactions: pd.DataFrame, model_dir: Path, cfg: FeatureConfig | None = None) -> Path:
+    """Write the last ``cfg.history_days`` of ``transactions`` (schema columns, labels included) to
+    ``model_dir/history.parquet``: what ``serve``/``predict``/``batch`` warm the online state with, so a model
+    is always served on the history of its own data (:func:`apps.fraud.service.history_for`)."""
+    cfg = cfg or FeatureConfig()
+    cols = [c for c in SCHEMA.names if c in transactions.columns and c != SCENARIO]
+    t = to_seconds(transactions[TIMESTAMP])
+    recent = transactions.loc[t > t.max() - cfg.history_days * SECONDS_PER_DAY, cols] if len(t) else transactions[cols]
+    return write_table(recent.reset_index(drop=True), Path(model_dir) / HISTORY_FILE)

@@ -1,8 +1,10 @@
 """Benchmark: every model and baseline on MovieLens 100K under the Microsoft Recommenders protocol.
 
-``python -m apps.recommender bench`` -> ``bench/results/recommender.json``. Needs ``ml-100k`` in
-``MLREF_DATA_DIR`` (or network to download it). One run, ``threads`` cores (2 by default). Published anchors are
-the Microsoft Recommenders benchmark table for MovieLens 100K (k=10), copied here for the side-by-side.
+``python -m apps.recommender bench`` -> ``bench/results/recommender.json`` (the reference result, ML-100K); any
+other dataset -> ``bench/results/recommender-<dataset name>.json``, so a run on your own file never overwrites the
+reference. Needs ``ml-100k`` in ``MLREF_DATA_DIR`` (or network to download it). One run, ``threads`` cores (2 by
+default); tuning is bounded by ``tune_budget_s`` per model. Published anchors are the Microsoft Recommenders
+benchmark table for MovieLens 100K (k=10), copied here for the side-by-side.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from apps.recommender.config import DEFAULT_PARAMS, RecommenderConfig
+from apps.recommender.config import APP, DEFAULT_PARAMS, RecommenderConfig
 from apps.recommender.data import load_dataset
-from apps.recommender.evaluate import compare_models, leave_last_out, stratified_split
-from apps.recommender.train import tune
+from apps.recommender.evaluate import leave_last_out, stratified_split
+from apps.recommender.train import compare_models, tune
+from common import cli
 from common.config import machine_info
 from common.reports import write_json
 
@@ -35,35 +38,46 @@ ANCHORS = {
 METRICS = ["precision@10", "recall@10", "map@10", "ndcg@10", "hit_rate@10", "coverage", "gini",
            "mean_popularity_percentile"]
 BENCH_MODELS = ("als", "ease", "bpr", "itemknn", "popular", "random")
+REFERENCE_DATASET = "ml-100k"
+REPEAT_EASE_MAX_ITEMS = 8000  # above this, the split-seed and leave-last-out repeats skip EASE (minutes per fit)
 
 
-def run_bench(dataset: str = "ml-100k", *, tune_trials: int = 0,
-              tune_models: tuple[str, ...] = ("als", "ease", "itemknn"),
-              output: Path | None = Path("bench/results/recommender.json"), threads: int = 2,
+def run_bench(dataset: str = REFERENCE_DATASET, *, tune_trials: int = 0,
+              tune_models: tuple[str, ...] = ("als", "ease", "itemknn"), tune_budget_s: float | None = None,
+              output: Path | None = None, write: bool = True, threads: int = 2,
               seed: int = 42, robustness_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)) -> dict[str, Any]:
-    """Run the benchmark; returns (and writes) the JSON document.
+    """Run the benchmark; returns (and, with ``write``, writes) the JSON document.
+
+    ``output`` defaults to :func:`common.cli.bench_output`: ``bench/results/recommender.json`` for ML-100K (the
+    reference result), ``bench/results/recommender-<dataset>.json`` for any other dataset, never overwriting the
+    reference.
 
     Besides the MS split (seed 42), ``robustness_seeds`` re-split the data to show how much nDCG@10 moves with
-    the split alone (default-parameter EASE, ALS and most-popular).
+    the split alone (default-parameter EASE, ALS and most-popular; EASE only up to
+    :data:`REPEAT_EASE_MAX_ITEMS` items). Tuning: at most ``tune_trials`` trials and ``tune_budget_s`` seconds
+    (default ``RecommenderConfig.tune_budget_s``) per model in ``tune_models``.
     """
     cfg = RecommenderConfig(seed=seed, threads=threads)
+    if tune_budget_s is not None:
+        cfg.tune_budget_s = float(tune_budget_s)
     ds = load_dataset(dataset)
     train, test = stratified_split(ds.interactions, 0.75, seed=42)  # the MS split, seed 42 as in their notebook
     models: dict[str, tuple[str, dict[str, Any]]] = {m: (m, dict(DEFAULT_PARAMS[m])) for m in BENCH_MODELS}
     tuned: dict[str, Any] = {}
     for m in tune_models if tune_trials else ():
         t0 = time.perf_counter()
-        best, _ = tune(train, m, tune_trials, cfg=cfg)  # validation split inside train; test untouched
+        best, trials = tune(train, m, tune_trials, cfg=cfg)  # validation split inside train; test untouched
         models[f"{m}-tuned"] = (m, best)
-        tuned[m] = {"trials": tune_trials, "params": best, "tune_s": round(time.perf_counter() - t0, 2)}
+        tuned[m] = {"trials": len(trials), "max_trials": tune_trials, "budget_s": cfg.tune_budget_s,
+                    "params": best, "tune_s": round(time.perf_counter() - t0, 2)}
     table, _, _ = compare_models(train, test, models, cfg, curve_ks=None, item_meta=ds.items)
+    repeat = ("ease", "als", "popular") if ds.n_items <= REPEAT_EASE_MAX_ITEMS else ("als", "popular")
     spread: dict[str, Any] = {}
     if robustness_seeds:
         per_seed = []
         for s in robustness_seeds:
             tr_s, te_s = stratified_split(ds.interactions, 0.75, seed=s)
-            t, _, _ = compare_models(tr_s, te_s, {m: models[m] for m in ("ease", "als", "popular")}, cfg,
-                                     curve_ks=None)
+            t, _, _ = compare_models(tr_s, te_s, {m: models[m] for m in repeat}, cfg, curve_ks=None)
             per_seed.append(t["ndcg@10"])
         frame = pd.concat(per_seed, axis=1)
         spread = {"seeds": list(robustness_seeds), "metric": "ndcg@10",
@@ -71,13 +85,12 @@ def run_bench(dataset: str = "ml-100k", *, tune_trials: int = 0,
                      for m in frame.index}}
     # protocol (2), what production sees: predict each user's latest interaction from everything before it
     llo_train, llo_test = leave_last_out(ds.interactions)
-    llo, _, _ = compare_models(llo_train, llo_test, {m: models[m] for m in ("ease", "als", "popular")}, cfg,
-                               curve_ks=None)
+    llo, _, _ = compare_models(llo_train, llo_test, {m: models[m] for m in repeat}, cfg, curve_ks=None)
     leave_last = {m: {k: round(float(llo.loc[m, k]), 4) for k in ("hit_rate@10", "ndcg@10", "mrr@10")}
                   for m in llo.index}
     doc: dict[str, Any] = {
-        "app": "recommender",
-        "dataset": dataset,
+        "app": APP,
+        "dataset": str(dataset),
         "protocol": "MS Recommenders: per-user random 75/25, k=10, seen items removed",
         "protocol_details": {
             "name": "ms-stratified",
@@ -112,8 +125,10 @@ def run_bench(dataset: str = "ml-100k", *, tune_trials: int = 0,
         "popular_ndcg@10": doc["models"]["popular"]["metrics"]["ndcg@10"],
         "best_anchor_ndcg@10": max(a["ndcg@10"] for a in ANCHORS.values()),
     }
-    if output is not None:
+    if write:
+        output = cli.bench_output(APP, str(dataset), REFERENCE_DATASET, output)
         write_json(output, doc)
+        doc["output"] = str(output)
         log.info("wrote %s", output)
     return doc
 

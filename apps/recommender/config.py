@@ -16,13 +16,15 @@ APP = "recommender"
 REGISTRY_NAME = "recommender"  # model name in the registry
 MODELS = ("als", "bpr", "itemknn", "ease", "popular", "random")
 
-# Hyper-parameters per model. ALS values: MEASUREMENTS.md (factors 16 / reg 0.1 / alpha 5 on ML-100K; more
+# Hyper-parameters per model. ALS values: docs/measurements.md (factors 16 / reg 0.1 / alpha 5 on ML-100K; more
 # factors overfit at that size). EASE lambda 500 sits in the measured 250-1000 plateau.
+# EASE holds ~2 dense n_items² float32 arrays at its peak: 20k items ~ 3 GiB; above that it refuses (use als/itemknn).
+EASE_MAX_ITEMS = 20_000
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "als": {"factors": 16, "regularization": 0.1, "alpha": 5.0, "iterations": 15},
     "bpr": {"factors": 100, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100},  # implicit defaults
     "itemknn": {"K": 100, "similarity": "cosine"},
-    "ease": {"lambda_": 500.0},
+    "ease": {"lambda_": 500.0, "max_items": EASE_MAX_ITEMS},
     "popular": {},
     "random": {},
 }
@@ -41,6 +43,7 @@ class RecommenderConfig:
     seed: int = 42
     threads: int = 2  # implicit's worker threads; BLAS is limited to 1 thread inside implicit fits
     test_ratio: float = 0.25  # stratified split: share of each user's interactions held out
+    tune_budget_s: float = 120.0  # seconds per tuned model (Optuna trials stop early when the next would overrun)
     baselines: tuple[str, ...] = ("popular", "random", "ease", "itemknn", "bpr")
 
     def model_params(self, model: str | None = None) -> dict[str, Any]:

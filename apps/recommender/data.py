@@ -5,10 +5,13 @@ strings, whatever their type in the source, so ``"42"`` in a URL matches ``42`` 
 
 | column | type | meaning |
 |---|---|---|
-| ``user`` | str | user id |
-| ``item`` | str | item id |
+| ``user`` | str, 1-200 chars | user id |
+| ``item`` | str, 1-200 chars | item id |
 | ``weight`` | float32 > 0 | strength of the interaction (count, rating, watch time); 1 when absent |
-| ``timestamp`` | int64 | unix seconds; the row order when the source has no time |
+| ``timestamp`` | int64 | unix seconds (a file may give seconds or dates); the row order when it has no time |
+
+A user's file is validated by :data:`SCHEMA` (:class:`common.data.Schema`): one-line errors naming the rows, the
+column and why.
 
 Duplicate (user, item) pairs are merged: weights summed, the latest timestamp kept.
 """
@@ -25,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from common.config import get_settings
-from common.data import DataError, fetch, plain_value, read_table
+from common.data import SECONDS_PER_DAY, Column, DataError, Schema, fetch, read_table
 
 log = logging.getLogger(__name__)
 
@@ -95,65 +98,49 @@ class Dataset:
 # ------------------------------------------------------------------ normalisation and validation
 
 
+MAX_ID_LENGTH = 200  # ids are strings of 1..MAX_ID_LENGTH characters, in files and in the HTTP API alike
+
+# The user's file format, validated by common.data.Schema (one-line errors naming rows, column and why).
+SCHEMA = Schema(
+    [
+        Column(USER, "id", max_length=MAX_ID_LENGTH),
+        Column(ITEM, "id", max_length=MAX_ID_LENGTH),
+        Column(WEIGHT, "float", required=False, gt=0, max=float(np.finfo(np.float32).max)),
+        Column(TIMESTAMP, "unixtime", required=False),
+    ],
+    min_rows=1,
+)
+USERS_SCHEMA = Schema([Column(USER, "id", max_length=MAX_ID_LENGTH)], min_rows=1)
+
+
 def normalize_interactions(df: pd.DataFrame, *, source: str = "interactions") -> pd.DataFrame:
-    """Validate and coerce a ``user,item[,weight][,timestamp]`` frame; raise :class:`DataError` on bad rows.
+    """Validate and coerce a ``user,item[,weight][,timestamp]`` frame with :data:`SCHEMA`; raise
+    :class:`DataError` (one line: rows, column, why) on bad rows.
 
-    - ``user``/``item``: required, non-empty; converted to str.
+    - ``user``/``item``: required, non-empty ids of at most :data:`MAX_ID_LENGTH` characters; converted to str.
     - ``weight``: optional, a finite number > 0 (default 1).
-    - ``timestamp``: optional; unix seconds (int/float) or anything ``pandas.to_datetime`` parses.
+    - ``timestamp``: optional; unix seconds or a date/ISO string (naive = UTC); default: the row order.
     """
-    missing = [c for c in (USER, ITEM) if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"{source}: missing column(s) {missing}; found {list(df.columns)}. Expected a header "
-            f"'{USER},{ITEM}[,{WEIGHT}][,{TIMESTAMP}]' (extra columns are ignored)."
-        )
-    problems: list[str] = []
+    checked = SCHEMA.validate(df, source=source)
+    out = pd.DataFrame({USER: checked[USER].to_numpy(object), ITEM: checked[ITEM].to_numpy(object)})
+    out[WEIGHT] = checked[WEIGHT].to_numpy(np.float32) if WEIGHT in checked else np.float32(1.0)
+    out[TIMESTAMP] = (checked[TIMESTAMP].to_numpy(np.int64) if TIMESTAMP in checked
+                      else np.arange(len(checked), dtype=np.int64))
+    return dedupe(out)
 
-    def report(mask: np.ndarray, column: str, why: str, values: pd.Series) -> None:
-        rows = np.flatnonzero(mask)
-        if rows.size:
-            ex = ", ".join(f"row {r}: {plain_value(values.iloc[r])!r}" for r in rows[:5])
-            more = f" (and {rows.size - 5} more)" if rows.size > 5 else ""
-            problems.append(f"{source}: column '{column}' {why} in {rows.size} row(s): {ex}{more}")
 
-    out = pd.DataFrame(index=df.index)
-    for col in (USER, ITEM):
-        raw = df[col]
-        as_str = raw.astype("string").str.strip()
-        report((raw.isna() | (as_str == "")).to_numpy(), col, "is empty", raw)
-        # integral floats (pandas reads int columns with NaNs as float) become "12", not "12.0"
-        if pd.api.types.is_float_dtype(raw) and raw.dropna().mod(1).eq(0).all():
-            as_str = raw.astype("Int64").astype("string")
-        out[col] = as_str.astype(object)
-    if WEIGHT in df.columns:
-        raw = df[WEIGHT]
-        w = pd.to_numeric(raw, errors="coerce")
-        report((w.isna() & raw.notna()).to_numpy(), WEIGHT, "is not a number", raw)
-        report(raw.isna().to_numpy(), WEIGHT, "is empty", raw)
-        bad = w.notna() & (~np.isfinite(w.fillna(0)) | (w <= 0))
-        report(bad.to_numpy(), WEIGHT, "must be a finite number > 0", raw)
-        out[WEIGHT] = w.astype("float32")
-    else:
-        out[WEIGHT] = np.float32(1.0)
-    if TIMESTAMP in df.columns:
-        raw = df[TIMESTAMP]
-        num = pd.to_numeric(raw, errors="coerce")
-        if num.notna().all():
-            ts = num.astype("int64")
-        else:
-            dt = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-            report(dt.isna().to_numpy(), TIMESTAMP, "is not a unix time or a date", raw)
-            # resolution-independent (pandas 3 may store s/ms/us/ns): seconds since the epoch
-            ts = ((dt - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).fillna(0)
-        out[TIMESTAMP] = ts.astype("int64")
-    else:
-        out[TIMESTAMP] = np.arange(len(df), dtype=np.int64)
-    if problems:
-        raise DataError("\n".join(problems))
-    if out.empty:
-        raise DataError(f"{source}: no interactions")
-    return dedupe(out.reset_index(drop=True))
+def load_users(path: str | Path) -> list[str]:
+    """The ``user`` column of a users file (CSV/parquet; extra columns ignored), validated: at least one user.
+
+    Raises:
+        DataError: missing/unreadable file, no ``user`` column, no rows, or empty/over-long ids (one line).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a CSV or parquet file with a '{USER}' column")
+    kwargs = {} if path.name.lower().endswith((".parquet", ".pq")) else {"dtype": {USER: str}}
+    df = read_table(path, **kwargs)
+    return USERS_SCHEMA.validate(df, source=str(path))[USER].tolist()
 
 
 def dedupe(df: pd.DataFrame) -> pd.DataFrame:
@@ -333,7 +320,6 @@ def _to_dataset(name: str, world: SyntheticWorld, df: pd.DataFrame) -> Dataset:
 
 
 SYNTH_START = 1_700_000_000  # 2023-11-14, unix seconds
-DAY = 86_400
 
 
 def synthetic(
@@ -345,7 +331,7 @@ def synthetic(
     rng = np.random.default_rng(seed + 1)
     df = sample_interactions(
         world, np.arange(world.n_users), world.user_activity, start=SYNTH_START,
-        end=SYNTH_START + days * DAY, rng=rng,
+        end=SYNTH_START + days * SECONDS_PER_DAY, rng=rng,
     )
     return _to_dataset("synthetic", world, df)
 
@@ -362,8 +348,8 @@ def synthetic_next_period(
     """
     base = make_world(n_users, n_items, n_clusters, mean_activity, seed=seed)
     rng = np.random.default_rng(seed + 2)
-    n_new_items = int(round(n_items * new_item_share))
-    n_new_users = int(round(n_users * active_share * new_user_share / (1 - new_user_share)))
+    n_new_items = round(n_items * new_item_share)
+    n_new_users = round(n_users * active_share * new_user_share / (1 - new_user_share))
     new_cluster = rng.integers(0, n_clusters, n_new_items)
     new_pop = base.item_pop[rng.integers(0, n_items, n_new_items)] * trend_boost
     pop = np.concatenate([base.item_pop, new_pop])
@@ -379,8 +365,8 @@ def synthetic_next_period(
     users = np.concatenate([returning, np.arange(n_users, n_users + n_new_users)])
     per_user = np.maximum(3, (world.user_activity[users] * period_days / days).round().astype(int))
     per_user[len(returning):] = world.user_activity[n_users:]
-    start = SYNTH_START + days * DAY
-    df = sample_interactions(world, users, per_user, start=start, end=start + period_days * DAY, rng=rng,
+    start = SYNTH_START + days * SECONDS_PER_DAY
+    df = sample_interactions(world, users, per_user, start=start, end=start + period_days * SECONDS_PER_DAY, rng=rng,
                              exclude=seen)
     return _to_dataset("synthetic-next", world, df)
 

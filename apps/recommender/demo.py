@@ -11,22 +11,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 import pandas as pd
 
-from apps.recommender.config import REGISTRY_NAME, RecommenderConfig
+from apps.recommender.config import APP, RecommenderConfig
 from apps.recommender.data import synthetic, synthetic_next_period
-from apps.recommender.evaluate import compare_models, leave_last_out, stratified_split, write_evaluation_report
+from apps.recommender.evaluate import leave_last_out, stratified_split, write_evaluation_report
 from apps.recommender.lifecycle import batch_recommend, load_version, monitor, register_bundle, retrain
 from apps.recommender.service import build_app
-from apps.recommender.train import train_dataset
-from common import monitoring, registry
+from apps.recommender.train import compare_models, train_dataset
+from common import registry
 from common.config import get_settings, seed_everything
-from common.reports import markdown_table
+from common.reports import markdown_table, new_report_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +53,17 @@ def run_demo(*, tiny: bool = False, seed: int = 42) -> dict[str, Any]:
     llo_train, llo_test = leave_last_out(ds.interactions)
     llo, _, _ = compare_models(llo_train, llo_test, {m: (m, None) for m in ("als", "ease", "popular")}, cfg,
                                curve_ks=None)
-    report_dir = get_settings().path("reports", REGISTRY_NAME, "report.md").parent
+    report_dir = new_report_dir(APP, ds.name, "evaluation")
     cols = ["precision@10", "recall@10", "map@10", "ndcg@10", "coverage", "mean_popularity_percentile",
             "train_s", "predict_s"]
     llo_md = markdown_table(llo[["hit_rate@10", "ndcg@10", "mrr@10"]])
     write_evaluation_report(
         report_dir, table[cols], curves, {m: bundles[m] for m in ("als", "ease", "popular")},
         {m: test for m in ("als", "ease", "popular")}, title="Recommender (synthetic demo data)",
-        sections={"Data": json.dumps(ds.summary()), "Protocol": "MS-stratified 75/25 per user, k=10, seen removed.",
+        sections={"Protocol": "MS-stratified 75/25 per user, k=10, seen removed.",
                   "Leave-last-out (next interaction)": llo_md},
-        model_info={"model": "als", "params": cfg.model_params("als")},
+        model_info={"model": "als", "params": cfg.model_params("als")}, data=ds.summary(), dataset=ds.name,
+        champion="als",
     )
     out["evaluation"] = table[["ndcg@10", "precision@10", "map@10", "coverage"]].round(4).to_dict(orient="index")
     out["leave_last_out"] = llo[["hit_rate@10", "ndcg@10"]].round(4).to_dict(orient="index")
@@ -84,7 +84,7 @@ def run_demo(*, tiny: bool = False, seed: int = 42) -> dict[str, Any]:
         calls = {
             "known_user": client.get(f"/v1/users/{user}/recommendations", params={"k": 5}),
             "unknown_user": client.get("/v1/users/nobody/recommendations", params={"k": 5}),
-            "history": client.post("/v1/recommendations", json={"items": history + ["not-an-item"], "k": 5}),
+            "history": client.post("/v1/recommendations", json={"items": [*history, "not-an-item"], "k": 5}),
             "empty_history": client.post("/v1/recommendations", json={"items": [], "k": 5}),
             "similar": client.get(f"/v1/items/{item}/similar", params={"k": 5}),
             "bad_k": client.get(f"/v1/users/{user}/recommendations", params={"k": 0}),
@@ -103,8 +103,9 @@ def run_demo(*, tiny: bool = False, seed: int = 42) -> dict[str, Any]:
 
         # 5. a month later: monitor -------------------------------------------------------------------------------
         new = synthetic_next_period(**sizes, seed=seed)
-        ref = monitoring.ReferenceProfile.load(registry.fetch_model_dir(mv1) / "reference.json")
-        mon = monitor(champion, ref, new.interactions, out_dir=report_dir / "monitor")
+        monitor_dir = new_report_dir(APP, new.name, "monitor")
+        mon = monitor(champion, registry.fetch_model_dir(mv1), new.interactions, out_dir=monitor_dir,
+                      model_version=str(mv1.version))
         out["monitor"] = {"alerts": mon.alerts, **{k: round(v, 4) for k, v in mon.stats.items()}}
 
         # 6. retrain on old + new, compare on the latest week ----------------------------------------------------

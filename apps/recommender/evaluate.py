@@ -1,5 +1,8 @@
 """Evaluation protocols, metrics of a fitted bundle, and the evaluation report (model card).
 
+Fitting and choosing models (``fit_bundle``, ``tune``, ``compare_models``) live in :mod:`apps.recommender.train`,
+which imports this module; this module never imports ``train`` (no cycle).
+
 Protocols:
 
 - ``ms-stratified`` — the Microsoft Recommenders benchmark protocol: per-user random 75/25 split
@@ -27,7 +30,9 @@ import pandas as pd
 from apps.recommender.data import ITEM, TIMESTAMP, USER
 from apps.recommender.features import IdMap, build_matrix
 from apps.recommender.model import RecommenderBundle
+from common.data import SECONDS_PER_DAY, DataError
 from common.metrics.ranking import catalogue_coverage, gini_index, metrics_from_hits
+from common.reports import bootstrap_intervals
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +76,33 @@ def leave_last_out(df: pd.DataFrame, n: int = 1, min_train: int = 1) -> tuple[pd
 
 def time_window_split(df: pd.DataFrame, window_days: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(everything before the last ``window_days``, the last ``window_days``) by timestamp."""
-    cut = int(df[TIMESTAMP].max() - window_days * 86_400)
+    cut = int(df[TIMESTAMP].max() - window_days * SECONDS_PER_DAY)
     return df[df[TIMESTAMP] <= cut].reset_index(drop=True), df[df[TIMESTAMP] > cut].reset_index(drop=True)
 
 
-def split(df: pd.DataFrame, protocol: str, *, ratio: float = 0.75, seed: int = 42):
-    """(train, test) for a protocol name in :data:`PROTOCOLS`."""
+def split(df: pd.DataFrame, protocol: str, *, ratio: float = 0.75, seed: int = 42,
+          source: str = "data") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) for a protocol name in :data:`PROTOCOLS`; :class:`DataError` when either side is empty."""
     if protocol == "ms-stratified":
-        return stratified_split(df, ratio, seed)
-    if protocol == "leave-last-out":
-        return leave_last_out(df)
-    raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+        train, test = stratified_split(df, ratio, seed)
+    elif protocol == "leave-last-out":
+        train, test = leave_last_out(df)
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
+    check_split(df, train, test, f"the {protocol} split", source=source)
+    return train, test
+
+
+def check_split(df: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, what: str, *,
+                source: str = "data") -> None:
+    """Raise a one-line :class:`DataError` when a split leaves nothing to train or to evaluate on."""
+    if len(train) and len(test) and test[USER].isin(set(train[USER])).any():
+        return
+    raise DataError(
+        f"{source}: too little data for {what}: {len(df)} interaction(s) of {df[USER].nunique()} user(s) and "
+        f"{df[ITEM].nunique()} item(s) left {len(train)} for training and {len(test)} for evaluation (with "
+        f"their users in training). Needed: users with at least 2 interactions (4 or more for a 75/25 split)."
+    )
 
 
 # ------------------------------------------------------------------ metrics of a bundle
@@ -95,12 +116,13 @@ def recommend_for_eval(bundle: RecommenderBundle, users: np.ndarray, k: int) -> 
 
 
 def evaluate_bundle(bundle: RecommenderBundle, test: pd.DataFrame, ks: tuple[int, ...] = (10,),
-                    *, history: pd.DataFrame | None = None) -> dict[str, Any]:
+                    *, history: pd.DataFrame | None = None, intervals: int = 0) -> dict[str, Any]:
     """Metrics of ``bundle`` on ``test`` for each k in ``ks`` (keys ``ndcg@10`` ...), plus coverage and bias.
 
     Test users unknown to the bundle are skipped (counted in ``skipped_users``) unless ``history`` (their
     earlier interactions) is given, in which case they are folded in (cold start) and evaluated too. Every
-    held-out item is relevant, also items the model cannot know (as in MS Recommenders).
+    held-out item is relevant, also items the model cannot know (as in MS Recommenders). ``intervals`` > 0 adds
+    95 % bootstrap intervals over test users (that many resamples) at ``ks[0]``: keys ``ndcg@10_lo``/``_hi`` ...
     """
     kmax = max(ks)
     rel = test.groupby(USER, sort=False)[ITEM].agg(lambda s: set(map(str, s)))
@@ -123,7 +145,8 @@ def evaluate_bundle(bundle: RecommenderBundle, test: pd.DataFrame, ks: tuple[int
         skipped = 0
     predict_s = time.perf_counter() - t0
     if not rec_rows:
-        raise ValueError("no test user is known to the model (pass history= to fold them in)")
+        raise DataError(f"none of the {skipped} test user(s) is known to the model (no training interactions); "
+                        "pass history= to fold them in")
     recs = np.vstack(rec_rows)
     item_ids = bundle.items.ids
     hits = np.zeros(recs.shape, bool)
@@ -135,7 +158,13 @@ def evaluate_bundle(bundle: RecommenderBundle, test: pd.DataFrame, ks: tuple[int
         m = metrics_from_hits(hits[:, :k], n_rel)
         for name in ("precision", "recall", "map", "ndcg", "hit_rate", "mrr"):
             out[f"{name}@{k}"] = m[name]
-    out["users"] = int(len(rel_sets))
+    if intervals:
+        k0 = ks[0]
+        bounds = bootstrap_intervals(len(n_rel), lambda idx: metrics_from_hits(hits[idx, :k0], n_rel[idx]),
+                                     n_boot=intervals)
+        for name in ("precision", "recall", "map", "ndcg"):
+            out[f"{name}@{k0}_lo"], out[f"{name}@{k0}_hi"] = bounds[name]
+    out["users"] = len(rel_sets)
     out["skipped_users"] = int(skipped)
     out["predict_s"] = predict_s
     out.update(beyond_accuracy(bundle, recs[:, : ks[0]]))
@@ -173,17 +202,27 @@ def metric_vs_k(bundle: RecommenderBundle, test: pd.DataFrame, ks=(1, 5, 10, 20,
 def write_evaluation_report(out_dir: Path, table: pd.DataFrame, curves: dict[str, pd.DataFrame],
                             bundles: dict[str, RecommenderBundle], tests: dict[str, pd.DataFrame], *,
                             title: str, sections: dict[str, str] | None = None,
-                            model_info: dict[str, Any] | None = None) -> Path:
-    """Model card via :func:`common.reports.write_report`: metrics table, metric-vs-k and popularity-bias plots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+                            model_info: dict[str, Any] | None = None, k: int = 10,
+                            data: dict[str, Any] | None = None, dataset: str = "", champion: str | None = None,
+                            intervals: int = 200) -> Path:
+    """Model card via :func:`common.reports.write_report`: intended use, the data (``data``: facts such as
+    :meth:`Dataset.summary`), the metrics table against the baselines with 95 % bootstrap intervals over test
+    users for the models in ``bundles`` (``intervals`` resamples; 0: none), metric-vs-k and popularity-bias
+    plots (first three of ``bundles``), limitations."""
+    from matplotlib.figure import Figure
 
     from common.reports import write_report
 
+    table = table.copy()
+    for name, b in bundles.items() if intervals else ():
+        if name in table.index:
+            m = evaluate_bundle(b, tests[name], (k,), intervals=intervals)
+            for col in [c for c in m if c.endswith(("_lo", "_hi")) and c[:-3] in table.columns]:
+                table.loc[name, col] = m[col]
+
     figs = {}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for name, df in curves.items():
         axes[0].plot(df["k"], df["ndcg"], marker="o", label=name)
         axes[1].plot(df["k"], df["recall"], marker="o", label=name)
@@ -193,49 +232,44 @@ def write_evaluation_report(out_dir: Path, table: pd.DataFrame, curves: dict[str
     fig.tight_layout()
     figs["metric_vs_k"] = fig
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, b in bundles.items():
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for name, b in list(bundles.items())[:3]:
         test = tests[name]
         users = b.users.index_of(test[USER].unique())
         users = users[users >= 0]
-        recs, _ = recommend_for_eval(b, users, 10)
+        recs, _ = recommend_for_eval(b, users, k)
         pop = b.popularity.astype(float)
         pct = pd.Series(pop).rank(pct=True).to_numpy()
         flat = recs[recs >= 0]
         ax.hist(pct[flat], bins=20, range=(0, 1), histtype="step", density=True, label=name)
     ax.set(xlabel="training popularity percentile of recommended items", ylabel="density",
-           title="Popularity bias of top-10 lists (uniform = no bias)")
+           title=f"Popularity bias of top-{k} lists (uniform = no bias)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     figs["popularity_bias"] = fig
-    path = write_report(out_dir, title=title, metrics=table, figures=figs, sections=sections, model_info=model_info)
-    for f in figs.values():
-        plt.close(f)
-    return path
+    baselines = [n for n in table.index if n in ("popular", "random")]
+    return write_report(
+        out_dir, title=title, metrics=table, figures=figs, sections=sections, model_info=model_info,
+        higher_is_better={c: True for c in table.columns if c.split("@")[0] in RANKING_METRICS and "@" in c
+                          and not c.endswith(("_lo", "_hi"))},
+        intended_use=(
+            f"Ranks the top {k} items a user has not interacted with yet, from implicit feedback (views, clicks, "
+            "purchases): for a page, an e-mail or a batch file of recommendations. Users unknown to the model "
+            "get the most popular items. Not for decisions with consequences for a person (credit, jobs, "
+            "prices)."),
+        limitations=(
+            f"Measured offline on {dataset or 'the dataset above'} with a held-out split: the numbers say how well "
+            "held-out interactions are recovered, not how users would react to the lists (that needs an online "
+            "test). A random per-user split lets the model see a user's later interactions, so it is optimistic "
+            "against predicting the next one (see leave-last-out where reported). Items without training "
+            "interactions cannot be recommended (cold-start items); the popularity-bias figure shows how strongly "
+            "lists favour already popular items. Intervals cover the sampling of test users only, not the "
+            "randomness of training or of the split."),
+        data=({"dataset": dataset} if dataset else {}) | dict(data or {}),
+        baselines=baselines, champion=champion,
+        interval_note="[lo, hi] = 95 % bootstrap interval over test users",
+    )
 
 
-# ------------------------------------------------------------------ the harness
-
-
-def compare_models(train: pd.DataFrame, test: pd.DataFrame, models: dict[str, tuple[str, dict[str, Any]]], cfg,
-                   *, ks: tuple[int, ...] = (10,), curve_ks: tuple[int, ...] | None = (1, 5, 10, 20, 50),
-                   item_meta: pd.DataFrame | None = None):
-    """Fit and evaluate each ``label -> (model name, params)`` on one split.
-
-    Returns (table: one row per label with metrics, ``train_s`` and ``predict_s``; bundles; metric-vs-k curves).
-    """
-    from apps.recommender.train import fit_bundle
-
-    rows, bundles, curves = [], {}, {}
-    for label, (name, params) in models.items():
-        t0 = time.perf_counter()
-        bundle = fit_bundle(train, name, params, cfg=cfg, item_meta=item_meta)
-        train_s = time.perf_counter() - t0
-        m = evaluate_bundle(bundle, test, ks)
-        rows.append({"model": label, **m, "train_s": train_s})
-        bundles[label] = bundle
-        if curve_ks:
-            curves[label] = metric_vs_k(bundle, test, curve_ks)
-        log.info("%-10s ndcg@%d %.4f  train %.2fs  predict %.2fs", label, ks[0], m[f"ndcg@{ks[0]}"], train_s,
-                 m["predict_s"])
-    return pd.DataFrame(rows).set_index("model"), bundles, curves
+RANKING_METRICS = ("precision", "recall", "map", "ndcg", "hit_rate", "mrr")

@@ -6,16 +6,17 @@
 - :func:`monitor` compares a recent window of interactions with the model's training data: new-user rate,
   new-item rate, popularity drift (PSI of the interacted items' training-popularity percentile), prediction drift
   (popularity percentile of what the model recommends) and recommendation coverage.
-- :func:`retrain` folds new interactions in, trains a challenger on everything before the latest window and
-  lets :func:`common.retraining.champion_vs_challenger` compare both on that window (nDCG@10 of the window's
-  items from each user's earlier history).
+- :func:`retrain` folds new interactions in, trains a challenger of the champion's own model type and
+  hyper-parameters on everything before the latest window and lets
+  :func:`common.retraining.champion_vs_challenger` compare both on that window (nDCG@10 of the window's items from
+  each user's earlier history); a winner is refitted on all data, window included, and that refit is promoted.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,12 @@ import numpy as np
 import pandas as pd
 
 from apps.recommender.config import REGISTRY_NAME, RecommenderConfig
-from apps.recommender.data import ITEM, USER
+from apps.recommender.data import ITEM, TIMESTAMP, USER, load_users
 from apps.recommender.evaluate import evaluate_bundle, time_window_split
 from apps.recommender.model import RecommenderBundle
 from apps.recommender.train import fit_bundle
-from common import batch, monitoring, registry, retraining
-from common.config import get_settings
-from common.data import fingerprint
+from common import batch, monitoring, registry, retraining, tracking
+from common.data import DataError, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +64,29 @@ def reference_profile(bundle: RecommenderBundle, train: pd.DataFrame, *, k: int 
 
 
 def register_bundle(bundle: RecommenderBundle, train: pd.DataFrame, *, metrics: dict[str, float] | None = None,
-                    alias: str | None = None, k: int = 10) -> registry.ModelVersion:
-    """Save ``bundle`` (+ reference profile and training coverage) and register it; returns the version."""
-    staging = get_settings().path("work", REGISTRY_NAME, "staging").parent  # (path() creates the parent)
+                    alias: str | None = None, k: int = 10, dataset: str | None = None) -> registry.ModelVersion:
+    """Save ``bundle`` (+ reference profile and training coverage) and register it; returns the version.
+
+    ``dataset`` (a name or path) is shown by ``models list``.
+
+    ``train`` is the bundle's training data: its newest timestamp is recorded as the version's
+    ``last_training_timestamp`` (the retraining fairness guard) and its fingerprint as the data's. Registered
+    inside an active MLflow run, the version links to that run as the one that trained it.
+    """
     users = np.arange(len(bundle.users))
     idx, _ = bundle.model.recommend(bundle.user_items, k, users=users)
     bundle.info["train_coverage"] = float(np.unique(idx[idx >= 0]).size / len(bundle.items))
     clean = {k_: float(v) for k_, v in (metrics or {}).items() if isinstance(v, int | float) and np.isfinite(v)}
     params = {"model": bundle.model.name, **{f"param.{k_}": v for k_, v in bundle.model.params.items()}}
-    with tempfile.TemporaryDirectory(prefix="model-", dir=staging) as tmp:  # the registry keeps its own copy
-        work = Path(tmp)
+
+    def build(work: Path) -> None:
         bundle.save(work)
         reference_profile(bundle, train, k=k).save(work / "reference.json")
-        return registry.register(REGISTRY_NAME, work, metrics=clean, params=params,
-                                 data_fingerprint=fingerprint(train), alias=alias)
+
+    seen = retraining.last_training_timestamp(train[TIMESTAMP]) if TIMESTAMP in train else None
+    return registry.register_dir(REGISTRY_NAME, build, metrics=clean, params=params,
+                                 data_fingerprint=fingerprint(train), alias=alias, last_training_timestamp=seen,
+                                 tags={"dataset": dataset} if dataset else None)
 
 
 def load_version(ref: str = registry.CHAMPION) -> tuple[RecommenderBundle, registry.ModelVersion]:
@@ -92,12 +101,12 @@ def batch_recommend(bundle: RecommenderBundle, output: str | Path, *, k: int = 1
                     chunksize: int = 5000, progress: bool = True) -> batch.BatchResult:
     """Top-k for every known user (or the ``user`` column of ``users_file``) -> long table
     ``user, rank, item, score, strategy`` (unknown users get popular items, strategy ``popular``)."""
+    # a users file is validated up front (DataError: missing, empty, no 'user' column, blank ids), then scored
+    # in chunks like the full user list
+    user_ids = bundle.users.to_list() if users_file is None else load_users(users_file)
     with tempfile.TemporaryDirectory() as tmp:
-        if users_file is None:
-            src = Path(tmp) / "users.parquet"
-            pd.DataFrame({USER: bundle.users.to_list()}).to_parquet(src, index=False)
-        else:
-            src = Path(users_file)
+        src = Path(tmp) / "users.parquet"
+        pd.DataFrame({USER: user_ids}).to_parquet(src, index=False)
 
         def score(chunk: pd.DataFrame) -> pd.DataFrame:
             ids = chunk[USER].astype(str).tolist()
@@ -110,8 +119,7 @@ def batch_recommend(bundle: RecommenderBundle, output: str | Path, *, k: int = 1
                 "strategy": np.repeat([r.strategy for r in recs], [len(r.items) for r in recs]),
             })
 
-        read_kwargs = {"dtype": {USER: str}} if src.suffix.lower() != ".parquet" else None
-        return batch.score_file(src, output, score, chunksize=chunksize, progress=progress, read_kwargs=read_kwargs)
+        return batch.score_file(src, output, score, chunksize=chunksize, progress=progress)
 
 
 # ------------------------------------------------------------------ monitoring
@@ -127,25 +135,12 @@ class MonitorThresholds:
     psi: float = 0.2
 
 
-@dataclass
-class MonitorResult:
-    stats: dict[str, float]
-    alerts: list[str]
-    drift: monitoring.DriftReport
-    thresholds: MonitorThresholds = field(default_factory=MonitorThresholds)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.alerts else 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stats": self.stats, "alerts": self.alerts, "thresholds": asdict(self.thresholds),
-                "drift": self.drift.to_dict()}
-
-
-def monitor(bundle: RecommenderBundle, reference: monitoring.ReferenceProfile, recent: pd.DataFrame, *,
-            thresholds: MonitorThresholds | None = None, k: int = 10, out_dir: Path | None = None) -> MonitorResult:
-    """Compare ``recent`` interactions with the model's training data; alerts list what crossed a threshold."""
+def monitor(bundle: RecommenderBundle, reference: monitoring.ReferenceProfile | Path, recent: pd.DataFrame, *,
+            thresholds: MonitorThresholds | None = None, k: int = 10, out_dir: Path | None = None,
+            model_version: str | None = None) -> monitoring.MonitorVerdict:
+    """Compare ``recent`` interactions with the model's training data (``reference``: its profile or its model
+    directory) through :func:`common.monitoring.run_check`; the alerts list every threshold crossed (new users,
+    new items, coverage, distribution drift) and all of them appear in ``drift.md`` and ``monitor.json``."""
     t = thresholds or MonitorThresholds()
     users = pd.unique(recent[USER])
     uidx = bundle.users.index_of(users)
@@ -165,13 +160,11 @@ def monitor(bundle: RecommenderBundle, reference: monitoring.ReferenceProfile, r
     rng = np.random.default_rng(0)
     current = pd.DataFrame({POP_FEATURE: pop,
                             "prediction": rng.choice(rec_pct, n) if rec_pct.size else np.full(n, np.nan)})
-    drift = monitoring.detect_drift(reference, current, monitoring.DriftThresholds(psi=t.psi))
     stats = {
         "interactions": float(n), "users": float(len(users)),
         "new_user_rate": float((uidx < 0).mean()), "new_item_rate": float((iidx < 0).mean()),
         "new_items": float(pd.unique(recent[ITEM][iidx < 0]).size),
         "coverage": coverage, "coverage_reference": train_cov,
-        "popularity_psi": float(drift.features.set_index("feature").loc[POP_FEATURE, "psi"]),
     }
     alerts = []
     if stats["new_user_rate"] > t.new_user_rate:
@@ -180,15 +173,13 @@ def monitor(bundle: RecommenderBundle, reference: monitoring.ReferenceProfile, r
         alerts.append(f"new-item rate {stats['new_item_rate']:.1%} > {t.new_item_rate:.0%}")
     if train_cov and coverage < (1 - t.coverage_drop) * train_cov:
         alerts.append(f"coverage {coverage:.3f} < {(1 - t.coverage_drop):.0%} of reference {train_cov:.3f}")
-    if drift.drift:
-        alerts.append(f"distribution drift in {drift.drifted_features}")
-    result = MonitorResult(stats, alerts, drift, t)
+    verdict = monitoring.run_check(reference, current, None, thresholds=monitoring.DriftThresholds(psi=t.psi),
+                                   extra_alerts=alerts, stats=stats, model_version=model_version,
+                                   title="Recommender: drift of recent interactions vs training")
+    verdict.stats["popularity_psi"] = float(verdict.report.features.set_index("feature").loc[POP_FEATURE, "psi"])
     if out_dir is not None:
-        drift.save(out_dir, title="Recommender: drift of recent interactions vs training")
-        from common.reports import write_json
-
-        write_json(Path(out_dir) / "monitor.json", result.to_dict())
-    return result
+        verdict.save(out_dir)
+    return verdict
 
 
 def _coverage_at(bundle: RecommenderBundle, n_users: int, k: int, seed: int = 0) -> float:
@@ -207,7 +198,8 @@ def window_eval_sets(interactions: pd.DataFrame, window_days: float) -> tuple[pd
     before, window = time_window_split(interactions, window_days)
     window = window[window[USER].isin(set(before[USER]))]
     if window.empty:
-        raise ValueError(f"no user active in the last {window_days} days has earlier history to evaluate on")
+        raise DataError(f"no user active in the last {window_days} days has earlier history to evaluate on: "
+                        "give more history or a shorter --window-days")
     return before, window
 
 
@@ -217,22 +209,72 @@ def score_on_window(bundle: RecommenderBundle, before: pd.DataFrame, window: pd.
     return float(evaluate_bundle(bundle, window, (10,), history=before)[metric])
 
 
+def champion_recipe(bundle: RecommenderBundle, cfg: RecommenderConfig) -> tuple[str, dict[str, Any],
+                                                                             RecommenderConfig]:
+    """(model type, hyper-parameters, config) that reproduce ``bundle``'s training on other data.
+
+    Read from the bundle's own saved ``meta.json`` (exact types; the registry's params are their string copies):
+    the model name and parameters, and the interaction weighting/binarisation it was fitted with.
+    """
+    fit_cfg = replace(cfg, weighting=bundle.info.get("weighting", cfg.weighting),
+                      binary=bool(bundle.info.get("binary", cfg.binary)))
+    return bundle.model.name, dict(bundle.model.params), fit_cfg
+
+
 def retrain(interactions: pd.DataFrame, cfg: RecommenderConfig, *, window_days: float = 7.0, margin: float = 0.0,
             item_meta: pd.DataFrame | None = None, metric: str = "ndcg@10") -> retraining.Decision:
-    """Train a challenger on everything before the latest ``window_days`` and compare it with the champion there.
+    """Champion vs a challenger of the same recipe trained on newer data, compared fairly on the latest window.
 
     ``interactions`` = the champion's training data plus the new interactions (the caller concatenates them).
+
+    1. The window is the last ``window_days`` of ``interactions``. If the champion was trained on any of it
+       (tag ``last_training_timestamp`` >= the window's first timestamp), nothing is trained: the refusal is
+       recorded ("no fair comparison ... bring newer labelled data"). Without this guard a champion fitted on all
+       data has the window's items in its seen-filter, scores nDCG 0 there, and any challenger would win.
+    2. The challenger is the champion's model type with its hyper-parameters, weighting and binarisation
+       (:func:`champion_recipe`; the config's model when there is no champion), fitted on everything before the
+       window and registered; both are scored on the window (users new to a model are folded in from their history
+       before the window).
+    3. If the challenger wins by more than ``margin``, the same recipe is refitted on all of ``interactions``
+       (window included) and that refit is registered and promoted (compare-and-set: only if the champion is
+       unchanged). Training runs are logged in experiment ``recommender-training``.
     """
     before, window = window_eval_sets(interactions, window_days)
-    challenger = fit_bundle(before, cfg.model, cfg.model_params(), cfg=cfg, item_meta=item_meta,
-                            info={"dataset": "retrain", "window_days": window_days})
-    score = score_on_window(challenger, before, window, metric)
-    mv = register_bundle(challenger, before, metrics={f"window_{metric}": score}, k=cfg.k)
+    window_start = retraining.unix_seconds(interactions.loc[interactions[TIMESTAMP] > before[TIMESTAMP].max(),
+                                                            TIMESTAMP].min())
+    refused = retraining.guard(REGISTRY_NAME, window_start, metric=metric, margin=margin)
+    if refused is not None:
+        return refused
+    champion_mv = registry.find(REGISTRY_NAME, registry.CHAMPION)
+    champion = load_version(champion_mv.version)[0] if champion_mv is not None else None
+    if champion is not None:
+        model_name, params, fit_cfg = champion_recipe(champion, cfg)
+    else:
+        model_name, params, fit_cfg = cfg.model, cfg.model_params(), cfg
+    run_params = {"model": model_name, **{f"param.{k}": v for k, v in params.items()}, "window_days": window_days,
+                  "champion_version": champion_mv.version if champion_mv else None}
+
+    with tracking.start_run(f"{REGISTRY_NAME}-training", run_name="retrain-challenger", params=run_params):
+        challenger = fit_bundle(before, model_name, params, cfg=fit_cfg, item_meta=item_meta,
+                                info={"dataset": "retrain", "window_days": window_days, "role": "challenger"})
+        score = score_on_window(challenger, before, window, metric)
+        tracking.log_metrics({f"window_{metric}": score})
+        mv = register_bundle(challenger, before, metrics={f"window_{metric}": score}, k=cfg.k)
 
     def evaluate(version: registry.ModelVersion) -> float:
         if version.version == mv.version:
             return score
-        bundle, _ = load_version(version.version)
-        return score_on_window(bundle, before, window, metric)
+        if champion is not None and version.version == champion_mv.version:
+            return score_on_window(champion, before, window, metric)
+        return score_on_window(load_version(version.version)[0], before, window, metric)
 
-    return retraining.champion_vs_challenger(REGISTRY_NAME, mv, evaluate, metric=metric, margin=margin)
+    def refit(winner: registry.ModelVersion) -> registry.ModelVersion:
+        with tracking.start_run(f"{REGISTRY_NAME}-training", run_name="retrain-refit",
+                                params={**run_params, "refit_of": winner.version}):
+            full = fit_bundle(interactions, model_name, params, cfg=fit_cfg, item_meta=item_meta,
+                              info={"dataset": "retrain", "window_days": window_days, "role": "refit",
+                                    "refit_of": winner.version})
+            return register_bundle(full, interactions, metrics={f"window_{metric}_before_refit": score}, k=cfg.k)
+
+    return retraining.champion_vs_challenger(REGISTRY_NAME, mv, evaluate, metric=metric, margin=margin,
+                                             window_start=window_start, refit=refit)

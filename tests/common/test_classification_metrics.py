@@ -43,7 +43,7 @@ def test_precision_recall_at_k() -> None:
     assert precision_at_k(y, s, 3) == pytest.approx(2 / 3)
     assert precision_at_k(y, s, 10) == pytest.approx(3 / 10)  # denominator stays k
     assert recall_at_k(y, s, 3) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"k must be >= 1"):
         precision_at_k(y, s, 0)
 
 
@@ -76,15 +76,15 @@ def test_expected_calibration_error() -> None:
     p = [0.05, 0.95, 0.55, 0.45]
     # bins: [0,.1): p=.05 y=0 -> .05 ; [.9,1]: .95 vs 1 -> .05 ; [.5,.6): .55 vs 1 -> .45 ; [.4,.5): .45 vs 1 -> .55
     assert expected_calibration_error(y, p) == pytest.approx((0.05 + 0.05 + 0.45 + 0.55) / 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"y_prob must be within \[0, 1\]"):
         expected_calibration_error([0, 1], [0.2, 1.2])
 
 
 def test_input_errors() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"needs both classes"):
         roc_auc([1, 1], [0.2, 0.3])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must be binary \(0/1\)"):
         average_precision([0, 2], [0.2, 0.3])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"y_true has 2 values, y_score 1"):
         roc_auc([0, 1], [0.2])
     assert average_precision([0, 0], [0.1, 0.2]) == 0.0

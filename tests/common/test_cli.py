@@ -1,4 +1,4 @@
-"""common.cli: a user's mistake is one line on stderr with exit code 2; a bug still raises."""
+"""common.cli: a user's mistake is one line on stderr with exit code 2; a bug exits 3 with its traceback."""
 
 import pytest
 import typer
@@ -37,6 +37,9 @@ def test_missing_champion_is_a_user_error(monkeypatch, capsys) -> None:
     assert exit_.value.code == 2 and "no version or alias 'champion'" in capsys.readouterr().err
 
 
-def test_bugs_still_raise(monkeypatch) -> None:
-    with pytest.raises(RuntimeError, match="a bug"):
+def test_bugs_exit_3_with_the_traceback(monkeypatch, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
         run(monkeypatch, "bug")
+    assert exit_.value.code == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug" in err and "internal error (a bug" in err

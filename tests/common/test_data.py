@@ -179,9 +179,13 @@ def test_unique_constraint() -> None:
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out" / "out.parquet"
     write_table(pd.DataFrame({"a": [1, 2]}), target)
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_bytes(b"half a file")
-        raise RuntimeError("crash mid-write")
+    def crash_mid_write() -> None:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("crash mid-write")
+
+    with pytest.raises(RuntimeError, match="crash mid-write"):
+        crash_mid_write()
     assert pd.read_parquet(target)["a"].tolist() == [1, 2]
     assert [p.name for p in target.parent.iterdir()] == ["out.parquet"]
 
@@ -190,3 +194,31 @@ def test_fingerprint_changes_with_content() -> None:
     a = pd.DataFrame({"x": [1, 2, 3]})
     assert fingerprint(a) == fingerprint(a.copy())
     assert fingerprint(a) != fingerprint(pd.DataFrame({"x": [1, 2, 4]}))
+
+
+def test_schema_ids_unix_times_strict_bounds_and_one_line_errors() -> None:
+    schema = Schema(
+        [
+            Column("id", "id", max_length=4),
+            Column("amount", "float", gt=0),
+            Column("at", "unixtime"),
+        ],
+        min_rows=1,
+    )
+    good = pd.DataFrame({"id": [12.0, 7.0], "amount": [0.5, 3], "at": ["2024-01-01", 1_700_000_000.5]})
+    out = schema.validate(good)
+    assert out["id"].tolist() == ["12", "7"]  # integral floats are ids "12", not "12.0"
+    assert out["at"].tolist() == [1_704_067_200, 1_700_000_000] and out["at"].dtype == "int64"
+    bad = pd.DataFrame({"id": [" ", "abcde"], "amount": [0, 1], "at": [1_700_000_000_000, "2024-01-01"]})
+    with pytest.raises(DataError) as err:
+        schema.validate(bad, source="t.csv")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "t.csv: column 'id' is empty/null in 1 row(s): row 0: ' '" in msg
+    assert "column 'id' is longer than 4 characters in 1 row(s): row 1: 'abcde'" in msg
+    assert "column 'amount' is not greater than 0 in 1 row(s): row 0: 0" in msg
+    assert "column 'at' is not a valid unix time in seconds (0..253402300799) or a date in 1 row(s)" in msg
+    with pytest.raises(DataError, match=r"t.csv: 0 row\(s\); at least 1 needed"):
+        schema.validate(good.iloc[:0], source="t.csv")
+    with pytest.raises(DataError, match=r"expected a header id,amount,at"):
+        schema.validate(good[["id"]], source="t.csv")

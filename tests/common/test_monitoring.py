@@ -11,6 +11,7 @@ import pytest
 
 from common.monitoring import (
     OTHER,
+    REFERENCE_FILE,
     DriftThresholds,
     ReferenceProfile,
     chi_square_test,
@@ -18,6 +19,7 @@ from common.monitoring import (
     ks_test,
     performance_over_time,
     psi,
+    run_check,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -240,3 +242,53 @@ def test_performance_over_time_hand_made():
     assert perf["n"].tolist() == [3, 2, 1]
     assert perf["accuracy"].iloc[:2].tolist() == pytest.approx([1.0, 0.5])
     assert math.isnan(perf["accuracy"].iloc[2])  # below min_count
+
+
+# ------------------------------------------------------------------ run_check: the sequence every app's monitor runs
+
+
+def test_run_check_from_a_model_dir_lists_every_alert_in_markdown_and_json(profile, tmp_path):
+    model_dir = tmp_path / "model"
+    profile.save(model_dir / REFERENCE_FILE)
+    cur = _frame(2000, 11)
+    cur["x"] += 1.0
+    perf = performance_over_time(
+        pd.DataFrame({"t": np.repeat([0, 1, 2], 50), "y": np.tile([0, 1], 75), "s": np.linspace(0, 1, 150)}),
+        time_col="t", label_col="y", score_col="s", freq=1, metrics={"mean_score": lambda y, s: float(s.mean())})
+    extra = ["new-user rate 40.0% > 25%", "coverage 0.010 < 50% of reference 0.300"]
+    v = run_check(model_dir, cur, tmp_path / "out", title="App drift", extra_alerts=extra,
+                  stats={"new_user_rate": 0.4}, performance=perf, warnings=["history shorter than 30 days"],
+                  model_version="3")
+
+    direct = detect_drift(profile, cur)  # the verdict of the steps done by hand
+    assert v.drift == direct.drift is True and v.drifted_features == direct.drifted_features == ["x"]
+    assert v.alerts == [*extra, "distribution drift: 1 of 4 features drifted (x)"] and v.exit_code == 1
+    md = (tmp_path / "out" / "drift.md").read_text()
+    assert "## Alerts (3)" in md and all(f"- {a}" in md for a in v.alerts)
+    assert "| new_user_rate | 0.4000 |" in md and "> Warning: history shorter than 30 days" in md
+    assert "![Performance over time](performance.png)" in md
+    assert (tmp_path / "out" / "performance.png").read_bytes()[:8] == PNG_MAGIC
+    saved = json.loads((tmp_path / "out" / "monitor.json").read_text())
+    assert saved["alerts"] == v.alerts and saved["exit_code"] == 1 and saved["model_version"] == "3"
+    assert saved["drift"]["drifted_features"] == ["x"] and len(saved["performance"]) == 3
+
+
+def test_run_check_without_alerts_exits_zero_and_says_so(profile, tmp_path):
+    v = run_check(profile, _frame(2000, 12), tmp_path / "out")
+    assert v.alerts == [] and v.exit_code == 0 and not v.drift
+    md = (tmp_path / "out" / "drift.md").read_text()
+    assert "## Alerts (0)" in md and "None: no threshold was crossed." in md
+    assert "Performance over time" not in md and not (tmp_path / "out" / "performance.png").exists()
+
+
+def test_run_check_needs_the_reference_profile(tmp_path):
+    (tmp_path / "model").mkdir()
+    with pytest.raises(FileNotFoundError, match="registered without a monitoring reference profile"):
+        run_check(tmp_path / "model", _frame(10, 0))
+
+
+def test_drift_report_save_lists_its_drift_alert_by_default(profile, tmp_path):
+    cur = _frame(2000, 13)
+    cur["x"] += 1.0
+    md = detect_drift(profile, cur).save(tmp_path / "d").read_text()
+    assert "## Alerts (1)" in md and "- distribution drift: 1 of 4 features drifted (x)" in md

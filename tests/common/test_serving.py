@@ -162,5 +162,5 @@ def test_prediction_log_samples(tmp_path: Path) -> None:
     assert 450 < kept < 750
     df = plog.read()
     assert len(df) == kept and {"logged_at", "i", "prediction"} <= set(df.columns)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"sample_rate must be in \[0, 1\]"):
         serving.PredictionLog(tmp_path / "q.jsonl", sample_rate=1.5)

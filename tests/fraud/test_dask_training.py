@@ -125,7 +125,7 @@ def test_cli_train_with_scheduler_registers_the_model(dask_client) -> None:
                               "--scheduler", dask_client.scheduler.address])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout[res.stdout.index("{"):])
-    assert out["aliases"] == [registry.CHAMPION] and out["distributed"]["workers"] == 2
+    assert out["alias"] == registry.CHAMPION and out["distributed"]["workers"] == 2
     model, mv = registry.load(MODEL_NAME, registry.CHAMPION, load_model)
     assert mv.version == out["version"] and model.info["distributed"]["backend"] == "xgboost.dask"
 

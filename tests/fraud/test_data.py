@@ -22,6 +22,7 @@ from apps.fraud.data import (
 from common.data import DataError
 
 
+@pytest.mark.bench  # 1.8 M transactions: minutes on 2 cores, so not in the default tier
 def test_reference_simulation_statistics() -> None:
     """The handbook's reference world: ~1.75 M transactions, ~0.84 % fraud, scenario mix like the handbook's
     (its data: 1,754,155 transactions; 973 / 9,077 / 4,631 frauds of scenarios 1 / 2 / 3)."""

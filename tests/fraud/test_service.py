@@ -59,7 +59,12 @@ def test_score_good_request(split, tiny_model) -> None:
 @pytest.mark.parametrize(("patch", "field"), [
     ({"amount": -1.0}, "body.amount"),
     ({"timestamp": "31/02/2018 25:00"}, "body.timestamp"),
-    ({"customer_id": "abc"}, "body.customer_id"),
+    ({"customer_id": True}, "body.customer_id"),
+    ({"customer_id": "has space"}, "body.customer_id"),
+    ({"terminal_id": "T" * 65}, "body.terminal_id"),
+    ({"amount": False}, "body.amount"),
+    ({"amount": "12.5"}, "body.amount"),
+    ({"amount": 3.5e307}, "body.amount"),
     ({"amount": None}, "body.amount"),
 ])
 def test_bad_transactions_get_422_naming_the_field(split, tiny_model, patch: dict, field: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -10,13 +11,16 @@ from typer.testing import CliRunner
 
 from apps.recommender.__main__ import app
 from apps.recommender.data import ITEM, TITLE, USER, load_movielens
+from apps.recommender.lifecycle import register_bundle
+from apps.recommender.train import fit_bundle
+from common import cli, registry
 from common.data import DataError
 
 runner = CliRunner()
 
 
-def _json(output: str) -> dict:
-    return json.loads(output[output.index("{"):])
+def _json(stdout: str) -> dict:
+    return json.loads(stdout[stdout.index("{"):])
 
 
 def test_help_lists_every_command():
@@ -31,26 +35,62 @@ def test_train_predict_batch_on_own_file(small, tmp_path):
     small.interactions.to_parquet(path)
     r = runner.invoke(app, ["train", "--dataset", str(path), "--model", "ease", "--lambda", "200"])
     assert r.exit_code == 0, r.output
-    out = _json(r.output)
+    out = _json(r.stdout)
     assert out["alias"] == "champion" and out["params"]["lambda_"] == 200
     assert out["held_out"]["ndcg@10"] > 0.1
     user = small.interactions[USER].iloc[0]
     r = runner.invoke(app, ["predict", user, "--k", "3"])
     assert r.exit_code == 0, r.output
-    assert _json(r.output)["strategy"] == "personalized" and len(_json(r.output)["items"]) == 3
+    assert _json(r.stdout)["strategy"] == "personalized" and len(_json(r.stdout)["items"]) == 3
     r = runner.invoke(app, ["predict", "--items", ",".join(small.interactions[ITEM].iloc[:2]), "--k", "2"])
-    assert _json(r.output)["strategy"] == "fold_in"
+    assert _json(r.stdout)["strategy"] == "fold_in"
     r = runner.invoke(app, ["batch", "--output", str(tmp_path / "recs.csv"), "--k", "2"])
     assert r.exit_code == 0, r.output
     assert len(pd.read_csv(tmp_path / "recs.csv")) == 2 * small.n_users
 
 
-def test_bad_file_is_a_clear_error(tmp_path):
-    path = tmp_path / "bad.csv"
-    pd.DataFrame({"customer": [1], "product": [2]}).to_csv(path, index=False)
-    r = runner.invoke(app, ["train", "--dataset", str(path)])
-    assert r.exit_code != 0 and isinstance(r.exception, DataError)
-    assert "missing column" in str(r.exception)
+def _exit_and_stderr(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """Run the CLI as ``python -m apps.recommender`` would (cli.run maps errors to exit codes)."""
+    monkeypatch.setattr("sys.argv", ["recommender", *args])
+    try:
+        cli.run(app)
+    except SystemExit as exit_:
+        return exit_.code, capsys.readouterr().err
+    raise AssertionError("cli.run returned without an exit code")
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("customer,product\n1,2\n", r"missing required column\(s\) \['user', 'item'\]; found \['customer', 'product'\]"),
+    ("user,item\nu1,i1\n", r"too little data for the ms-stratified split: 1 interaction\(s\) of 1 user\(s\)"),
+    ("user,item\nu1,i1\nu2,i2\nu3,i1\n", r"too little data for the ms-stratified split"),  # one interaction each
+    ("user,item,weight\nu1,i1,0\n", r"column 'weight' is not greater than 0 in 1 row\(s\): row 0: 0"),
+])
+def test_train_on_unusable_file_is_one_line_exit_2(tmp_path, monkeypatch, capsys, rows, message):
+    path = tmp_path / "mine.csv"
+    path.write_text(rows)
+    code, err = _exit_and_stderr(["train", "--dataset", str(path)], monkeypatch, capsys)
+    assert code == 2
+    assert re.search(message, err), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert registry.find("recommender") is None  # nothing registered
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "file not found"),
+    ("", "could not read"),
+    ("customer\nc1\n", r"missing required column\(s\) \['user'\]"),
+    ("user\n", r"0 row\(s\); at least 1 needed"),
+])
+def test_batch_with_unusable_users_file_is_one_line_exit_2(small, tmp_path, monkeypatch, capsys, content, message):
+    register_bundle(fit_bundle(small.interactions, "popular"), small.interactions, alias=registry.CHAMPION)
+    users = tmp_path / "users.csv"
+    if content is not None:
+        users.write_text(content)
+    out = tmp_path / "recs.parquet"
+    code, err = _exit_and_stderr(["batch", "--input", str(users), "--output", str(out)], monkeypatch, capsys)
+    assert code == 2 and re.search(message, err), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_movielens_parsers_on_fake_files(mlref_home):
@@ -70,5 +110,5 @@ def test_movielens_parsers_on_fake_files(mlref_home):
                                              "302|L.A. Confidential (1997)|01-Jan-1997||http://y|1|0\n")
     ds = load_movielens("ml-100k", download=False)
     assert ds.items.loc["242", "genres"] == "Action" and len(ds.interactions) == 2
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="unknown MovieLens variant 'ml-25m'"):
         load_movielens("ml-25m", download=False)

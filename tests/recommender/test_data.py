@@ -13,6 +13,7 @@ from apps.recommender.data import (
     USER,
     WEIGHT,
     load_dataset,
+    load_users,
     normalize_interactions,
     synthetic,
 )
@@ -49,15 +50,60 @@ def test_user_file_any_id_types_and_dates(tmp_path):
 
 
 @pytest.mark.parametrize(("frame", "message"), [
-    (pd.DataFrame({"customer": [1], "item": [1]}), "missing column"),
-    (pd.DataFrame({"user": [1, None], "item": [1, 2]}), "'user' is empty in 1 row"),
-    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [1, -3]}), "must be a finite number > 0"),
-    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": ["a", 1]}), "'weight' is not a number"),
-    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "timestamp": ["2024-01-01", "soon"]}), "not a unix time"),
+    (pd.DataFrame({"customer": [1], "item": [1]}),
+     r"f.csv: missing required column\(s\) \['user'\]; found \['customer', 'item'\]; "
+     r"expected a header user,item\[,weight\]\[,timestamp\]"),
+    (pd.DataFrame({"user": [1, None], "item": [1, 2]}), r"f.csv: column 'user' is empty/null in 1 row\(s\): row 1"),
+    (pd.DataFrame({"user": ["a", "  "], "item": [1, 2]}), r"column 'user' is empty/null in 1 row\(s\): row 1: '  '"),
+    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [1, -3]}),
+     r"column 'weight' is not greater than 0 in 1 row\(s\): row 1: -3"),
+    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [0.0, float("inf")]}),
+     r"column 'weight' is not a valid float in 1 row\(s\): row 1: inf; .*not greater than 0 .*row 0: 0.0"),
+    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [1, 1e39]}), r"'weight' is above the maximum"),
+    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": ["a", 1]}), r"'weight' is not a valid float .*row 0: 'a'"),
+    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "timestamp": ["2024-01-01", "soon"]}),
+     r"'timestamp' is not a valid unix time in seconds .* or a date in 1 row\(s\): row 1: 'soon'"),
+    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "timestamp": [1_700_000_000_000, 1_700_000_000]}),
+     r"'timestamp' is not a valid unix time in seconds .*row 0: 1700000000000"),  # milliseconds, not seconds
+    (pd.DataFrame({"user": ["u" * 201], "item": [1]}), r"'user' is longer than 200 characters in 1 row"),
+    (pd.DataFrame({"user": [], "item": []}), r"f.csv: 0 row\(s\); at least 1 needed"),
 ])
-def test_bad_rows_have_clear_errors(frame, message):
-    with pytest.raises(DataError, match=message):
+def test_bad_rows_have_clear_one_line_errors(frame, message):
+    with pytest.raises(DataError, match=message) as err:
         normalize_interactions(frame, source="f.csv")
+    assert "\n" not in str(err.value)
+
+
+def test_timestamps_mix_unix_seconds_and_dates_and_weights_default_to_one():
+    df = pd.DataFrame({"user": [1.0, 2.0, 3.0], "item": ["a", "b", "c"],
+                       "timestamp": [1_700_000_000.9, "2024-01-01", "2024-01-01T01:00:00+01:00"]})
+    out = normalize_interactions(df)
+    assert out[USER].tolist() == ["1", "2", "3"]  # integral floats read as ints, not "1.0"
+    assert out[TIMESTAMP].tolist() == [1_700_000_000, 1_704_067_200, 1_704_067_200]
+    assert out[WEIGHT].tolist() == [1.0, 1.0, 1.0] and out[WEIGHT].dtype == np.float32
+    parquet_dates = pd.DataFrame({"user": ["x"], "item": ["y"], "timestamp": pd.to_datetime(["2024-01-01"])})
+    assert normalize_interactions(parquet_dates)[TIMESTAMP].tolist() == [1_704_067_200]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "file not found"),
+    ("", "could not read"),
+    ("customer\nc1\n", r"missing required column\(s\) \['user'\]"),
+    ("user\n", r"0 row\(s\); at least 1 needed"),
+    ("user\nu1\n\"\"\n", r"column 'user' is empty/null in 1 row\(s\): row 1"),
+])
+def test_users_file_problems_are_data_errors(tmp_path, content, message):
+    path = tmp_path / "users.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_users(path)
+
+
+def test_users_file_ids_stay_strings(tmp_path):
+    path = tmp_path / "users.csv"
+    path.write_text("user,extra\n007,1\nu/2,2\n")
+    assert load_users(path) == ["007", "u/2"]
 
 
 def test_stratified_split_matches_ms_rule():
