@@ -69,6 +69,9 @@ def id_key(v: object) -> str:
     return v if isinstance(v, str) else str(int(v))  # int(): numpy integers print as plain digits too
 
 
+MAX_INT_ID = 10**63  # the largest integer id: its decimal string still fits ID_MAX_LENGTH
+
+
 def check_id(v: object) -> str:
     """An id from an API body: a string matching :data:`~apps.fraud.config.ID_PATTERN`, or an integer >= 0
     (its decimal string; ``120.0`` is the integer 120, as in JSON Schema); raises ``ValueError`` saying what is
@@ -77,8 +80,8 @@ def check_id(v: object) -> str:
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int | str):
         raise ValueError(f"must be a string id of 1-{ID_MAX_LENGTH} letters, digits or _-.:@ (or an integer >= 0)")
-    if isinstance(v, int) and v < 0:
-        raise ValueError("integer ids must be >= 0")
+    if isinstance(v, int) and not 0 <= v <= MAX_INT_ID:
+        raise ValueError(f"integer ids must be in [0, 10**63], got {len(str(v))} digits")
     s = str(v)
     if not _ID_RE.fullmatch(s):
         raise ValueError(f"must be 1-{ID_MAX_LENGTH} characters among letters, digits and _-.:@ "

@@ -47,7 +47,7 @@ from apps.fraud.config import (
     FeatureConfig,
     ServingConfig,
 )
-from apps.fraud.data import check_id, id_key
+from apps.fraud.data import MAX_INT_ID, check_id, id_key
 from apps.fraud.features import OnlineFeatureStore, Transaction, to_seconds
 from apps.fraud.model import FraudModel
 from common import registry, serving
@@ -60,7 +60,7 @@ Id = Annotated[
     str,
     PlainValidator(check_id),
     WithJsonSchema({"anyOf": [{"type": "string", "pattern": f"^{ID_PATTERN}$"},
-                              {"type": "integer", "minimum": 0, "maximum": 10**63}],
+                              {"type": "integer", "minimum": 0, "maximum": MAX_INT_ID}],
                     "description": "string id (1-64 of A-Z a-z 0-9 _ - . : @); an integer means its decimal "
                                    "string"}),
 ]
@@ -341,7 +341,8 @@ class BatchScorer:
             start = history[TIMESTAMP].max() - pd.Timedelta(days=self.cfg.history_days)
             self.tail = history.loc[history[TIMESTAMP] > start, cols].reset_index(drop=True)
             for c in ID_COLUMNS:  # ids as strings, like the validated chunks they are concatenated with
-                self.tail[c] = self.tail[c].map(id_key)
+                ids = self.tail[c]
+                self.tail[c] = ids.astype(str).astype(object) if pd.api.types.is_integer_dtype(ids) else ids.map(id_key)
         self._last: pd.Timestamp | None = None
 
     def __call__(self, chunk: pd.DataFrame) -> pd.DataFrame:

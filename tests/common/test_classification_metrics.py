@@ -43,7 +43,7 @@ def test_precision_recall_at_k() -> None:
     assert precision_at_k(y, s, 3) == pytest.approx(2 / 3)
     assert precision_at_k(y, s, 10) == pytest.approx(3 / 10)  # denominator stays k
     assert recall_at_k(y, s, 3) == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match=r"k must be >= 1"):
+    with pytest.raises(ValueError, match=r"k must be positive"):
         precision_at_k(y, s, 0)
 
 

@@ -203,3 +203,11 @@ def test_openapi_documents_the_input_limits(split, tiny_model) -> None:
     tx = spec["components"]["schemas"]["TransactionIn"]["properties"]
     assert tx["amount"]["maximum"] == 1e9 and tx["amount"]["type"] == "number"
     assert spec["components"]["schemas"]["LabelsIn"]["properties"]["labels"]["maxItems"] == MAX_LABELS_PER_REQUEST
+
+
+def test_integer_ids_above_the_documented_maximum_are_refused() -> None:
+    from apps.fraud.data import MAX_INT_ID, check_id
+
+    assert check_id(MAX_INT_ID) == str(MAX_INT_ID)
+    with pytest.raises(ValueError, match=r"integer ids must be in \[0, 10\*\*63\]"):
+        check_id(MAX_INT_ID + 1)  # 64 digits would fit the string pattern, but the schema's maximum says no
