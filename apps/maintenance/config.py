@@ -1,0 +1,92 @@
+"""Settings and defaults of the maintenance app: one place to read what it does out of the box.
+
+Override with flags (``--epochs 40``) or a JSON file (``--config my.json`` with any field of :class:`Config`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from common.data import DataError
+
+APP = "maintenance"
+REGISTRY_NAME = "maintenance"  # the model's name in the registry
+
+
+@dataclass
+class Config:
+    """Everything a training run needs besides the data.
+
+    Defaults are the FD001 recipe (Li et al. 2018's DCNN: window 30, RUL cap 125, 14 informative sensors,
+    Adam 1e-3, batch 512) with the schedule the benchmark measured; the demo shortens ``epochs``.
+    """
+
+    # preprocessing (fitted on training units only)
+    window: int = 30  # cycles per input window
+    rul_cap: float = 125.0  # piecewise-linear target: min(RUL, cap)
+    n_conditions: int | None = None  # operating-condition clusters of the settings; None = chosen from the data
+    norm: str = "minmax"  # per-condition scaling of sensors: "minmax" (to [-1, 1]) or "zscore"
+    val_fraction: float = 0.15  # share of training units held out (early stopping, conformal calibration)
+    # the sequence model (model.DCNN)
+    channels: int = 10
+    kernel: int = 10
+    hidden: int = 100
+    dropout: float = 0.5
+    epochs: int = 250
+    lr: float = 1e-3
+    scale_output: bool = True  # network output in units of rul_cap (faster start than the paper's raw output)
+    ema_decay: float | None = None  # exponential moving average of the weights (None = off)
+    weight_decay: float = 0.0
+    batch_size: int = 512
+    patience: int | None = None  # early stopping on validation RMSE (epochs); None = fixed schedule
+    max_train_s: float | None = 1200.0  # stop the epoch loop after this many seconds (20 minutes)
+    n_seeds: int = 1  # members of the seed ensemble (predictions averaged)
+    # prediction intervals and alerts
+    alpha: float = 0.1  # conformal miscoverage: intervals aim at 1 - alpha coverage
+    horizon: float = 30.0  # alert when the interval's lower bound is at or below this many cycles
+    lead_time: float = 10.0  # cycles maintenance needs: an alert later than this before failure is a miss
+    # lifecycle
+    window_units: int = 20  # retrain compares champion and challenger on the latest failed units
+    max_readings: int = 1000  # cycles per HTTP request
+    history_cycles: int = 200  # cycles of raw readings the service keeps per unit
+    max_units: int = 10_000  # units the service tracks
+    seed: int = 42
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> Config:
+        """Defaults, updated from a JSON file (unknown keys are an error)."""
+        cfg = cls()
+        if path is None:
+            return cfg
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"config {path}: {exc}") from None
+        known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) - known:
+            raise DataError(f"config {path}: expected an object with keys from {sorted(known)}")
+        for key, value in data.items():
+            setattr(cfg, key, value)
+        cfg.check()
+        return cfg
+
+    def check(self) -> Config:
+        """Raise DataError on values no run can use."""
+        if self.window < 2 or self.rul_cap <= 0 or not 0 < self.val_fraction < 1 or not 0 < self.alpha < 1:
+            raise DataError("config: need window >= 2, rul_cap > 0, 0 < val_fraction < 1, 0 < alpha < 1")
+        if self.norm not in ("minmax", "zscore"):
+            raise DataError(f"config: norm must be 'minmax' or 'zscore', got {self.norm!r}")
+        if self.epochs < 1 or self.n_seeds < 1 or self.batch_size < 1:
+            raise DataError("config: epochs, n_seeds and batch_size must be >= 1")
+        return self

@@ -1,0 +1,145 @@
+"""Training: split the run-to-failure histories by unit, fit the preprocessing on the training units only, train
+the DCNN members with ``common.training.fit`` and calibrate the conformal intervals on the held-out units."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from apps.maintenance.config import Config
+from apps.maintenance.data import RUL, UNIT
+from apps.maintenance.features import Preprocessor, add_rul, split_units, windows
+from apps.maintenance.model import (
+    Conformal,
+    LastWindowLinear,
+    MeanBaseline,
+    RULModel,
+    SktimeRegressor,
+    WindowRegressor,
+    make_net,
+    predict_net,
+)
+from common import training
+from common.metrics.regression import rmse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Windows of one split: training units (fit), held-out units (validation/calibration)."""
+
+    pre: Preprocessor
+    fit_units: list[str]
+    val_units: list[str]
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def unit_windows(pre: Preprocessor, df: pd.DataFrame, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Training windows of run-to-failure histories ``df`` and their capped RUL targets."""
+    df = add_rul(df, cfg.rul_cap)
+    x, y, _ = windows(pre.transform(df), df, cfg.window, y=df[RUL].to_numpy(float), every_cycle=False)
+    assert y is not None
+    return x, y
+
+
+def prepare(histories: pd.DataFrame, cfg: Config, *, val_units: list[str] | None = None) -> Prepared:
+    """Split ``histories`` by unit (``cfg.val_fraction`` held out unless ``val_units`` is given), fit the
+    preprocessing on the kept units only, and window both parts."""
+    if val_units is None:
+        fit_units, val_units = split_units(histories[UNIT], cfg.val_fraction, cfg.seed)
+    else:
+        fit_units = [u for u in dict.fromkeys(histories[UNIT]) if u not in set(val_units)]
+    fit_df = histories[histories[UNIT].isin(fit_units)].reset_index(drop=True)
+    val_df = histories[histories[UNIT].isin(val_units)].reset_index(drop=True)
+    pre = Preprocessor.fit(fit_df, n_conditions=cfg.n_conditions, norm=cfg.norm, seed=cfg.seed)
+    x_fit, y_fit = unit_windows(pre, fit_df, cfg)
+    x_val, y_val = unit_windows(pre, val_df, cfg)
+    return Prepared(pre, fit_units, list(val_units), x_fit, y_fit, x_val, y_val)
+
+
+def _rmse_metric(out: torch.Tensor, target: torch.Tensor) -> float:
+    return float(torch.sqrt(torch.mean((out.float() - target.float()) ** 2)))
+
+
+def fit_member(data: Prepared, cfg: Config, seed: int, *, checkpoint_dir: Path | None = None,
+               progress: bool = False) -> tuple[nn.Module, training.FitResult]:
+    """One DCNN trained on the fit windows; the epoch with the best validation RMSE is kept."""
+    torch.manual_seed(seed)
+    net = make_net(data.x_fit.shape[2], cfg.to_dict())
+    with torch.no_grad():  # start at the mean target: the first epochs learn shape, not the offset
+        net.head[-1].bias.fill_(float(np.mean(data.y_fit)) / net.out_scale)
+    train_ds = TensorDataset(torch.from_numpy(data.x_fit), torch.from_numpy(data.y_fit))
+    val_ds = TensorDataset(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
+    tc = training.TrainConfig(
+        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, grad_clip=None,
+        amp=False, scheduler="cosine", early_stopping_patience=cfg.patience, monitor="val_rmse", mode="min",
+        restore_best=True, checkpoint_dir=checkpoint_dir, resume=checkpoint_dir is not None, seed=seed,
+        device="cpu", progress=progress, max_time_s=cfg.max_train_s / cfg.n_seeds if cfg.max_train_s else None,
+        ema_decay=cfg.ema_decay)
+    result = training.fit(net, train_ds, val_ds, nn.MSELoss(), tc, metrics={"rmse": _rmse_metric})
+    net.eval()
+    return net, result
+
+
+def train(histories: pd.DataFrame, cfg: Config, *, val_units: list[str] | None = None,
+          progress: bool = False, data: Prepared | None = None) -> RULModel:
+    """The registered model: ``cfg.n_seeds`` DCNN members on the training units, conformal intervals calibrated on
+    the held-out units. ``info`` records the split, epochs, timings and validation RMSE."""
+    cfg.check()
+    t0 = time.perf_counter()
+    data = data or prepare(histories, cfg, val_units=val_units)
+    nets, runs = [], []
+    for k in range(cfg.n_seeds):
+        net, res = fit_member(data, cfg, cfg.seed + k, progress=progress)
+        nets.append(net)
+        runs.append({"seed": cfg.seed + k, "epochs": len(res.history), "best_epoch": res.best_epoch,
+                     "best_val_rmse": res.best_metric})
+    val_pred = np.clip(np.mean([predict_net(n, data.x_val) for n in nets], axis=0), 0, cfg.rul_cap)
+    conformal = Conformal.calibrate(data.y_val, val_pred, cfg.alpha)
+    lo, hi = conformal.interval(val_pred)
+    info: dict[str, Any] = {
+        "model": "dcnn", "members": runs, "fit_units": len(data.fit_units), "val_units": len(data.val_units),
+        "train_windows": len(data.x_fit), "val_rmse": rmse(data.y_val, val_pred),
+        "val_coverage_in_sample": float(np.mean((data.y_val >= lo) & (data.y_val <= hi))),
+        "sensors": data.pre.sensors, "dropped_sensors": data.pre.dropped, "conditions": data.pre.n_conditions,
+        "fit_s": round(time.perf_counter() - t0, 2),
+    }
+    log.info("trained %d member(s) in %.1f s; validation RMSE %.2f", len(nets), info["fit_s"], info["val_rmse"])
+    return RULModel(data.pre, nets, conformal, cfg.to_dict(), info)
+
+
+BASELINES = ("mean", "linear", "summary", "minirocket")
+
+
+def fit_baselines(data: Prepared, cfg: Config, kinds: tuple[str, ...] = BASELINES, *,
+                  max_windows: int = 20_000) -> dict[str, WindowRegressor]:
+    """The comparison models on the same training windows (every other window once there are more than
+    ``max_windows``): ``mean`` (training mean), ``linear`` (ridge on the flattened window), ``summary`` (window
+    statistics + gradient boosting) and ``minirocket`` (sktime MiniRocket, 1,000 kernels, + ridge); ``fit_s``
+    records each one's fitting seconds."""
+    x, y = data.x_fit, data.y_fit
+    if len(x) > max_windows:
+        step = int(np.ceil(len(x) / max_windows))
+        x, y = x[::step], y[::step]
+    makers = {"mean": MeanBaseline, "linear": LastWindowLinear,
+              "summary": lambda: SktimeRegressor("summary", seed=cfg.seed),
+              "minirocket": lambda: SktimeRegressor("minirocket", num_kernels=1000, seed=cfg.seed)}
+    out = {}
+    for kind in kinds:
+        t0 = time.perf_counter()
+        reg = makers[kind]().fit(x, y)
+        out[kind] = WindowRegressor(data.pre, reg, cfg.window, cfg.rul_cap, round(time.perf_counter() - t0, 2))
+    return out

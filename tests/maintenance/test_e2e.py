@@ -1,0 +1,31 @@
+"""The demo end to end on a tiny simulated fleet: train, evaluate, register, serve, batch, drift, retrain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.maintenance.conftest import tiny_config
+
+
+@pytest.mark.e2e
+def test_demo_end_to_end() -> None:
+    from apps.maintenance.demo import run_demo
+
+    out = run_demo(n_train=16, n_test=8, seed=5, config=tiny_config(seed=5, epochs=2))
+    ev = out["evaluation"]
+    assert ev["dcnn"]["rmse"] < ev["mean"]["rmse"] and 0 <= ev["dcnn"]["coverage"] <= 1
+    report = Path(out["report"])
+    assert report.exists() and {"alert_tradeoff.png", "trajectories.png", "predicted_vs_true.png"} <= \
+        {p.name for p in report.parent.iterdir()}
+    serve = out["serve"]
+    assert set(serve["codes"].values()) == {200} and serve["duplicate"] == 409 and serve["missing"] == 422
+    assert "cycle" in serve["duplicate_message"] and "sensor_12" in serve["missing_message"]
+    order = serve["fleet_order"]
+    assert order.index(min(serve["true_rul"], key=serve["true_rul"].get)) <= 1  # the nearest failure is near the top
+    assert out["batch"]["units"] == 8
+    assert out["monitor"]["exit_code"] == 1 and "c1" in out["monitor"]["drift_by_condition"]
+    r = out["retrain"]
+    assert r["challenger_version"] == "2" and r["champion_score"] is not None
+    assert out["champion_after"] == ("2" if r["promoted"] else "1")
