@@ -66,12 +66,18 @@ def app_table(res: dict[str, Any]) -> str:
         lines.append(f"| {name} (published) | " + " | ".join(cells) + " | | |")
     draws = res.get("draws") or {}
     if draws.get("n"):
-        lines += ["", f"_± = std across {draws['n']} draws (seeds {', '.join(map(str, draws.get('seeds', [])))}); "
-                      "[± ...] = std across test folds, mean over draws_"]
+        lines += [
+            "",
+            f"_± = std across {draws['n']} draws (seeds {', '.join(map(str, draws.get('seeds', [])))}); "
+            "[± ...] = std across test folds, mean over draws_",
+        ]
     machine = res.get("machine") or {}
     if machine:
-        lines += ["", f"_{machine.get('cpu_count', '?')} CPUs ({machine.get('cpu_model', '?')}), "
-                      f"git {str(machine.get('git_commit', '?'))[:8]}_"]
+        lines += [
+            "",
+            f"_{machine.get('cpu_count', '?')} CPUs ({machine.get('cpu_model', '?')}), "
+            f"git {str(machine.get('git_commit', '?'))[:8]}_",
+        ]
     return "\n".join(lines)
 
 
@@ -88,8 +94,9 @@ def update_readme(readme: Path = ROOT / "README.md", results_dir: Path = ROOT / 
     if START not in text or END not in text:
         print(f"{readme}: markers {START} / {END} not found", file=sys.stderr)
         return False
-    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{build(results_dir)}\n{END}", text,
-                 flags=re.S)
+    new = re.sub(
+        re.escape(START) + ".*?" + re.escape(END), lambda _: f"{START}\n{build(results_dir)}\n{END}", text, flags=re.S
+    )
     if new != text:
         readme.write_text(new)
     return new != text

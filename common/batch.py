@@ -85,8 +85,16 @@ def _kind(path: Path) -> str:
 
 
 # errors of the readers that mean "this file is not what its name says" (truncated, corrupt, not text ...)
-_READ_ERRORS = (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError,
-                zlib.error, gzip.BadGzipFile, OSError)
+_READ_ERRORS = (
+    pa.ArrowException,
+    pd.errors.ParserError,
+    pd.errors.EmptyDataError,
+    UnicodeDecodeError,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    OSError,
+)
 
 
 def _check_paths(src: Path, dst: Path, *, allow_empty: bool) -> None:
@@ -100,8 +108,10 @@ def _check_paths(src: Path, dst: Path, *, allow_empty: bool) -> None:
         raise DataError(f"{src} is a directory; give a file (.csv, .csv.gz, .tsv or .parquet)")
     kind = _kind(src)
     if src.resolve() == dst.resolve():
-        raise DataError(f"input and output are the same file ({src}): the output would overwrite the input; "
-                        "choose another output path")
+        raise DataError(
+            f"input and output are the same file ({src}): the output would overwrite the input; "
+            "choose another output path"
+        )
     try:
         if kind == "parquet":
             rows = pq.ParquetFile(src).metadata.num_rows
@@ -112,8 +122,10 @@ def _check_paths(src: Path, dst: Path, *, allow_empty: bool) -> None:
     except pd.errors.EmptyDataError:
         raise DataError(f"{src} is empty: no header and no rows") from None
     except _READ_ERRORS as exc:
-        raise DataError(f"{src} is not a readable {kind} file (truncated or corrupt?): "
-                        f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from exc
+        raise DataError(
+            f"{src} is not a readable {kind} file (truncated or corrupt?): "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        ) from exc
     if rows == 0 and not allow_empty:
         raise DataError(f"{src} has {what}: nothing to score")
 
@@ -125,8 +137,9 @@ def _reading(src: Path) -> Iterator[None]:
         yield
     except _READ_ERRORS as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{src} could not be read to the end (truncated or corrupt?): {first}; "
-                        "no output was written") from exc
+        raise DataError(
+            f"{src} could not be read to the end (truncated or corrupt?): {first}; no output was written"
+        ) from exc
 
 
 def _csv_sep(path: Path) -> str:
@@ -157,11 +170,7 @@ def _iter_chunks(path: Path, chunksize: int, read_kwargs: dict[str, Any]) -> Ite
             empty = False
             yield batch.to_pandas()
         if empty:  # keep the schema so that score_fn sees the columns
-            yield (
-                pf.schema_arrow.empty_table().to_pandas()
-                if columns is None
-                else pd.DataFrame(columns=columns)
-            )
+            yield (pf.schema_arrow.empty_table().to_pandas() if columns is None else pd.DataFrame(columns=columns))
     else:
         kwargs = {"sep": _csv_sep(path), **read_kwargs}
         with _reading(path):
@@ -407,9 +416,7 @@ def score_file_dask(
         if client is None:
             if scheduler is None:
                 cluster = stack.enter_context(
-                    LocalCluster(
-                        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
-                    )
+                    LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
                 )
                 client = stack.enter_context(Client(cluster))
             else:
@@ -456,7 +463,5 @@ def score_file_dask(
                 client.cancel([*list(pending), fn])
                 raise
     seconds = time.perf_counter() - t0
-    log.info(
-        "scored %s -> %s on dask: %d rows in %d partitions, %.2fs", src, dst, writer.rows, chunks, seconds
-    )
+    log.info("scored %s -> %s on dask: %d rows in %d partitions, %.2fs", src, dst, writer.rows, chunks, seconds)
     return BatchResult(rows=writer.rows, chunks=chunks, seconds=seconds, output=dst)

@@ -41,16 +41,16 @@ from typing import Any
 import typer
 
 EXIT_OK, EXIT_ALERT, EXIT_USER_ERROR, EXIT_BUG = 0, 1, 2, 3
-STANDARD_COMMANDS = ("demo", "train", "evaluate", "serve", "predict", "batch", "monitor", "retrain", "bench",
-                     "models")
+STANDARD_COMMANDS = ("demo", "train", "evaluate", "serve", "predict", "batch", "monitor", "retrain", "bench", "models")
 NOISY_LOGGERS = ("mlflow", "alembic", "urllib3", "httpx", "git", "numba", "matplotlib", "distributed")
 
 # The standard options. typer.Option objects are plain defaults, so one object can serve many commands.
 CONFIG = typer.Option(None, "--config", help="JSON file with the app's config fields (flags override it)")
 SEED = typer.Option(None, "--seed", help="seed for every random thing (default: MLREF_SEED, 42)")
 TUNE = typer.Option(0, "--tune", min=0, help="Optuna trials on validation data (0: the config's parameters)")
-PROMOTE = typer.Option(None, "--promote/--no-promote",
-                       help="make the new version champion (default: only when there is no champion yet)")
+PROMOTE = typer.Option(
+    None, "--promote/--no-promote", help="make the new version champion (default: only when there is no champion yet)"
+)
 REF = typer.Option("champion", "--ref", help="registry alias (champion, challenger) or version number")
 OUTPUT_FILE = typer.Option(..., "--output", "-o", help="output file (.parquet or .csv); written atomically")
 CHUNKSIZE = typer.Option(100_000, "--chunksize", min=1, help="rows per chunk")
@@ -95,8 +95,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [DataError, DownloadError]
     registry = sys.modules.get("common.registry")  # importing it here would pull in MLflow for --help
     if registry is not None:
-        types += [getattr(registry, n) for n in ("IntegrityError", "NotFoundError", "RegistryError")
-                  if hasattr(registry, n)]
+        types += [
+            getattr(registry, n) for n in ("IntegrityError", "NotFoundError", "RegistryError") if hasattr(registry, n)
+        ]
     return tuple(types)
 
 
@@ -153,8 +154,10 @@ def train_summary(registry_name: str, app: str, version: str) -> str:
     champion = registry.version_of(registry_name, registry.CHAMPION)
     if champion == str(version):
         return f"{app}: version {version} is now the champion (served by `python -m apps.{app} serve`)."
-    return (f"{app}: registered version {version} as challenger; version {champion} is still the champion and "
-            f"is what `serve`/`predict` use. To serve the new one: python -m apps.{app} models promote {version}")
+    return (
+        f"{app}: registered version {version} as challenger; version {champion} is still the champion and "
+        f"is what `serve`/`predict` use. To serve the new one: python -m apps.{app} models promote {version}"
+    )
 
 
 def choose_alias(registry_name: str, promote: bool | None) -> str:

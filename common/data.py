@@ -128,15 +128,12 @@ def fetch(url: str, sha256: str | None, dest: str | Path, *, timeout: float = 60
     if path.exists():
         if sha256 and (got := sha256_file(path)) != sha256:
             raise DownloadError(
-                f"{path} exists but its sha256 is {got}, expected {sha256}. Delete it and download it again "
-                f"from {url}."
+                f"{path} exists but its sha256 is {got}, expected {sha256}. Delete it and download it again from {url}."
             )
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
-    hint = (
-        f"Download {url} by hand and save it as {path} (set MLREF_DATA_DIR to use another data directory)."
-    )
+    hint = f"Download {url} by hand and save it as {path} (set MLREF_DATA_DIR to use another data directory)."
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "mlref"})
     if offset:
@@ -209,8 +206,9 @@ class Schema:
     @property
     def header(self) -> str:
         """The expected header, optional columns in brackets: ``user,item[,weight][,timestamp]``."""
-        return "".join(("," if i else "") + c.name if c.required else f"[,{c.name}]"
-                       for i, c in enumerate(self.columns)).lstrip(",")
+        return "".join(
+            ("," if i else "") + c.name if c.required else f"[,{c.name}]" for i, c in enumerate(self.columns)
+        ).lstrip(",")
 
     def validate(self, df: pd.DataFrame, *, source: str = "data") -> pd.DataFrame:
         """Return ``df`` with columns coerced to their dtypes, or raise :class:`DataError` listing the problems.

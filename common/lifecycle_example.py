@@ -117,8 +117,9 @@ def predict(req: PredictRequest, request: Request, loaded: serving.Loaded = Depe
 def build_app(refresh_interval_s: float | None = 0.5):
     holder = serving.ModelHolder(NAME, load)
     plog = serving.PredictionLog(get_settings().path("predictions", f"{NAME}.jsonl"), sample_rate=1.0)
-    return serving.create_app("mlref lifecycle example", holder, [router], refresh_interval_s=refresh_interval_s,
-                              prediction_log=plog)
+    return serving.create_app(
+        "mlref lifecycle example", holder, [router], refresh_interval_s=refresh_interval_s, prediction_log=plog
+    )
 
 
 # ----------------------------------------------------------------------------- the lifecycle
@@ -136,8 +137,12 @@ def run(port: int = 8765, n: int = 4000, seed: int | None = None) -> dict:
     p = model.predict(test_df)
     metrics = {"roc_auc": roc_auc(test_df["label"], p), "average_precision": average_precision(test_df["label"], p)}
     mv1 = registry.register(
-        NAME, save(model, train_df, home / "work" / "v1"), metrics=metrics, params={"C": 1.0, "seed": seed},
-        data_fingerprint=fingerprint(train_df), alias=registry.CHAMPION,
+        NAME,
+        save(model, train_df, home / "work" / "v1"),
+        metrics=metrics,
+        params={"C": 1.0, "seed": seed},
+        data_fingerprint=fingerprint(train_df),
+        alias=registry.CHAMPION,
     )
     out["v1"] = {"version": mv1.version, **metrics}
     log.info("champion v%s: %s", mv1.version, metrics)
@@ -148,8 +153,13 @@ def run(port: int = 8765, n: int = 4000, seed: int | None = None) -> dict:
         good = http.post("/v1/predict", json={"x1": 1.0, "x2": 0.0, "x3": 0.0, "segment": "c"})
         bad = http.post("/v1/predict", json={"x1": "high", "x2": 0.0, "x3": 0.0, "segment": "z"})
         out["serve"] = {"good": (good.status_code, good.json()), "bad": (bad.status_code, bad.json())}
-        log.info("POST /v1/predict -> %s %s; bad request -> %s %s", good.status_code, good.json(),
-                 bad.status_code, bad.json()["message"])
+        log.info(
+            "POST /v1/predict -> %s %s; bad request -> %s %s",
+            good.status_code,
+            good.json(),
+            bad.status_code,
+            bad.json()["message"],
+        )
 
         # 3. batch score a file
         current = make_data(n, shift=1.0, seed=seed + 2)
@@ -162,24 +172,27 @@ def run(port: int = 8765, n: int = 4000, seed: int | None = None) -> dict:
 
         # 4. drift: the shifted population against the champion's reference profile
         scored = pd.read_parquet(dst)
-        report = monitoring.run_check(registry.fetch_model_dir(mv1), scored[[*FEATURES, "prediction"]],
-                                      home / "reports" / NAME,
-                                      title="Lifecycle example: drift on the shifted population")
+        report = monitoring.run_check(
+            registry.fetch_model_dir(mv1),
+            scored[[*FEATURES, "prediction"]],
+            home / "reports" / NAME,
+            title="Lifecycle example: drift on the shifted population",
+        )
         out["drift"] = {"drift": report.drift, "drifted": report.drifted_features, "alerts": report.alerts}
         log.info("drift: %s (%s)", report.drift, out["drift"]["drifted"])
 
         # 5. retrain on the new labelled data; compare on the most recent window; promote or keep
-        recent = current.iloc[-n // 4:]
+        recent = current.iloc[-n // 4 :]
         new_model = train(current.iloc[: -n // 4], seed)
-        mv2 = registry.register(NAME, save(new_model, current, home / "work" / "v2"),
-                                data_fingerprint=fingerprint(current))
+        mv2 = registry.register(
+            NAME, save(new_model, current, home / "work" / "v2"), data_fingerprint=fingerprint(current)
+        )
 
         def evaluate(mv: registry.ModelVersion) -> float:
             m, _ = registry.load(NAME, mv.version, load)
             return average_precision(recent["label"], m.predict(recent))
 
-        decision = retraining.champion_vs_challenger(NAME, mv2, evaluate, metric="average_precision",
-                                                     margin=0.0)
+        decision = retraining.champion_vs_challenger(NAME, mv2, evaluate, metric="average_precision", margin=0.0)
         out["decision"] = decision.to_dict()
         log.info("decision: %s", decision.reason)
 
@@ -189,7 +202,8 @@ def run(port: int = 8765, n: int = 4000, seed: int | None = None) -> dict:
         while decision.promoted and version != mv2.version and time.monotonic() < deadline:
             time.sleep(0.2)
             version = http.post("/v1/predict", json={"x1": 1.0, "x2": 0.0, "x3": 0.0, "segment": "c"}).json()[
-                "model_version"]
+                "model_version"
+            ]
         out["served_version_after"] = version
         out["metrics_text"] = http.get("/metrics").text
     return out

@@ -26,11 +26,16 @@ KEY_METRICS = 4  # metrics shown per version in ``list``
 def describe(mv: registry.ModelVersion, created_ms: int | None = None) -> dict[str, Any]:
     """The ``list`` row of one version (JSON-ready)."""
     metrics = {k: round(v, 4) for k, v in sorted(mv.metrics.items())}
-    created = (datetime.fromtimestamp(created_ms / 1000, UTC).isoformat(timespec="seconds")
-               if created_ms else None)
-    return {"version": mv.version, "aliases": list(mv.aliases), "dataset": mv.tags.get("dataset"),
-            "data_fingerprint": (mv.data_fingerprint or "")[:12] or None, "metrics": metrics, "created": created,
-            "run_id": mv.run_id}
+    created = datetime.fromtimestamp(created_ms / 1000, UTC).isoformat(timespec="seconds") if created_ms else None
+    return {
+        "version": mv.version,
+        "aliases": list(mv.aliases),
+        "dataset": mv.tags.get("dataset"),
+        "data_fingerprint": (mv.data_fingerprint or "")[:12] or None,
+        "metrics": metrics,
+        "created": created,
+        "run_id": mv.run_id,
+    }
 
 
 def list_versions(name: str) -> list[dict[str, Any]]:
@@ -43,8 +48,10 @@ def list_versions(name: str) -> list[dict[str, Any]]:
     aliases: dict[str, list[str]] = {}
     for alias, version in (c.get_registered_model(name).aliases or {}).items():  # search results lack aliases
         aliases.setdefault(str(version), []).append(alias)
-    rows = [describe(replace(mv, aliases=tuple(sorted(aliases.get(mv.version, mv.aliases)))),
-                     created.get(mv.version)) for mv in versions]
+    rows = [
+        describe(replace(mv, aliases=tuple(sorted(aliases.get(mv.version, mv.aliases)))), created.get(mv.version))
+        for mv in versions
+    ]
     return sorted(rows, key=lambda r: -int(r["version"]))
 
 
@@ -54,8 +61,16 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     lines = [header]
     for r in rows:
         metrics = ", ".join(f"{k}={v}" for k, v in list(r["metrics"].items())[:KEY_METRICS])
-        lines.append([r["version"], ",".join(r["aliases"]) or "-", r["dataset"] or "-",
-                      r["data_fingerprint"] or "-", metrics or "-", r["created"] or "-"])
+        lines.append(
+            [
+                r["version"],
+                ",".join(r["aliases"]) or "-",
+                r["dataset"] or "-",
+                r["data_fingerprint"] or "-",
+                metrics or "-",
+                r["created"] or "-",
+            ]
+        )
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines)
 
@@ -64,8 +79,14 @@ def show(name: str, version: str) -> dict[str, Any]:
     """Everything recorded about one version, plus its model card (``model_card.md`` in its directory)."""
     mv = registry.get(name, version)
     card_path = registry.fetch_model_dir(mv) / "model_card.md"
-    return {**describe(mv), "sha256": mv.sha256, "metrics": mv.metrics, "params": mv.params, "tags": mv.tags,
-            "model_card": card_path.read_text() if card_path.exists() else None}
+    return {
+        **describe(mv),
+        "sha256": mv.sha256,
+        "metrics": mv.metrics,
+        "params": mv.params,
+        "tags": mv.tags,
+        "model_card": card_path.read_text() if card_path.exists() else None,
+    }
 
 
 def promote(name: str, version: str) -> dict[str, Any]:
@@ -116,8 +137,9 @@ def models_cli(app: str, name: str) -> typer.Typer:
         """Make VERSION the champion; a running service swaps to it without restart."""
         res = promote(name, version)
         typer.echo(json.dumps(res))
-        typer.echo(f"{app}: champion is version {res['champion']}" + ("" if res["changed"] else " (unchanged)"),
-                   err=True)
+        typer.echo(
+            f"{app}: champion is version {res['champion']}" + ("" if res["changed"] else " (unchanged)"), err=True
+        )
 
     @cli.command("rollback")
     def rollback_cmd() -> None:

@@ -63,8 +63,19 @@ from common.reports import format_value, markdown_table, publish, save_figure, w
 log = logging.getLogger(__name__)
 
 # Columns of DriftReport.features, in report order.
-FEATURE_COLUMNS = ["feature", "kind", "test", "statistic", "p_value", "psi", "drifted",
-                   "ref_null", "cur_null", "ref_mean", "cur_mean"]
+FEATURE_COLUMNS = [
+    "feature",
+    "kind",
+    "test",
+    "statistic",
+    "p_value",
+    "psi",
+    "drifted",
+    "ref_null",
+    "cur_null",
+    "ref_mean",
+    "cur_mean",
+]
 
 __all__ = [
     "NULL",
@@ -96,9 +107,7 @@ PROFILE_FORMAT = 1  # bump when the JSON layout changes
 # ------------------------------------------------------------------ statistics
 
 
-def psi(
-    expected: np.ndarray | Sequence[float], actual: np.ndarray | Sequence[float], eps: float = 1e-4
-) -> float:
+def psi(expected: np.ndarray | Sequence[float], actual: np.ndarray | Sequence[float], eps: float = 1e-4) -> float:
     """Population stability index between two binned distributions.
 
     ``PSI = sum_i (a_i - e_i) * ln(a_i / e_i)`` where ``e``/``a`` are the expected (reference) and actual
@@ -348,9 +357,7 @@ class ReferenceProfile:
             if col in cat or not _is_numeric(s):
                 profiles[str(col)] = CategoricalFeatureProfile.from_series(s, top_n=top_n)
             else:
-                profiles[str(col)] = NumericFeatureProfile.from_series(
-                    s, bins=bins, sample_size=sample_size, rng=rng
-                )
+                profiles[str(col)] = NumericFeatureProfile.from_series(s, bins=bins, sample_size=sample_size, rng=rng)
         created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
         return cls(
             features=profiles,
@@ -496,11 +503,20 @@ class DriftReport:
         if not self.drift:
             return None
         names = self.drifted_features
-        return (f"distribution drift: {len(names)} of {len(self.features)} features drifted"
-                f"{' (' + ', '.join(names) + ')' if names else ''}")
+        return (
+            f"distribution drift: {len(names)} of {len(self.features)} features drifted"
+            f"{' (' + ', '.join(names) + ')' if names else ''}"
+        )
 
-    def save(self, out_dir: str | Path, title: str = "Drift report", *, alerts: Sequence[str] | None = None,
-             stats: Mapping[str, Any] | None = None, performance: pd.DataFrame | None = None) -> Path:
+    def save(
+        self,
+        out_dir: str | Path,
+        title: str = "Drift report",
+        *,
+        alerts: Sequence[str] | None = None,
+        stats: Mapping[str, Any] | None = None,
+        performance: pd.DataFrame | None = None,
+    ) -> Path:
         """Write the drift report into ``out_dir``; returns ``drift.md``.
 
         Files: ``drift.json`` (the drift verdict), ``drift.png`` (PSI per feature), ``drift_distributions.png``
@@ -529,8 +545,16 @@ class DriftReport:
         alerts = list(alerts) if alerts is not None else ([self.alert] if self.alert else [])
         md = self._markdown_head(title, alerts, stats)
         if perf is not None:
-            md += ["## Performance over time", "", "Metrics per window on the rows whose labels are in.", "",
-                   markdown_table(perf, index=False), "", "![Performance over time](performance.png)", ""]
+            md += [
+                "## Performance over time",
+                "",
+                "Metrics per window on the rows whose labels are in.",
+                "",
+                markdown_table(perf, index=False),
+                "",
+                "![Performance over time](performance.png)",
+                "",
+            ]
         md += ["## Figures", "", *[line for f in figures for line in (f, "")]]
         path = write_text(out / "drift.md", "\n".join(md))
         log.info("drift report written: %s (drift=%s, %d alert(s))", path, self.drift, len(alerts))
@@ -592,9 +616,9 @@ class DriftReport:
 
     def distribution_figure(self, max_features: int = 9) -> Figure:
         """Reference vs current bin fractions for the ``max_features`` features with the highest PSI."""
-        names = [
-            f for f in self.features.sort_values("psi", ascending=False)["feature"] if f in self.distributions
-        ][:max_features]
+        names = [f for f in self.features.sort_values("psi", ascending=False)["feature"] if f in self.distributions][
+            :max_features
+        ]
         ncols = min(3, max(1, len(names)))
         nrows = max(1, math.ceil(len(names) / ncols))
         fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows))
@@ -705,9 +729,7 @@ def detect_drift(
     table["drifted"] = table["drifted"].astype(bool)
     for c in ["statistic", "p_value", "psi", "ref_null", "cur_null", "ref_mean", "cur_mean"]:
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
-    table = table.sort_values("psi", ascending=False, na_position="first", kind="stable").reset_index(
-        drop=True
-    )
+    table = table.sort_values("psi", ascending=False, na_position="first", kind="stable").reset_index(drop=True)
     share = float(table["drifted"].mean()) if len(table) else 0.0
     pred = table.loc[table["feature"] == PREDICTION, "drifted"]
     drift = share > t.max_drifted_share or (t.prediction_drift_alarms and bool(pred.any()))
@@ -868,8 +890,7 @@ class MonitorVerdict:
             "stats": dict(self.stats),
             "warnings": list(self.warnings),
             "drift": self.report.to_dict(),
-            "performance": perf.astype(object).where(perf.notna(), None).to_dict(orient="records")
-            if len(perf) else [],
+            "performance": perf.astype(object).where(perf.notna(), None).to_dict(orient="records") if len(perf) else [],
         }
 
     def save(self, out_dir: str | Path) -> Path:
@@ -878,8 +899,7 @@ class MonitorVerdict:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "monitor.json", self.to_dict())
-        return self.report.save(out, self.title, alerts=self.alerts, stats=self.stats,
-                                performance=self.performance)
+        return self.report.save(out, self.title, alerts=self.alerts, stats=self.stats, performance=self.performance)
 
 
 def run_check(
@@ -918,14 +938,22 @@ def run_check(
         path = Path(reference)
         path = path / REFERENCE_FILE if path.is_dir() else path
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: the model version was registered without a monitoring "
-                                    "reference profile; register it again to monitor it")
+            raise FileNotFoundError(
+                f"{path} not found: the model version was registered without a monitoring "
+                "reference profile; register it again to monitor it"
+            )
         profile = ReferenceProfile.load(path)
     report = detect_drift(profile, current, thresholds)
     report.warnings.extend(warnings)
     alerts = [*extra_alerts, *([report.alert] if report.alert else [])]
-    verdict = MonitorVerdict(report, alerts, dict(stats or {}),
-                             performance if performance is not None else pd.DataFrame(), title, model_version)
+    verdict = MonitorVerdict(
+        report,
+        alerts,
+        dict(stats or {}),
+        performance if performance is not None else pd.DataFrame(),
+        title,
+        model_version,
+    )
     if alerts:
         log.warning("monitor: %d alert(s): %s", len(alerts), "; ".join(alerts))
     if out_dir is not None:

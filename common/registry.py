@@ -158,8 +158,9 @@ def register(
         version_tags[TRAINING_RUN_TAG] = training_run_id
     with tracking.guard():
         c = tracking.client()
-        with tracking.start_run(name, run_name=f"{name}-register", params=params, tags=version_tags,
-                                nested=active is not None) as run:
+        with tracking.start_run(
+            name, run_name=f"{name}-register", params=params, tags=version_tags, nested=active is not None
+        ) as run:
             if metrics:
                 tracking.log_metrics(metrics)
             tracking.log_artifact(model_dir, "model")
@@ -207,8 +208,14 @@ def _to_version(mv: Any) -> ModelVersion:
             log.warning("run %s of %s v%s is gone", mv.run_id, mv.name, mv.version)
     tags = dict(mv.tags or {})
     return ModelVersion(
-        name=mv.name, version=str(mv.version), run_id=mv.run_id, sha256=tags.get("sha256", ""),
-        metrics=metrics, params=params, tags=tags, aliases=tuple(getattr(mv, "aliases", ()) or ()),
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        sha256=tags.get("sha256", ""),
+        metrics=metrics,
+        params=params,
+        tags=tags,
+        aliases=tuple(getattr(mv, "aliases", ()) or ()),
     )
 
 
@@ -299,8 +306,9 @@ def compare_and_promote(name: str, version: str | int, expected: str | None) -> 
     with promotion_lock(name):
         current = version_of(name, CHAMPION)
         if current != (None if expected is None else str(expected)):
-            log.warning("%s: not promoting v%s: the champion is v%s now, not v%s as compared", name, version,
-                        current, expected)
+            log.warning(
+                "%s: not promoting v%s: the champion is v%s now, not v%s as compared", name, version, current, expected
+            )
             return False
         set_alias(name, CHAMPION, version)
         return True
@@ -326,8 +334,7 @@ def promotion_lock(name: str, *, timeout_s: float = 120.0) -> Iterator[None]:
         return
     if tracking.store_path() is None and not _remote_lock_warned:
         _remote_lock_warned = True
-        log.info("promotion lock %s is local to this machine (remote tracking store %s)", path,
-                 get_settings().tracking)
+        log.info("promotion lock %s is local to this machine (remote tracking store %s)", path, get_settings().tracking)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + timeout_s
@@ -337,8 +344,10 @@ def promotion_lock(name: str, *, timeout_s: float = 120.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise LockTimeoutError(f"{name}: another process has held {path} for over {timeout_s:.0f} s; "
-                                           "try again when it has finished") from None
+                    raise LockTimeoutError(
+                        f"{name}: another process has held {path} for over {timeout_s:.0f} s; "
+                        "try again when it has finished"
+                    ) from None
                 time.sleep(0.05)
         held.add(path)
         try:

@@ -212,8 +212,14 @@ def dataset_slug(name: str | Path | None) -> str:
     return re.sub(r"[^a-z0-9]+", "-", lowered).strip("-") or "dataset"
 
 
-def new_report_dir(app: str, dataset: str | Path | None, kind: str = "evaluation", *,
-                   run_id: str | None = None, root: str | Path | None = None) -> Path:
+def new_report_dir(
+    app: str,
+    dataset: str | Path | None,
+    kind: str = "evaluation",
+    *,
+    run_id: str | None = None,
+    root: str | Path | None = None,
+) -> Path:
     """Create and return a fresh directory ``<root>/<app>/<dataset>/<kind>/<UTC time>[-<run id>]``.
 
     ``root`` defaults to :func:`reports_root`. The directory never existed before (a counter is appended when two
@@ -253,8 +259,11 @@ def _report_page(directory: Path) -> Path | None:
 
 def _point_latest(parent: Path) -> Path | None:
     """Point ``parent/latest`` at the newest run directory under ``parent`` that holds a report page."""
-    runs = [d.name for d in parent.iterdir()
-            if d.is_dir() and not d.is_symlink() and _RUN_RE.match(d.name) and _report_page(d)]
+    runs = [
+        d.name
+        for d in parent.iterdir()
+        if d.is_dir() and not d.is_symlink() and _RUN_RE.match(d.name) and _report_page(d)
+    ]
     if not runs:
         return None
     newest = max(runs, key=_run_key)
@@ -293,7 +302,7 @@ def _first_line(path: Path, prefix: str) -> str | None:
     with contextlib.suppress(OSError), path.open(encoding="utf-8") as fh:
         for line in fh:
             if line.startswith(prefix):
-                return line[len(prefix):].strip()
+                return line[len(prefix) :].strip()
     return None
 
 
@@ -335,14 +344,24 @@ def _entries(root: Path) -> list[dict[str, Any]]:
         parts = rel.parts
         app, dataset, kind = (parts[0], parts[1], parts[2]) if len(parts) == 4 else (parts[0], "-", "-")
         created = _first_line(page, "_Generated ")
-        created = created.rstrip("_") if created else dt.datetime.fromtimestamp(
-            page.stat().st_mtime, dt.UTC).replace(microsecond=0).isoformat()
-        out.append({
-            "created": created, "app": app, "dataset": dataset, "kind": kind, "dir": rel.as_posix(),
-            "page": (rel / page.name).as_posix(), "title": _first_line(page, "# ") or page.name,
-            "summary": _summary(d, page),
-            "figures": sorted(f.name for f in d.glob("*.png")),
-        })
+        created = (
+            created.rstrip("_")
+            if created
+            else dt.datetime.fromtimestamp(page.stat().st_mtime, dt.UTC).replace(microsecond=0).isoformat()
+        )
+        out.append(
+            {
+                "created": created,
+                "app": app,
+                "dataset": dataset,
+                "kind": kind,
+                "dir": rel.as_posix(),
+                "page": (rel / page.name).as_posix(),
+                "title": _first_line(page, "# ") or page.name,
+                "summary": _summary(d, page),
+                "figures": sorted(f.name for f in d.glob("*.png")),
+            }
+        )
     out.sort(key=lambda e: (e["created"], e["dir"]), reverse=True)
     return out
 
@@ -354,14 +373,24 @@ def update_index(root: str | Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     entries = _entries(root)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    md = ["# Reports", "", f"_Updated {now}; {len(entries)} report(s), newest first. The `latest` link in each "
-          "`<app>/<dataset>/<kind>/` directory points at its newest run._", ""]
+    md = [
+        "# Reports",
+        "",
+        f"_Updated {now}; {len(entries)} report(s), newest first. The `latest` link in each "
+        "`<app>/<dataset>/<kind>/` directory points at its newest run._",
+        "",
+    ]
     if entries:
-        md += ["| created (UTC) | app | dataset | kind | report | summary |",
-               "| :--- | :--- | :--- | :--- | :--- | :--- |"]
-        md += [f"| {e['created']} | {format_value(e['app'])} | {format_value(e['dataset'])} | "
-               f"{format_value(e['kind'])} | [{format_value(e['title'])}]({e['page']}) | "
-               f"{format_value(e['summary'])} |" for e in entries]
+        md += [
+            "| created (UTC) | app | dataset | kind | report | summary |",
+            "| :--- | :--- | :--- | :--- | :--- | :--- |",
+        ]
+        md += [
+            f"| {e['created']} | {format_value(e['app'])} | {format_value(e['dataset'])} | "
+            f"{format_value(e['kind'])} | [{format_value(e['title'])}]({e['page']}) | "
+            f"{format_value(e['summary'])} |"
+            for e in entries
+        ]
     write_text(root / "index.md", "\n".join(md) + "\n")
 
     def cell(text: str) -> str:
@@ -371,12 +400,21 @@ def update_index(root: str | Path | None = None) -> Path:
     for e in entries:
         thumbs = " ".join(
             f'<a href="{html.escape(e["dir"])}/{html.escape(f)}"><img src="{html.escape(e["dir"])}/'
-            f'{html.escape(f)}" alt="{html.escape(f)}" height="60"></a>' for f in e["figures"])
-        rows.append("<tr>" + cell(e["created"]) + cell(e["app"]) + cell(e["dataset"]) + cell(e["kind"])
-                    + f'<td><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a></td>'
-                    + cell(e["summary"]) + f"<td>{thumbs}</td></tr>")
+            f'{html.escape(f)}" alt="{html.escape(f)}" height="60"></a>'
+            for f in e["figures"]
+        )
+        rows.append(
+            "<tr>"
+            + cell(e["created"])
+            + cell(e["app"])
+            + cell(e["dataset"])
+            + cell(e["kind"])
+            + f'<td><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a></td>'
+            + cell(e["summary"])
+            + f"<td>{thumbs}</td></tr>"
+        )
     page = (
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>mlref reports</title>\n"
+        '<!doctype html>\n<html><head><meta charset="utf-8"><title>mlref reports</title>\n'
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}</style></head><body>\n"
         f"<h1>Reports</h1>\n<p>Updated {html.escape(now)}; {len(entries)} report(s), newest first.</p>\n"
@@ -398,18 +436,29 @@ def data_summary(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> p
         s = frame[name]
         numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
         x = pd.to_numeric(s, errors="coerce") if numeric else None
-        rows.append({
-            "column": str(name), "dtype": str(s.dtype), "non_null": int(s.notna().sum()),
-            "missing_share": float(s.isna().mean()) if len(s) else 0.0, "distinct": int(s.nunique(dropna=True)),
-            "min": float(x.min()) if x is not None and x.notna().any() else np.nan,
-            "median": float(x.median()) if x is not None and x.notna().any() else np.nan,
-            "max": float(x.max()) if x is not None and x.notna().any() else np.nan,
-        })
+        rows.append(
+            {
+                "column": str(name),
+                "dtype": str(s.dtype),
+                "non_null": int(s.notna().sum()),
+                "missing_share": float(s.isna().mean()) if len(s) else 0.0,
+                "distinct": int(s.nunique(dropna=True)),
+                "min": float(x.min()) if x is not None and x.notna().any() else np.nan,
+                "median": float(x.median()) if x is not None and x.notna().any() else np.nan,
+                "max": float(x.max()) if x is not None and x.notna().any() else np.nan,
+            }
+        )
     return pd.DataFrame(rows).set_index("column") if rows else pd.DataFrame()
 
 
-def bootstrap_intervals(n: int, statistic: Callable[[np.ndarray], Mapping[str, float]], *, n_boot: int = 200,
-                        alpha: float = 0.05, seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    n: int,
+    statistic: Callable[[np.ndarray], Mapping[str, float]],
+    *,
+    n_boot: int = 200,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals over ``n`` independent units (users, cards ...).
 
     ``statistic(indices)`` computes named metrics on the units at ``indices`` (shape ``(n,)``, drawn with
@@ -483,8 +532,16 @@ def reliability_table(y_true: Any, y_prob: Any, n_bins: int = 10, strategy: str 
         rate = float(y[m].mean())
         centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
         half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        rows.append({"bin": int(b), "n": n, "mean_predicted": float(p[m].mean()), "observed_rate": rate,
-                     "lo": max(0.0, centre - half), "hi": min(1.0, centre + half)})
+        rows.append(
+            {
+                "bin": int(b),
+                "n": n,
+                "mean_predicted": float(p[m].mean()),
+                "observed_rate": rate,
+                "lo": max(0.0, centre - half),
+                "hi": min(1.0, centre + half),
+            }
+        )
     return pd.DataFrame(rows, columns=["bin", "n", "mean_predicted", "observed_rate", "lo", "hi"])
 
 
@@ -498,8 +555,7 @@ def pr_curve_figure(curves: Mapping[str, tuple[Any, Any]], title: str = "Precisi
     rate = None
     for name, (y, s) in curves.items():
         recall, precision = precision_recall_points(y, s)
-        ax.step(recall, precision, where="post", lw=1.4,
-                label=f"{name} (AP {average_precision(*_binary(y, s)):.3f})")
+        ax.step(recall, precision, where="post", lw=1.4, label=f"{name} (AP {average_precision(*_binary(y, s)):.3f})")
         rate = float(np.mean(_binary(y, s)[0]))
     if rate is not None:
         ax.axhline(rate, color="0.5", ls=":", lw=1, label=f"random ({rate:.3g})")
@@ -510,8 +566,12 @@ def pr_curve_figure(curves: Mapping[str, tuple[Any, Any]], title: str = "Precisi
     return fig
 
 
-def calibration_figure(curves: Mapping[str, tuple[Any, Any]], n_bins: int = 10, strategy: str = "quantile",
-                       title: str = "Calibration (reliability)") -> Figure:
+def calibration_figure(
+    curves: Mapping[str, tuple[Any, Any]],
+    n_bins: int = 10,
+    strategy: str = "quantile",
+    title: str = "Calibration (reliability)",
+) -> Figure:
     """Reliability diagram per ``name -> (y_true, y_prob)``: observed positive rate (95 % Wilson interval) vs
     mean predicted probability per bin (:func:`reliability_table`), the diagonal = perfect calibration, expected
     calibration error (10 equal-width bins) in the legend; below, the distribution of the predictions."""
@@ -525,8 +585,16 @@ def calibration_figure(curves: Mapping[str, tuple[Any, Any]], n_bins: int = 10, 
         t = reliability_table(yy, pp, n_bins, strategy)
         err = np.clip(np.vstack([t["observed_rate"] - t["lo"], t["hi"] - t["observed_rate"]]), 0, None)
         ece = expected_calibration_error(yy, np.clip(pp, 0, 1))
-        ax.errorbar(t["mean_predicted"], t["observed_rate"], yerr=err, marker="o", ms=4, lw=1.2, capsize=2,
-                    label=f"{name} (ECE {ece:.3f})")
+        ax.errorbar(
+            t["mean_predicted"],
+            t["observed_rate"],
+            yerr=err,
+            marker="o",
+            ms=4,
+            lw=1.2,
+            capsize=2,
+            label=f"{name} (ECE {ece:.3f})",
+        )
         hist.hist(pp, bins=50, range=(0, 1), histtype="step", label=name)
         top = max(top, float(t["hi"].max()), float(t["mean_predicted"].max()))
     lim = min(1.0, max(0.05, top * 1.1))
@@ -577,8 +645,9 @@ def _interval_columns(df: pd.DataFrame) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _display_table(table: pd.DataFrame, digits: int, baselines: Collection[str],
-                   champion: str | None) -> tuple[pd.DataFrame, bool]:
+def _display_table(
+    table: pd.DataFrame, digits: int, baselines: Collection[str], champion: str | None
+) -> tuple[pd.DataFrame, bool]:
     """The metrics table as text: ``mean ± std`` or ``value [lo, hi]`` cells; a ``role`` column when roles are
     known. Returns (table, whether any interval was merged)."""
     pairs = _interval_columns(table)
@@ -586,8 +655,10 @@ def _display_table(table: pd.DataFrame, digits: int, baselines: Collection[str],
     shown = [c for c in map(str, table.columns) if c not in companions]
     out = pd.DataFrame(index=table.index)
     if baselines or champion:
-        out["role"] = ["champion" if str(i) == champion else "baseline" if str(i) in set(map(str, baselines))
-                       else "candidate" for i in table.index]
+        out["role"] = [
+            "champion" if str(i) == champion else "baseline" if str(i) in set(map(str, baselines)) else "candidate"
+            for i in table.index
+        ]
     for c in shown:
         cells = []
         for i in range(len(table)):
@@ -711,8 +782,11 @@ def write_report(
             md += [markdown_table(data_columns, digits=digits), ""]
     shown, merged = _display_table(table, digits, baselines, champion)
     best = _best_rows(table, higher_is_better or {})
-    md += ["## Metrics", "", markdown_table(shown, digits=digits, bold=best,
-                                            right=[c for c in shown.columns if c != "role"])]
+    md += [
+        "## Metrics",
+        "",
+        markdown_table(shown, digits=digits, bold=best, right=[c for c in shown.columns if c != "role"]),
+    ]
     notes = []
     if merged:
         notes.append(interval_note or "± = standard deviation; [lo, hi] = interval")

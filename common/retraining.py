@@ -119,8 +119,10 @@ def _problem(mv: registry.ModelVersion | None, window_start: float, role: str) -
         return None
     seen = mv.last_training_timestamp
     if seen is None:
-        return (f"{role} v{mv.version} has no {registry.LAST_TRAINING_TIMESTAMP_TAG} tag, so it may have seen the "
-                f"window starting {_when(window_start)}")
+        return (
+            f"{role} v{mv.version} has no {registry.LAST_TRAINING_TIMESTAMP_TAG} tag, so it may have seen the "
+            f"window starting {_when(window_start)}"
+        )
     if seen >= window_start:
         return f"{role} v{mv.version} saw data up to {_when(seen)} >= window start {_when(window_start)}"
     return None
@@ -131,8 +133,9 @@ def fairness_problem(
 ) -> str | None:
     """Why comparing ``champion`` and ``challenger`` on the window from ``window_start`` (unix seconds) is unfair,
     or ``None`` when neither was trained on data at or after it."""
-    problems = [p for p in (_problem(champion, window_start, "champion"),
-                            _problem(challenger, window_start, "challenger")) if p]
+    problems = [
+        p for p in (_problem(champion, window_start, "champion"), _problem(challenger, window_start, "challenger")) if p
+    ]
     if not problems:
         return None
     return f"{NO_FAIR_COMPARISON}: {'; '.join(problems)}; bring newer labelled data"
@@ -148,9 +151,17 @@ def guard(
     if reason is None:
         return None
     decision = Decision(
-        app=name, champion_version=champion.version if champion else None, challenger_version="", metric=metric,
-        champion_score=None, challenger_score=float("nan"), margin=margin, higher_is_better=higher_is_better,
-        promoted=False, reason=reason, window_start=window_start,
+        app=name,
+        champion_version=champion.version if champion else None,
+        challenger_version="",
+        metric=metric,
+        champion_score=None,
+        challenger_score=float("nan"),
+        margin=margin,
+        higher_is_better=higher_is_better,
+        promoted=False,
+        reason=reason,
+        window_start=window_start,
     )
     record(decision)
     log.warning("%s retraining refused: %s", name, reason)
@@ -191,13 +202,26 @@ def champion_vs_challenger(
     if champion is not None and champion.version == challenger.version:
         raise ValueError(f"version {challenger.version} of {name} is already the champion")
 
-    def decision(promoted: bool, reason: str, champion_score: float | None, challenger_score: float,
-                 promoted_version: str | None = None) -> Decision:
+    def decision(
+        promoted: bool,
+        reason: str,
+        champion_score: float | None,
+        challenger_score: float,
+        promoted_version: str | None = None,
+    ) -> Decision:
         d = Decision(
-            app=name, champion_version=champion.version if champion else None,
-            challenger_version=challenger.version, metric=metric, champion_score=champion_score,
-            challenger_score=challenger_score, margin=margin, higher_is_better=higher_is_better,
-            promoted=promoted, reason=reason, window_start=window_start, promoted_version=promoted_version,
+            app=name,
+            champion_version=champion.version if champion else None,
+            challenger_version=challenger.version,
+            metric=metric,
+            champion_score=champion_score,
+            challenger_score=challenger_score,
+            margin=margin,
+            higher_is_better=higher_is_better,
+            promoted=promoted,
+            reason=reason,
+            window_start=window_start,
+            promoted_version=promoted_version,
         )
         record(d)
         log.info("%s retraining: %s", name, reason)
@@ -226,8 +250,10 @@ def champion_vs_challenger(
         return decision(True, reason, champion_score, challenger_score, promoted_version=target.version)
     now = registry.version_of(name, registry.CHAMPION)
     registry.set_alias(name, registry.CHALLENGER, target.version)
-    reason = (f"{CHAMPION_CHANGED}: compared against v{expected} but v{now} became champion meanwhile "
-              f"(this challenger: {reason})")
+    reason = (
+        f"{CHAMPION_CHANGED}: compared against v{expected} but v{now} became champion meanwhile "
+        f"(this challenger: {reason})"
+    )
     return decision(False, reason, champion_score, challenger_score)
 
 
@@ -241,8 +267,12 @@ def record(decision: Decision) -> None:
     with open(path, "a") as fh:  # one small write per decision: concurrent appends do not interleave
         fh.write(line)
     params = {k: v for k, v in decision.to_dict().items() if not k.endswith("_score")}
-    with tracking.start_run(f"{decision.app}-retraining", run_name="champion-vs-challenger", params=params,
-                            nested=mlflow.active_run() is not None):
+    with tracking.start_run(
+        f"{decision.app}-retraining",
+        run_name="champion-vs-challenger",
+        params=params,
+        nested=mlflow.active_run() is not None,
+    ):
         scores = {"challenger_score": decision.challenger_score, "promoted": float(decision.promoted)}
         if decision.champion_score is not None:
             scores["champion_score"] = decision.champion_score
@@ -255,9 +285,23 @@ def history(name: str) -> list[Decision]:
     if not path.exists():
         return []
     known = {f.name for f in fields(Decision)}
-    return [Decision(**{k: v for k, v in json.loads(line).items() if k in known})
-            for line in path.read_text().splitlines() if line.strip()]
+    return [
+        Decision(**{k: v for k, v in json.loads(line).items() if k in known})
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
 
 
-__all__ = ["CHAMPION_CHANGED", "NO_FAIR_COMPARISON", "Decision", "champion_vs_challenger", "decide",
-           "fairness_problem", "guard", "history", "last_training_timestamp", "record", "unix_seconds"]
+__all__ = [
+    "CHAMPION_CHANGED",
+    "NO_FAIR_COMPARISON",
+    "Decision",
+    "champion_vs_challenger",
+    "decide",
+    "fairness_problem",
+    "guard",
+    "history",
+    "last_training_timestamp",
+    "record",
+    "unix_seconds",
+]

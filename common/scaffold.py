@@ -23,8 +23,10 @@ RESERVED = {"common", "tests", "bench", "apps", "test", "demo", "models", "scaff
 def check_name(name: str, root: Path) -> None:
     """Raise ``ValueError`` unless ``name`` is a new, importable, lowercase app name."""
     if not NAME_RE.match(name) or keyword.iskeyword(name) or name in RESERVED or name in sys.stdlib_module_names:
-        raise ValueError(f"app name {name!r}: use 2-31 lowercase letters, digits or '_', starting with a letter, "
-                         f"not a Python keyword, a standard-library module or one of {sorted(RESERVED)}")
+        raise ValueError(
+            f"app name {name!r}: use 2-31 lowercase letters, digits or '_', starting with a letter, "
+            f"not a Python keyword, a standard-library module or one of {sorted(RESERVED)}"
+        )
     for path in (root / "apps" / name, root / "tests" / name):
         if path.exists():
             raise ValueError(f"{path} exists already; choose another name or remove it")

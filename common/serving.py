@@ -125,8 +125,13 @@ class ModelHolder(Generic[T]):
     backoff_s: float = 5.0
     max_backoff_s: float = 300.0
 
-    def __init__(self, name: str, loader: Callable[[Path], T], ref: str = registry.CHAMPION,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        loader: Callable[[Path], T],
+        ref: str = registry.CHAMPION,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name, self.loader, self.ref = name, loader, ref
         self._loaded: Loaded[T] | None = None
         self._refresh_lock = threading.Lock()
@@ -175,8 +180,12 @@ class ModelHolder(Generic[T]):
                 current = self._loaded
                 if current is not None and current.version_id == version:
                     return False
-                if (not force and self._failed is not None and self._failed[0] == version
-                        and self._clock() < self._retry_at):
+                if (
+                    not force
+                    and self._failed is not None
+                    and self._failed[0] == version
+                    and self._clock() < self._retry_at
+                ):
                     return False  # backing off: do not download and hash the same broken version again
                 mv = registry.get(self.name, version)
                 model = self.loader(registry.fetch_model_dir(mv))  # fully built before anyone sees it
@@ -197,11 +206,17 @@ class ModelHolder(Generic[T]):
         self._failed, self._retry_at = key, self._clock() + delay
         self.last_error = public_error(f"could not load version {version}: {full}" if version else full)
         if new:
-            log.error("could not load %s@%s (version %s): %s; next try in %.0f s", self.name, self.ref, version,
-                      full, delay)
+            log.error(
+                "could not load %s@%s (version %s): %s; next try in %.0f s", self.name, self.ref, version, full, delay
+            )
         else:
-            log.debug("%s version %s still fails to load (%d tries); next try in %.0f s", self.name, version,
-                      self._failures, delay)
+            log.debug(
+                "%s version %s still fails to load (%d tries); next try in %.0f s",
+                self.name,
+                version,
+                self._failures,
+                delay,
+            )
 
 
 class ServiceMetrics:
@@ -213,17 +228,20 @@ class ServiceMetrics:
             "mlref_requests", "HTTP requests", ["app", "method", "route", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "mlref_request_latency_seconds", "HTTP request latency in seconds", ["app", "route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "mlref_request_latency_seconds",
+            "HTTP request latency in seconds",
+            ["app", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         buckets = tuple(prediction_buckets) if prediction_buckets else tuple(i / 10 for i in range(1, 11))
         self.predictions = Histogram(
             "mlref_prediction", "distribution of predicted values", ["app"], buckets=buckets, registry=self.registry
         )
-        self.reloads = Counter("mlref_model_reloads", "model reload attempts", ["app", "result"],
-                               registry=self.registry)
-        self.version = Gauge("mlref_model_version", "registry version being served", ["app"],
-                             registry=self.registry)
+        self.reloads = Counter(
+            "mlref_model_reloads", "model reload attempts", ["app", "result"], registry=self.registry
+        )
+        self.version = Gauge("mlref_model_version", "registry version being served", ["app"], registry=self.registry)
         self.app = app_name
 
     def observe_prediction(self, value: float) -> None:
@@ -386,10 +404,9 @@ ERROR_SCHEMA = {
     "title": ERROR_SCHEMA_NAME,
     "type": "object",
     "description": "Every error answer: ``detail`` (a sentence, or for 422 the list of bad fields) and, for 422, "
-                   "``message``, one line naming each bad field.",
+    "``message``, one line naming each bad field.",
     "properties": {
-        "detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}},
-                             {"type": "object"}]},
+        "detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}, {"type": "object"}]},
         "message": {"type": "string"},
     },
     "required": ["detail"],
@@ -423,8 +440,7 @@ def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
                 documented = responses.get(status)
                 generic_422 = status == "422" and "HTTPValidationError" in json.dumps(documented or {})
                 if documented is None or generic_422:
-                    responses[status] = {"description": description,
-                                         "content": {"application/json": {"schema": ref}}}
+                    responses[status] = {"description": description, "content": {"application/json": {"schema": ref}}}
     for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 shapes, once nothing refers to them
         saved = schemas.pop(unused, None)
         if saved is not None and f"#/components/schemas/{unused}" in json.dumps(openapi):
@@ -502,8 +518,11 @@ def create_app(
     app.state.prediction_log = prediction_log
     app.state.api_key_required = bool(key)
     app.state.max_body_bytes = max_body
-    holder.on_swap.append(lambda loaded: metrics.version.labels(holder.name).set(
-        float(loaded.version_id) if loaded.version_id and loaded.version_id.isdigit() else 0))
+    holder.on_swap.append(
+        lambda loaded: metrics.version.labels(holder.name).set(
+            float(loaded.version_id) if loaded.version_id and loaded.version_id.isdigit() else 0
+        )
+    )
 
     app.add_middleware(_AuthAndMetrics, key=key, metrics=metrics, max_body_bytes=max_body)
 
@@ -525,31 +544,55 @@ def _add_ops_routes(app: FastAPI, holder: ModelHolder, metrics: ServiceMetrics) 
     def healthz() -> Health:
         return Health(status="ok")
 
-    @app.get("/readyz", tags=["ops"], response_model=Readiness,
-             responses={503: {"model": Readiness, "description": "No model loaded (yet); ``error`` says why"}})
+    @app.get(
+        "/readyz",
+        tags=["ops"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "No model loaded (yet); ``error`` says why"}},
+    )
     def readyz() -> JSONResponse:
         loaded = holder.loaded
         if loaded is None:
-            return JSONResponse({"ready": False, "model": holder.name, "error": holder.last_error},
-                                status_code=503)
+            return JSONResponse({"ready": False, "model": holder.name, "error": holder.last_error}, status_code=503)
         return JSONResponse({"ready": True, "model": holder.name, "version": loaded.version_id})
 
     @app.get("/v1/model", tags=["ops"], response_model=ModelInfo)
     def model_info(request: Request) -> ModelInfo:
         loaded = get_loaded(request)
         mv = loaded.version
-        return ModelInfo(name=holder.name, version=loaded.version_id, sha256=mv.sha256 if mv else None,
-                         metrics=mv.metrics if mv else {}, aliases=list(mv.aliases) if mv else [])
+        return ModelInfo(
+            name=holder.name,
+            version=loaded.version_id,
+            sha256=mv.sha256 if mv else None,
+            metrics=mv.metrics if mv else {},
+            aliases=list(mv.aliases) if mv else [],
+        )
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse,
-             responses={200: {"description": "Prometheus text exposition format",
-                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload", tags=["ops"], response_model=ReloadResult, responses={
-        500: {"description": "The new version failed to load; the previous model is still served",
-              "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}}}}})
+    @app.post(
+        "/admin/reload",
+        tags=["ops"],
+        response_model=ReloadResult,
+        responses={
+            500: {
+                "description": "The new version failed to load; the previous model is still served",
+                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}}},
+            }
+        },
+    )
     def reload() -> ReloadResult:
         """Check the registry now (ignores the backoff of a version that failed to load)."""
         try:
@@ -559,8 +602,9 @@ def _add_ops_routes(app: FastAPI, holder: ModelHolder, metrics: ServiceMetrics) 
             served = holder.loaded
             if served is None:
                 raise HTTPException(503, detail=f"reload failed and no model is loaded: {holder.last_error}") from exc
-            raise HTTPException(500, detail=f"reload failed, still serving version {served.version_id}: "
-                                            f"{holder.last_error}") from exc
+            raise HTTPException(
+                500, detail=f"reload failed, still serving version {served.version_id}: {holder.last_error}"
+            ) from exc
         if swapped:
             metrics.reloads.labels(holder.name, "swapped").inc()
         loaded = holder.loaded
@@ -584,8 +628,11 @@ def warn_if_exposed(host: str, api_key_required: bool) -> bool:
     """Log a WARNING when a service binds a non-loopback ``host`` without an API key; True when it warned."""
     if api_key_required or is_loopback(host):
         return False
-    log.warning("SERVING ON %s WITHOUT AN API KEY: anyone who can reach this address can call every endpoint, "
-                "including POST /admin/reload. Set MLREF_API_KEY, or bind 127.0.0.1.", host)
+    log.warning(
+        "SERVING ON %s WITHOUT AN API KEY: anyone who can reach this address can call every endpoint, "
+        "including POST /admin/reload. Set MLREF_API_KEY, or bind 127.0.0.1.",
+        host,
+    )
     return True
 
 

@@ -41,8 +41,15 @@ for _noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # first lines of sqlite errors that mean the file itself is broken (not "database is locked", which is transient)
-_DAMAGE_MARKERS = ("malformed", "not a database", "no such table", "file is encrypted", "disk i/o error",
-                   "unsupported file format", "database corrupt")
+_DAMAGE_MARKERS = (
+    "malformed",
+    "not a database",
+    "no such table",
+    "file is encrypted",
+    "disk i/o error",
+    "unsupported file format",
+    "database corrupt",
+)
 
 
 class StoreError(RuntimeError):
@@ -60,7 +67,7 @@ class DamagedStoreError(StoreError):
 def store_path() -> Path | None:
     """The sqlite file of the tracking store (``$MLREF_HOME/mlflow.db`` by default); ``None`` for a remote URI."""
     uri = get_settings().tracking
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def check_store(*, create: bool = True) -> Path | None:
@@ -83,19 +90,24 @@ def check_store(*, create: bool = True) -> Path | None:
         if create:
             _create_store(path)
             return path
-        raise NoStoreError(f"there is no registry yet at {path}: train a model first "
-                           "(or point MLREF_HOME / MLREF_TRACKING_URI at the existing one)") from None
+        raise NoStoreError(
+            f"there is no registry yet at {path}: train a model first "
+            "(or point MLREF_HOME / MLREF_TRACKING_URI at the existing one)"
+        ) from None
     if path.is_dir():
         raise DamagedStoreError(f"the registry at {path} is damaged: it is a directory, not an SQLite file")
     if size == 0:
         raise DamagedStoreError(
             f"the registry at {path} is damaged: the file is empty (0 bytes), so every version and run is gone "
-            "from it; restore it from a backup, or delete it to start a new, empty registry")
+            "from it; restore it from a backup, or delete it to start a new, empty registry"
+        )
     with open(path, "rb") as fh:
         head = fh.read(len(SQLITE_HEADER))
     if head != SQLITE_HEADER:
-        raise DamagedStoreError(f"the registry at {path} is damaged: it is not an SQLite database "
-                                f"({size} bytes starting {head[:8]!r}); restore it from a backup")
+        raise DamagedStoreError(
+            f"the registry at {path} is damaged: it is not an SQLite database "
+            f"({size} bytes starting {head[:8]!r}); restore it from a backup"
+        )
     return path
 
 
@@ -116,8 +128,10 @@ def _creation_lock(path: Path, *, exclusive: bool, timeout_s: float = 300.0) -> 
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise StoreError(f"{lock} has been held for over {timeout_s:.0f} s while creating the store "
-                                     f"at {path}; is another process stuck?") from None
+                    raise StoreError(
+                        f"{lock} has been held for over {timeout_s:.0f} s while creating the store "
+                        f"at {path}; is another process stuck?"
+                    ) from None
                 time.sleep(0.05)
         yield
     finally:
@@ -198,7 +212,7 @@ def experiment_id(name: str) -> str:
     settings = get_settings()
     location = None
     if not settings.tracking_uri:  # local store: keep artifacts beside the database
-        root = (settings.home.expanduser().resolve() / "artifacts" / name)
+        root = settings.home.expanduser().resolve() / "artifacts" / name
         root.mkdir(parents=True, exist_ok=True)
         location = root.as_uri()
     try:

@@ -382,8 +382,9 @@ def evaluate(
     was_training = net.training
     net.eval()
     shard = Subset(ds, range(info.rank, len(ds), info.world_size)) if info.distributed else ds
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
     loss_sum, count = 0.0, 0
     outs: list[Tensor] = []
     tgts: list[Tensor] = []
@@ -420,8 +421,7 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total
     if config.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     if config.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                   total_steps=max(total_steps, 1))
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(total_steps, 1))
     raise ValueError(f"unknown scheduler {config.scheduler!r}: use cosine, onecycle or none")
 
 
@@ -468,9 +468,14 @@ def _check_monitor(config: TrainConfig, val_ds: Dataset | None, metrics: Mapping
         raise ValueError(f"monitor={config.monitor!r} is not in this run's history: {sorted(allowed)}")
 
 
-def _setup_loop(model: nn.Module, train_ds: Dataset, config: TrainConfig, step_hooks: Sequence[StepHook],
-                optimizer_factory: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] | None,
-                scheduler_factory: Callable[[torch.optim.Optimizer, TrainConfig, int], Any] | None) -> _Loop:
+def _setup_loop(
+    model: nn.Module,
+    train_ds: Dataset,
+    config: TrainConfig,
+    step_hooks: Sequence[StepHook],
+    optimizer_factory: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] | None,
+    scheduler_factory: Callable[[torch.optim.Optimizer, TrainConfig, int], Any] | None,
+) -> _Loop:
     """Join the process group, place the model, and build the loader, optimizer, scheduler and AMP scaler."""
     info = setup_distributed(config.device)
     device = info.device
@@ -481,22 +486,42 @@ def _setup_loop(model: nn.Module, train_ds: Dataset, config: TrainConfig, step_h
     ema = WeightEMA(config.ema_decay, config.ema_every) if config.ema_decay is not None else None
     # A DistributedSampler also in single-process mode: epoch e's order depends only on (seed, e), so a
     # resumed run sees the same batches as an uninterrupted one.
-    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=config.seed)
-    loader = DataLoader(train_ds, batch_size=config.batch_size, sampler=sampler,
-                        num_workers=config.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=config.num_workers > 0)
-    optimizer = (optimizer_factory(model, config) if optimizer_factory is not None
-                 else torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay))
+    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
+    loader = DataLoader(
+        train_ds,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=config.num_workers > 0,
+    )
+    optimizer = (
+        optimizer_factory(model, config)
+        if optimizer_factory is not None
+        else torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    )
     total_steps = config.epochs * len(loader)
-    scheduler = (scheduler_factory(optimizer, config, total_steps) if scheduler_factory is not None
-                 else _make_scheduler(optimizer, config, total_steps))
+    scheduler = (
+        scheduler_factory(optimizer, config, total_steps)
+        if scheduler_factory is not None
+        else _make_scheduler(optimizer, config, total_steps)
+    )
     use_amp = _amp_enabled(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and config.amp_dtype == "float16")
-    return _Loop(model=model, config=config, info=info, loader=loader, sampler=sampler, optimizer=optimizer,
-                 scheduler=scheduler, scaler=scaler, use_amp=use_amp,
-                 hooks=[*step_hooks, *([ema] if ema is not None else [])], ema=ema,
-                 ckpt_dir=Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None)
+    return _Loop(
+        model=model,
+        config=config,
+        info=info,
+        loader=loader,
+        sampler=sampler,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        use_amp=use_amp,
+        hooks=[*step_hooks, *([ema] if ema is not None else [])],
+        ema=ema,
+        ckpt_dir=Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None,
+    )
 
 
 def _resume(run: _Loop) -> None:
@@ -508,8 +533,11 @@ def _resume(run: _Loop) -> None:
     ckpt = load_checkpoint(ckpt_dir / LAST, map_location=info.device)
     changed = {k for k, v in ckpt["config"].items() if k not in _RESUME_FREE and config.to_dict().get(k, v) != v}
     if changed:
-        logger.warning("resuming %s with changed options %s: the run will not match an uninterrupted one",
-                       ckpt_dir / LAST, sorted(changed))
+        logger.warning(
+            "resuming %s with changed options %s: the run will not match an uninterrupted one",
+            ckpt_dir / LAST,
+            sorted(changed),
+        )
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     if run.scheduler is not None and ckpt["scheduler"] is not None:
@@ -533,8 +561,13 @@ def _resume(run: _Loop) -> None:
         logger.info("resumed from %s after epoch %d", ckpt_dir / LAST, run.start_epoch)
 
 
-def _train_epoch(run: _Loop, net: nn.Module, epoch: int, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                 batch_transform: Callable[[Any, Tensor, int], tuple[Any, Tensor]] | None) -> tuple[float, float]:
+def _train_epoch(
+    run: _Loop,
+    net: nn.Module,
+    epoch: int,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    batch_transform: Callable[[Any, Tensor, int], tuple[Any, Tensor]] | None,
+) -> tuple[float, float]:
     """One pass over the training data; returns (mean training loss over all ranks, seconds of training)."""
     config, info, device = run.config, run.info, run.info.device
     show = config.progress and info.is_main
@@ -564,8 +597,14 @@ def _train_epoch(run: _Loop, net: nn.Module, epoch: int, loss_fn: Callable[[Tens
     return total / max(n, 1.0), train_time
 
 
-def _train_step(run: _Loop, net: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], inputs: Any,
-                target: Tensor, global_step: int) -> Tensor:
+def _train_step(
+    run: _Loop,
+    net: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    inputs: Any,
+    target: Tensor,
+    global_step: int,
+) -> Tensor:
     """Forward, backward (scaled under fp16), optional clipping, optimizer and scheduler step, step hooks."""
     config = run.config
     with _autocast(run.info.device, run.use_amp, config.amp_dtype):
@@ -613,10 +652,23 @@ def _save_epoch(run: _Loop, epoch: int, is_best: bool) -> None:
     rngs = _all_gather(_rng_state(), run.info)
     if not run.info.is_main:
         return
-    extra = {"history": run.history, "stopped": run.stopped, "rng": rngs, "world_size": run.info.world_size,
-             "hooks": [h.state_dict() for h in run.hooks]}
-    args = dict(model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler, epoch=epoch,
-                best=run.best, config=run.config, extra=extra)
+    extra = {
+        "history": run.history,
+        "stopped": run.stopped,
+        "rng": rngs,
+        "world_size": run.info.world_size,
+        "hooks": [h.state_dict() for h in run.hooks],
+    }
+    args = dict(
+        model=run.model,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        scaler=run.scaler,
+        epoch=epoch,
+        best=run.best,
+        config=run.config,
+        extra=extra,
+    )
     save_checkpoint(run.ckpt_dir / LAST, **args)
     if is_best:  # best.pt holds the weights that were validated (the EMA's when it is on)
         live_w = _swap_state(run.model, run.ema.averaged_state(run.model)) if run.ema is not None else None
@@ -674,9 +726,18 @@ def fit(
             raise FloatingPointError(f"train loss is {train_loss} in epoch {epoch}")
         live = _swap_state(model, ema.averaged_state(model)) if ema is not None else None
         if val_ds is not None:
-            val = evaluate(net, val_ds, loss_fn, metrics, batch_size=config.batch_size, device=info.device,
-                           amp=run.use_amp, amp_dtype=config.amp_dtype, num_workers=config.num_workers,
-                           dist_info=info)
+            val = evaluate(
+                net,
+                val_ds,
+                loss_fn,
+                metrics,
+                batch_size=config.batch_size,
+                device=info.device,
+                amp=run.use_amp,
+                amp_dtype=config.amp_dtype,
+                num_workers=config.num_workers,
+                dist_info=info,
+            )
             row.update({f"val_{k}": v for k, v in val.items()})
         row["lr"] = run.optimizer.param_groups[0]["lr"]
         row["train_time_s"] = train_time
@@ -689,15 +750,22 @@ def fit(
         run.stopped = patience is not None and run.best["bad_epochs"] >= patience
         run.stopped = _out_of_time(run, t_start, epoch) or run.stopped
         if info.is_main:
-            logger.info("epoch %d/%d %s", epoch, config.epochs,
-                        " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+            logger.info(
+                "epoch %d/%d %s", epoch, config.epochs, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+            )
         _save_epoch(run, epoch, is_best)
         if info.is_main and on_epoch_end is not None:
             on_epoch_end(epoch, row)
         if run.stopped and info.is_main:
             best = run.best
-            logger.info("early stopping after epoch %d: %s has not improved for %d epochs (best %.4g at %d)",
-                        epoch, config.monitor, best["bad_epochs"], best["metric"], best["epoch"])
+            logger.info(
+                "early stopping after epoch %d: %s has not improved for %d epochs (best %.4g at %d)",
+                epoch,
+                config.monitor,
+                best["bad_epochs"],
+                best["metric"],
+                best["epoch"],
+            )
 
     if config.restore_best and run.best_state is not None:
         model.load_state_dict(run.best_state)
@@ -719,6 +787,17 @@ def accuracy(outputs: Tensor, targets: Tensor) -> float:
 
 
 __all__ = [
-    "DistInfo", "FitResult", "StepHook", "TrainConfig", "WeightEMA", "accuracy", "cleanup_distributed", "evaluate",
-    "fit", "load_checkpoint", "save_checkpoint", "select_device", "setup_distributed",
+    "DistInfo",
+    "FitResult",
+    "StepHook",
+    "TrainConfig",
+    "WeightEMA",
+    "accuracy",
+    "cleanup_distributed",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+    "select_device",
+    "setup_distributed",
 ]

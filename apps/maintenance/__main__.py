@@ -18,13 +18,17 @@ from apps.maintenance.config import APP, REGISTRY_NAME, Config
 from common import cli
 
 app = cli.create_app(APP, REGISTRY_NAME, __doc__)
-DATASET = typer.Option(None, "--dataset", "-d",
-                       help="FD001..FD004 (C-MAPSS), a train_FD00x.txt path, or your CSV/parquet long table "
-                            "(default: simulated)")
+DATASET = typer.Option(
+    None,
+    "--dataset",
+    "-d",
+    help="FD001..FD004 (C-MAPSS), a train_FD00x.txt path, or your CSV/parquet long table (default: simulated)",
+)
 
 
-def _config(config: Path | None, *, seed: int | None = None, epochs: int | None = None,
-            n_seeds: int | None = None) -> Config:
+def _config(
+    config: Path | None, *, seed: int | None = None, epochs: int | None = None, n_seeds: int | None = None
+) -> Config:
     cfg = Config.from_file(config)
     if seed is not None:
         cfg.seed = seed
@@ -44,8 +48,10 @@ N_SEEDS = typer.Option(None, "--n-seeds", min=1, help="DCNN members (seeds) aver
 
 
 @app.command()
-def demo(seed: int = typer.Option(42, "--seed"),
-         epochs: int = typer.Option(25, "--epochs", min=1, help="DCNN epochs in the demo")) -> None:
+def demo(
+    seed: int = typer.Option(42, "--seed"),
+    epochs: int = typer.Option(25, "--epochs", min=1, help="DCNN epochs in the demo"),
+) -> None:
     """The whole lifecycle on a simulated fleet, offline, in $MLREF_HOME/demo/maintenance (your registry untouched)."""
     from apps.maintenance.demo import run_demo
 
@@ -56,9 +62,15 @@ def demo(seed: int = typer.Option(42, "--seed"),
 
 
 @app.command()
-def train(dataset: str | None = DATASET, config: Path | None = cli.CONFIG, epochs: int | None = EPOCHS,
-          n_seeds: int | None = N_SEEDS, tune: int = cli.TUNE, promote: bool | None = cli.PROMOTE,
-          seed: int | None = cli.SEED) -> None:
+def train(
+    dataset: str | None = DATASET,
+    config: Path | None = cli.CONFIG,
+    epochs: int | None = EPOCHS,
+    n_seeds: int | None = N_SEEDS,
+    tune: int = cli.TUNE,
+    promote: bool | None = cli.PROMOTE,
+    seed: int | None = cli.SEED,
+) -> None:
     """Train on the run-to-failure histories (held-out units for early stopping and intervals), evaluate on the test
     units when the dataset has them, and register a version (champion if none yet)."""
     from apps.maintenance.data import load
@@ -67,24 +79,42 @@ def train(dataset: str | None = DATASET, config: Path | None = cli.CONFIG, epoch
     from apps.maintenance.train import train as fit
 
     if tune:
-        raise cli.fail("--tune is not supported by the maintenance app: the DCNN recipe is fixed (Li et al. 2018); "
-                       "change epochs/lr/window with --config")
+        raise cli.fail(
+            "--tune is not supported by the maintenance app: the DCNN recipe is fixed (Li et al. 2018); "
+            "change epochs/lr/window with --config"
+        )
     cfg = _config(config, seed=seed, epochs=epochs, n_seeds=n_seeds)
     fleet = load(dataset, seed=cfg.seed)
     model = fit(fleet.train, cfg)
     held_out: dict[str, float] = {}
     if fleet.test is not None and fleet.test_rul is not None:
         held_out, _ = evaluate_last_cycle(model, fleet.test, fleet.test_rul, cfg.rul_cap)
-    mv = register(model, fleet.train, metrics={f"test_{k}": v for k, v in held_out.items()},
-                  dataset=_name(dataset), alias=cli.choose_alias(REGISTRY_NAME, promote))
-    cli.echo_json({"version": mv.version, "aliases": mv.aliases, "test": held_out,
-                   "info": {k: v for k, v in model.info.items() if k not in ("sensors",)}})
+    mv = register(
+        model,
+        fleet.train,
+        metrics={f"test_{k}": v for k, v in held_out.items()},
+        dataset=_name(dataset),
+        alias=cli.choose_alias(REGISTRY_NAME, promote),
+    )
+    cli.echo_json(
+        {
+            "version": mv.version,
+            "aliases": mv.aliases,
+            "test": held_out,
+            "info": {k: v for k, v in model.info.items() if k not in ("sensors",)},
+        }
+    )
     typer.echo(cli.train_summary(REGISTRY_NAME, APP, mv.version), err=True)
 
 
 @app.command()
-def evaluate(dataset: str | None = DATASET, config: Path | None = cli.CONFIG, epochs: int | None = EPOCHS,
-             n_seeds: int | None = N_SEEDS, seed: int | None = cli.SEED) -> None:
+def evaluate(
+    dataset: str | None = DATASET,
+    config: Path | None = cli.CONFIG,
+    epochs: int | None = EPOCHS,
+    n_seeds: int | None = N_SEEDS,
+    seed: int | None = cli.SEED,
+) -> None:
     """The DCNN against the baselines on the test units' last cycles: metrics JSON + report with figures."""
     from apps.maintenance.data import load
     from apps.maintenance.evaluate import alert_tradeoff, evaluate_last_cycle, write_evaluation
@@ -103,9 +133,17 @@ def evaluate(dataset: str | None = DATASET, config: Path | None = cli.CONFIG, ep
         table[name], _ = evaluate_last_cycle(reg, fleet.test, fleet.test_rul, cfg.rul_cap)
     curve = alert_tradeoff(per_unit, cfg.horizon)
     out = new_report_dir(APP, _name(dataset))
-    path = write_evaluation(out, table, dataset=_name(dataset), model=model, test=fleet.test,
-                            truth=fleet.test_rul, per_unit=per_unit, curve=curve,
-                            info={k: v for k, v in model.info.items() if k != "members"})
+    path = write_evaluation(
+        out,
+        table,
+        dataset=_name(dataset),
+        model=model,
+        test=fleet.test,
+        truth=fleet.test_rul,
+        per_unit=per_unit,
+        curve=curve,
+        info={k: v for k, v in model.info.items() if k != "members"},
+    )
     cli.echo_json({"report": str(path), "metrics": table})
 
 
@@ -119,8 +157,9 @@ def serve(host: str | None = cli.HOST, port: int | None = cli.PORT) -> None:
 
 
 @app.command()
-def predict(table: Path = typer.Argument(..., help="a long table of running units (CSV/parquet)"),
-            ref: str = cli.REF) -> None:
+def predict(
+    table: Path = typer.Argument(..., help="a long table of running units (CSV/parquet)"), ref: str = cli.REF
+) -> None:
     """RUL, interval and alert per unit of a small table, printed as JSON (most urgent first)."""
     from apps.maintenance.data import read_fleet
     from apps.maintenance.lifecycle import load_version, predict_table
@@ -131,9 +170,12 @@ def predict(table: Path = typer.Argument(..., help="a long table of running unit
 
 
 @app.command()
-def batch(input_path: Path = typer.Option(..., "--input", "-i", help="long table of running units (CSV/parquet)"),
-          output: Path = cli.OUTPUT_FILE, ref: str = cli.REF,
-          chunksize: int = typer.Option(1000, "--chunksize", min=1, help="units per prediction chunk")) -> None:
+def batch(
+    input_path: Path = typer.Option(..., "--input", "-i", help="long table of running units (CSV/parquet)"),
+    output: Path = cli.OUTPUT_FILE,
+    ref: str = cli.REF,
+    chunksize: int = typer.Option(1000, "--chunksize", min=1, help="units per prediction chunk"),
+) -> None:
     """``unit, cycle, rul, lower, upper, alert`` for every unit in a file, most urgent first (written atomically)."""
     from apps.maintenance.lifecycle import batch_score, load_version
 
@@ -143,9 +185,12 @@ def batch(input_path: Path = typer.Option(..., "--input", "-i", help="long table
 
 
 @app.command()
-def monitor(dataset: Path = typer.Option(..., "--dataset", "-d",
-                                         help="recent readings (long table; failed=1 marks observed failures)"),
-            ref: str = cli.REF) -> None:
+def monitor(
+    dataset: Path = typer.Option(
+        ..., "--dataset", "-d", help="recent readings (long table; failed=1 marks observed failures)"
+    ),
+    ref: str = cli.REF,
+) -> None:
     """Sensor drift per operating condition against the training data, and error/coverage on observed failures.
     Exit 1 on any alert."""
     from apps.maintenance.data import read_fleet
@@ -157,8 +202,9 @@ def monitor(dataset: Path = typer.Option(..., "--dataset", "-d",
     model, mv = load_version(ref)
     out = new_report_dir(APP, "monitor", "monitor")
     verdict = run_monitor(model, registry.fetch_model_dir(mv), read_fleet(dataset), out)
-    cli.echo_json({"version": mv.version, "alerts": verdict.alerts, "stats": verdict.stats,
-                   "report": str(out / "drift.md")})
+    cli.echo_json(
+        {"version": mv.version, "alerts": verdict.alerts, "stats": verdict.stats, "report": str(out / "drift.md")}
+    )
     cli.exit_monitor(bool(verdict.alerts))
 
 
@@ -179,26 +225,43 @@ def retrain(dataset: str | None = DATASET, config: Path | None = cli.CONFIG, mar
 
 
 @app.command()
-def bench(dataset: str | None = typer.Option(None, "--dataset", "-d",
-                                             help="one C-MAPSS subset (default: every subset in the data dir)"),
-          output: Path | None = typer.Option(None, "--output", "-o"),
-          seeds: int = typer.Option(3, "--seeds", min=1, help="DCNN seeds (mean ± std, and their ensemble)"),
-          epochs: int | None = typer.Option(None, "--epochs", min=1, help="DCNN epochs (default: config)"),
-          max_train_s: float | None = typer.Option(None, "--max-train-s", help="time cap per DCNN seed, seconds"),
-          baselines: str = typer.Option("mean,linear,summary,minirocket", "--baselines",
-                                        help="comma-separated: mean, linear, summary, minirocket")) -> None:
+def bench(
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="one C-MAPSS subset (default: every subset in the data dir)"
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="DCNN seeds (mean ± std, and their ensemble)"),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="DCNN epochs (default: config)"),
+    max_train_s: float | None = typer.Option(None, "--max-train-s", help="time cap per DCNN seed, seconds"),
+    baselines: str = typer.Option(
+        "mean,linear,summary,minirocket", "--baselines", help="comma-separated: mean, linear, summary, minirocket"
+    ),
+) -> None:
     """C-MAPSS benchmark: every model's RMSE, NASA score, coverage and fit seconds, against the published anchors
     -> bench/results/maintenance.json (FD001..FD004 present in the data dir)."""
     from apps.maintenance.bench import run_bench
 
     t0 = time.perf_counter()
-    doc = run_bench(dataset, seeds=seeds, epochs=epochs, max_train_s=max_train_s,
-                    baselines=tuple(b for b in baselines.split(",") if b))
+    doc = run_bench(
+        dataset,
+        seeds=seeds,
+        epochs=epochs,
+        max_train_s=max_train_s,
+        baselines=tuple(b for b in baselines.split(",") if b),
+    )
     from common.reports import write_json
 
     path = write_json(cli.bench_output(APP, dataset.upper() if dataset else None, "FD001", output), doc)
-    typer.echo(json.dumps({"output": str(path), "seconds": round(time.perf_counter() - t0, 1),
-                           **{k: v["metrics"] for k, v in doc["models"].items()}}, indent=2))
+    typer.echo(
+        json.dumps(
+            {
+                "output": str(path),
+                "seconds": round(time.perf_counter() - t0, 1),
+                **{k: v["metrics"] for k, v in doc["models"].items()},
+            },
+            indent=2,
+        )
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -43,8 +43,14 @@ def _mean_std(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def bench_subset(subset: str, *, seeds: int = 3, epochs: int | None = None, max_train_s: float | None = None,
-                 baselines: tuple[str, ...] = ("mean", "linear", "summary", "minirocket")) -> dict[str, Any]:
+def bench_subset(
+    subset: str,
+    *,
+    seeds: int = 3,
+    epochs: int | None = None,
+    max_train_s: float | None = None,
+    baselines: tuple[str, ...] = ("mean", "linear", "summary", "minirocket"),
+) -> dict[str, Any]:
     """Every model on one subset: ``{name: {"metrics", "train_s", "predict_s", ...}}``."""
     fleet = load_cmapss(subset)
     assert fleet.test is not None and fleet.test_rul is not None
@@ -63,60 +69,91 @@ def bench_subset(subset: str, *, seeds: int = 3, epochs: int | None = None, max_
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         met, _ = evaluate_last_cycle(model, fleet.test, fleet.test_rul, cfg.rul_cap)
-        per_seed.append({**{k2: round(v, 4) for k2, v in met.items()}, "train_s": round(train_s, 1),
-                         "predict_s": round(time.perf_counter() - t1, 3), **model.info["members"][0]})
+        per_seed.append(
+            {
+                **{k2: round(v, 4) for k2, v in met.items()},
+                "train_s": round(train_s, 1),
+                "predict_s": round(time.perf_counter() - t1, 3),
+                **model.info["members"][0],
+            }
+        )
         members.append(model)
         log.info("%s seed %d: RMSE %.2f score %.0f in %.0f s", subset, scfg.seed, met["rmse"], met["score"], train_s)
     models[f"{subset} dcnn (mean of {seeds} seeds)"] = {
-        "metrics": _mean_std(per_seed), "train_s": round(float(np.mean([r["train_s"] for r in per_seed])), 1),
-        "predict_s": round(float(np.mean([r["predict_s"] for r in per_seed])), 3), "per_seed": per_seed,
-        "epochs": cfg.epochs, "max_train_s_per_seed": cfg.max_train_s}
+        "metrics": _mean_std(per_seed),
+        "train_s": round(float(np.mean([r["train_s"] for r in per_seed])), 1),
+        "predict_s": round(float(np.mean([r["predict_s"] for r in per_seed])), 3),
+        "per_seed": per_seed,
+        "epochs": cfg.epochs,
+        "max_train_s_per_seed": cfg.max_train_s,
+    }
     if seeds > 1:
         nets = [n for m in members for n in m.nets]
         val_pred = np.clip(np.mean([predict_net(n, data.x_val) for n in nets], axis=0), 0, cfg.rul_cap)
-        ens = RULModel(data.pre, nets, Conformal.calibrate(data.y_val, val_pred, cfg.alpha),
-                       replace(cfg, n_seeds=seeds).to_dict(), {})
+        ens = RULModel(
+            data.pre,
+            nets,
+            Conformal.calibrate(data.y_val, val_pred, cfg.alpha),
+            replace(cfg, n_seeds=seeds).to_dict(),
+            {},
+        )
         t1 = time.perf_counter()
         met, _ = evaluate_last_cycle(ens, fleet.test, fleet.test_rul, cfg.rul_cap)
         models[f"{subset} dcnn ensemble of {seeds} seeds"] = {
             "metrics": {k: round(v, 4) for k, v in met.items()},
-            "train_s": round(sum(r["train_s"] for r in per_seed), 1), "predict_s": round(time.perf_counter() - t1, 3)}
+            "train_s": round(sum(r["train_s"] for r in per_seed), 1),
+            "predict_s": round(time.perf_counter() - t1, 3),
+        }
     for name, reg in fit_baselines(data, cfg, kinds=baselines).items():
         t1 = time.perf_counter()
         met, _ = evaluate_last_cycle(reg, fleet.test, fleet.test_rul, cfg.rul_cap)
-        models[f"{subset} {name}"] = {"metrics": {k: round(v, 4) for k, v in met.items()}, "train_s": reg.fit_s,
-                                      "predict_s": round(time.perf_counter() - t1, 3)}
+        models[f"{subset} {name}"] = {
+            "metrics": {k: round(v, 4) for k, v in met.items()},
+            "train_s": reg.fit_s,
+            "predict_s": round(time.perf_counter() - t1, 3),
+        }
     return models
 
 
-def run_bench(dataset: str | None = None, *, seeds: int = 3, epochs: int | None = None,
-              max_train_s: float | None = None,
-              baselines: tuple[str, ...] = ("mean", "linear", "summary", "minirocket")) -> dict[str, Any]:
+def run_bench(
+    dataset: str | None = None,
+    *,
+    seeds: int = 3,
+    epochs: int | None = None,
+    max_train_s: float | None = None,
+    baselines: tuple[str, ...] = ("mean", "linear", "summary", "minirocket"),
+) -> dict[str, Any]:
     """The results document (the schema of ``bench/report.py``) for ``dataset`` or every subset present."""
     subsets = [dataset.upper()] if dataset else available_subsets()
     if not subsets:
-        raise DataError(f"no C-MAPSS subset in {resolve_data_path('cmapss')}: put train_FD001.txt, test_FD001.txt "
-                        "and RUL_FD001.txt there (or set MLREF_DATA_DIR), or pass --dataset FD001 to download")
+        raise DataError(
+            f"no C-MAPSS subset in {resolve_data_path('cmapss')}: put train_FD001.txt, test_FD001.txt "
+            "and RUL_FD001.txt there (or set MLREF_DATA_DIR), or pass --dataset FD001 to download"
+        )
     load = os.getloadavg()
     models: dict[str, Any] = {}
     t0 = time.perf_counter()
     for subset in subsets:
-        models.update(bench_subset(subset, seeds=seeds, epochs=epochs, max_train_s=max_train_s,
-                                   baselines=baselines))
+        models.update(bench_subset(subset, seeds=seeds, epochs=epochs, max_train_s=max_train_s, baselines=baselines))
     cfg = Config()
     return {
         "app": APP,
         "dataset": f"NASA C-MAPSS {', '.join(subsets)}",
-        "protocol": (f"official: one prediction per test unit at its last cycle; RMSE and NASA score (sum) against "
-                     f"the published true RUL; training RUL capped at {cfg.rul_cap:.0f}, window {cfg.window}; "
-                     f"{cfg.val_fraction:.0%} of training units held out (best epoch, conformal calibration); "
-                     f"coverage of {1 - cfg.alpha:.0%} conformal intervals vs capped truth; DCNN as mean ± std over "
-                     "seeds, ensemble separately"),
+        "protocol": (
+            f"official: one prediction per test unit at its last cycle; RMSE and NASA score (sum) against "
+            f"the published true RUL; training RUL capped at {cfg.rul_cap:.0f}, window {cfg.window}; "
+            f"{cfg.val_fraction:.0%} of training units held out (best epoch, conformal calibration); "
+            f"coverage of {1 - cfg.alpha:.0%} conformal intervals vs capped truth; DCNN as mean ± std over "
+            "seeds, ensemble separately"
+        ),
         "models": models,
         "published": PUBLISHED,
-        "anchors": {"source": "Zheng et al. 2017 (LSTM), Li, Ding & Sun 2018 (DCNN), FD001 test set; published "
-                              "numbers are often best-of-runs", "target_fd001": {"rmse": 12.6, "score": 274},
-                    "stretch_fd001": {"rmse": 12.0, "score": 250}},
+        "anchors": {
+            "source": "Zheng et al. 2017 (LSTM), Li, Ding & Sun 2018 (DCNN), FD001 test set; published "
+            "numbers are often best-of-runs",
+            "target_fd001": {"rmse": 12.6, "score": 274},
+            "stretch_fd001": {"rmse": 12.0, "score": 250},
+        },
         "load_average_at_start": [round(x, 2) for x in load],
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "seconds": round(time.perf_counter() - t0, 1),

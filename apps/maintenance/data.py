@@ -44,8 +44,10 @@ MAX_CYCLE = 1_000_000
 # Byte-for-byte copies of the NASA release (Saxena et al. 2008) at a pinned commit of a public repository; the
 # NASA site ships them inside a zip whose layout has changed over the years. sha256 recorded for FD001 (the
 # development copy); FD002-FD004 are fetched from the same pinned commit without a recorded checksum.
-CMAPSS_BASE_URL = ("https://raw.githubusercontent.com/alireza-javanmardi/conformal-RUL-intervals/"
-                   "37e450ac8b656229d44aed3ac39dcf85ea11b86c/data/CMAPSS/")
+CMAPSS_BASE_URL = (
+    "https://raw.githubusercontent.com/alireza-javanmardi/conformal-RUL-intervals/"
+    "37e450ac8b656229d44aed3ac39dcf85ea11b86c/data/CMAPSS/"
+)
 CMAPSS_SHA256 = {
     "train_FD001.txt": "963b5e22825b34d8b21c69e1aeb4af3e647050eb672ee8834ba4b5d91d2de0f8",
     "test_FD001.txt": "3cda7109ce17bafb5443f2ac926cfcf88154b941b8c4cf95eb55d1ddd6f52851",
@@ -93,14 +95,17 @@ def read_cmapss_text(path: str | Path) -> pd.DataFrame:
             if not parts:
                 continue
             if len(parts) != len(CMAPSS_COLUMNS):
-                raise DataError(f"{path}: line {lineno} has {len(parts)} fields, expected {len(CMAPSS_COLUMNS)} "
-                                f"({', '.join(CMAPSS_COLUMNS[:3])}, ..., sensor_21)")
+                raise DataError(
+                    f"{path}: line {lineno} has {len(parts)} fields, expected {len(CMAPSS_COLUMNS)} "
+                    f"({', '.join(CMAPSS_COLUMNS[:3])}, ..., sensor_21)"
+                )
             try:
                 rows.append([float(p) for p in parts])
             except ValueError:
                 bad = next(i for i, p in enumerate(parts) if not _is_float(p))
-                raise DataError(f"{path}: line {lineno}, column '{CMAPSS_COLUMNS[bad]}': {parts[bad]!r} is not a "
-                                "number") from None
+                raise DataError(
+                    f"{path}: line {lineno}, column '{CMAPSS_COLUMNS[bad]}': {parts[bad]!r} is not a number"
+                ) from None
     if not rows:
         raise DataError(f"{path}: no rows")
     arr = np.asarray(rows)
@@ -169,8 +174,7 @@ def load_cmapss(subset: str = "FD001", directory: str | Path | None = None) -> F
 def available_subsets(directory: str | Path | None = None) -> list[str]:
     """The C-MAPSS subsets whose three files are present (no download)."""
     root = Path(directory) if directory is not None else resolve_data_path(CMAPSS_DIR)
-    return [s for s in SUBSETS
-            if all((root / f"{k}_{s}.txt").exists() for k in ("train", "test", "RUL"))]
+    return [s for s in SUBSETS if all((root / f"{k}_{s}.txt").exists() for k in ("train", "test", "RUL"))]
 
 
 # ------------------------------------------------------------------ a user's table
@@ -202,8 +206,10 @@ def validate_fleet(df: pd.DataFrame, *, source: str = "data", min_units: int = 1
     """
     missing = [c for c in (UNIT, CYCLE) if c not in df.columns]
     if missing or not sensors_of(df):
-        raise DataError(f"{source}: expected columns unit, cycle, setting_* (optional), sensor_* (at least one) "
-                        f"[, timestamp][, failed]; missing {missing or ['sensor_*']}; found {list(df.columns)[:12]}")
+        raise DataError(
+            f"{source}: expected columns unit, cycle, setting_* (optional), sensor_* (at least one) "
+            f"[, timestamp][, failed]; missing {missing or ['sensor_*']}; found {list(df.columns)[:12]}"
+        )
     if len(df) == 0:
         raise DataError(f"{source}: no rows")
     out = df.copy()
@@ -219,8 +225,10 @@ def validate_fleet(df: pd.DataFrame, *, source: str = "data", min_units: int = 1
     out[CYCLE] = cyc.where(~bad_cycle, -1).astype(np.int64)
     shown = out.assign(**{CYCLE: df[CYCLE]})  # messages show the cycle as written
     if bad_unit.any():
-        problems.append(f"{source}: column 'unit' is empty or longer than {MAX_UNIT_LENGTH} characters in "
-                        + _where(shown, bad_unit))
+        problems.append(
+            f"{source}: column 'unit' is empty or longer than {MAX_UNIT_LENGTH} characters in "
+            + _where(shown, bad_unit)
+        )
     if bad_cycle.any():
         problems.append(f"{source}: column 'cycle' is not an integer in 1..{MAX_CYCLE} in " + _where(shown, bad_cycle))
     for col in settings_of(df) + sensors_of(df):
@@ -330,9 +338,18 @@ SIM_SETTINGS = np.array([[0.0, 0.0, 100.0], [20.0, 0.7, 100.0], [35.0, 0.84, 60.
 SIM_SENSORS = 12
 
 
-def simulate_fleet(n_units: int = 60, *, seed: int = 0, n_conditions: int = 3, shift: float = 0.0,
-                   start: int = 1_704_067_200, unit_prefix: str = "u", cycle_seconds: int = 6 * 3600,
-                   start_spread_days: float = 200.0, family_seed: int = 0) -> pd.DataFrame:
+def simulate_fleet(
+    n_units: int = 60,
+    *,
+    seed: int = 0,
+    n_conditions: int = 3,
+    shift: float = 0.0,
+    start: int = 1_704_067_200,
+    unit_prefix: str = "u",
+    cycle_seconds: int = 6 * 3600,
+    start_spread_days: float = 200.0,
+    family_seed: int = 0,
+) -> pd.DataFrame:
     """Run-to-failure histories of ``n_units`` simulated machines (last cycle = failure).
 
     Damage: ``d(t) = w0 * exp(r t + 0.02 W(t))`` with initial wear ``w0 ~ U(0.02, 0.12)``, a unit-specific rate
@@ -366,8 +383,12 @@ def simulate_fleet(n_units: int = 60, *, seed: int = 0, n_conditions: int = 3, s
         t, damage = t[:life], damage[:life]
         cond = rng.integers(0, k, life) if k > 1 else np.zeros(life, int)
         offset = rng.normal(0, 0.5, SIM_SENSORS) * (noise > 0)
-        sens = (base[cond] + offset + (gain * cond_gain[cond]) * np.minimum(damage, 1.2)[:, None]
-                + rng.normal(0, 1, (life, SIM_SENSORS)) * noise)
+        sens = (
+            base[cond]
+            + offset
+            + (gain * cond_gain[cond]) * np.minimum(damage, 1.2)[:, None]
+            + rng.normal(0, 1, (life, SIM_SENSORS)) * noise
+        )
         sett = SIM_SETTINGS[cond] + rng.normal(0, 1, (life, 3)) * np.array([0.002, 0.0003, 0.0])
         cols: dict[str, np.ndarray] = {UNIT: np.full(life, f"{unit_prefix}{i + 1}", dtype=object), CYCLE: t}
         cols.update({f"{SETTING_PREFIX}{j + 1}": np.round(sett[:, j], 4) for j in range(3)})
@@ -377,8 +398,7 @@ def simulate_fleet(n_units: int = 60, *, seed: int = 0, n_conditions: int = 3, s
     return pd.DataFrame({c: np.concatenate([f[c] for f in frames]) for c in frames[0]})
 
 
-def simulate(n_train: int = 60, n_test: int = 30, *, seed: int = 0, n_conditions: int = 3,
-             shift: float = 0.0) -> Fleet:
+def simulate(n_train: int = 60, n_test: int = 30, *, seed: int = 0, n_conditions: int = 3, shift: float = 0.0) -> Fleet:
     """A simulated fleet: ``n_train`` run-to-failure histories and ``n_test`` units cut at random cycles."""
     train = simulate_fleet(n_train, seed=seed, n_conditions=n_conditions, shift=shift, unit_prefix="train-")
     full = simulate_fleet(n_test, seed=seed + 10_000, n_conditions=n_conditions, shift=shift, unit_prefix="test-")
@@ -408,8 +428,10 @@ def load(dataset: str | Path | None = None, *, seed: int = 0, test_fraction: flo
     table = read_fleet(path)
     failed = failed_units(table)
     if failed[UNIT].nunique() < 2:
-        raise DataError(f"{path}: {failed[UNIT].nunique()} failed unit(s); training needs run-to-failure "
-                        "histories of at least 2 units (rows of units with failed=1, or no failed column)")
+        raise DataError(
+            f"{path}: {failed[UNIT].nunique()} failed unit(s); training needs run-to-failure "
+            "histories of at least 2 units (rows of units with failed=1, or no failed column)"
+        )
     running = running_units(table)
     units = np.array(list(dict.fromkeys(failed[UNIT])))
     rng = np.random.default_rng(seed)

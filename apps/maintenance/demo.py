@@ -33,8 +33,9 @@ def demo_config(seed: int, *, epochs: int = 25) -> Config:
     return Config(epochs=epochs, n_seeds=1, max_train_s=300, window=30, window_units=10, seed=seed)
 
 
-def run_demo(*, n_train: int = 60, n_test: int = 30, epochs: int = 25, seed: int = 42,
-             config: Config | None = None) -> dict[str, Any]:
+def run_demo(
+    *, n_train: int = 60, n_test: int = 30, epochs: int = 25, seed: int = 42, config: Config | None = None
+) -> dict[str, Any]:
     """Run every stage; returns a summary (what the end-to-end test checks). ``config`` replaces the demo's."""
     from fastapi.testclient import TestClient
 
@@ -54,15 +55,27 @@ def run_demo(*, n_train: int = 60, n_test: int = 30, epochs: int = 25, seed: int
     for name, reg in fit_baselines(data, cfg, kinds=("mean", "linear", "summary")).items():
         table[name], _ = evaluate_last_cycle(reg, fleet.test, fleet.test_rul, cfg.rul_cap)
     curve = alert_tradeoff(per_unit, cfg.horizon)
-    report = write_evaluation(home / "reports" / APP / "demo", table, dataset="simulated fleet", model=model,
-                              test=fleet.test, truth=fleet.test_rul, per_unit=per_unit, curve=curve,
-                              info={**{k: v for k, v in model.info.items() if k != "members"},
-                                    "epochs": cfg.epochs})
+    report = write_evaluation(
+        home / "reports" / APP / "demo",
+        table,
+        dataset="simulated fleet",
+        model=model,
+        test=fleet.test,
+        truth=fleet.test_rul,
+        per_unit=per_unit,
+        curve=curve,
+        info={**{k: v for k, v in model.info.items() if k != "members"}, "epochs": cfg.epochs},
+    )
     out["evaluation"], out["report"] = table, str(report)
 
     # 2. the champion
-    mv1 = register(model, fleet.train, metrics={f"test_{k}": v for k, v in table["dcnn"].items()},
-                   dataset="simulated", alias=registry.CHAMPION)
+    mv1 = register(
+        model,
+        fleet.train,
+        metrics={f"test_{k}": v for k, v in table["dcnn"].items()},
+        dataset="simulated",
+        alias=registry.CHAMPION,
+    )
     out["champion_version"] = mv1.version
 
     # 3. serve in-process: stream two test units' readings, good and bad requests, RUL and the fleet view
@@ -74,21 +87,30 @@ def run_demo(*, n_train: int = 60, n_test: int = 30, epochs: int = 25, seed: int
             rows = fleet.test[fleet.test[UNIT] == unit]
             recs = [{CYCLE: int(r[CYCLE]), **{c: float(r[c]) for c in cols}} for _, r in rows.iterrows()]
             half = len(recs) // 2
-            codes[f"{unit} first half"] = client.post(f"/v1/units/{unit}/readings",
-                                                      json={"readings": recs[:half]}).status_code
-            codes[f"{unit} second half"] = client.post(f"/v1/units/{unit}/readings",
-                                                       json={"readings": recs[half:]}).status_code
+            codes[f"{unit} first half"] = client.post(
+                f"/v1/units/{unit}/readings", json={"readings": recs[:half]}
+            ).status_code
+            codes[f"{unit} second half"] = client.post(
+                f"/v1/units/{unit}/readings", json={"readings": recs[half:]}
+            ).status_code
         last = recs[-1]
         dup = client.post(f"/v1/units/{units[-1]}/readings", json={"readings": [last]})
-        missing = client.post(f"/v1/units/{units[-1]}/readings",
-                              json={"readings": [{k: v for k, v in last.items() if k != cols[-1]}
-                                                 | {CYCLE: last[CYCLE] + 1}]})
+        missing = client.post(
+            f"/v1/units/{units[-1]}/readings",
+            json={"readings": [{k: v for k, v in last.items() if k != cols[-1]} | {CYCLE: last[CYCLE] + 1}]},
+        )
         rul = client.get(f"/v1/units/{units[0]}/rul").json()
         fleet_view = client.get("/v1/fleet").json()
-    out["serve"] = {"codes": codes, "duplicate": dup.status_code, "duplicate_message": dup.json()["message"],
-                    "missing": missing.status_code, "missing_message": missing.json()["message"],
-                    "rul": rul, "fleet_order": [u["unit"] for u in fleet_view["units"]],
-                    "true_rul": {u: float(fleet.test_rul[u]) for u in units}}
+    out["serve"] = {
+        "codes": codes,
+        "duplicate": dup.status_code,
+        "duplicate_message": dup.json()["message"],
+        "missing": missing.status_code,
+        "missing_message": missing.json()["message"],
+        "rul": rul,
+        "fleet_order": [u["unit"] for u in fleet_view["units"]],
+        "true_rul": {u: float(fleet.test_rul[u]) for u in units},
+    }
 
     # 4. batch-score the running units from a file
     src = home / "work" / APP / "running_units.parquet"
@@ -101,12 +123,20 @@ def run_demo(*, n_train: int = 60, n_test: int = 30, epochs: int = 25, seed: int
     recent_cond = champion.pre.conditions(recent)
     recent.loc[recent_cond == 1, "sensor_3"] *= 1.05
     verdict = monitor(champion, registry.fetch_model_dir(mv1), recent, home / "reports" / APP / "monitor")
-    out["monitor"] = {"alerts": verdict.alerts, "drift_by_condition": verdict.stats.get("drift_by_condition"),
-                      "exit_code": verdict.exit_code}
+    out["monitor"] = {
+        "alerts": verdict.alerts,
+        "drift_by_condition": verdict.stats.get("drift_by_condition"),
+        "exit_code": verdict.exit_code,
+    }
 
     # 6. new failures from a changed population (faster wear, stronger sensor response): retrain, promote or keep
-    new = simulate_fleet(max(2 * cfg.window_units, 20), seed=seed + 2, shift=0.5, unit_prefix="new-",
-                         start=int(fleet.train[TIMESTAMP].max()) + 1)
+    new = simulate_fleet(
+        max(2 * cfg.window_units, 20),
+        seed=seed + 2,
+        shift=0.5,
+        unit_prefix="new-",
+        start=int(fleet.train[TIMESTAMP].max()) + 1,
+    )
     histories = pd.concat([fleet.train, new], ignore_index=True)
     decision = retrain(histories, replace(cfg), dataset="simulated+new failures")
     out["retrain"] = summary(decision)

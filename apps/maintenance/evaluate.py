@@ -24,21 +24,28 @@ from common.reports import write_report
 log = logging.getLogger(__name__)
 
 
-def metrics(pred: np.ndarray, truth: np.ndarray, cap: float, lower: np.ndarray | None = None,
-            upper: np.ndarray | None = None) -> dict[str, float]:
+def metrics(
+    pred: np.ndarray, truth: np.ndarray, cap: float, lower: np.ndarray | None = None, upper: np.ndarray | None = None
+) -> dict[str, float]:
     """RMSE, NASA score (sum over units), MAE, capped-truth RMSE and, with bounds, coverage and mean width."""
     truth, pred = np.asarray(truth, float), np.asarray(pred, float)
     capped = np.minimum(truth, cap)
-    out = {"rmse": rmse(truth, pred), "score": cmapss_score(truth, pred), "mae": mae(truth, pred),
-           "rmse_capped": rmse(capped, pred), "units": float(len(truth))}
+    out = {
+        "rmse": rmse(truth, pred),
+        "score": cmapss_score(truth, pred),
+        "mae": mae(truth, pred),
+        "rmse_capped": rmse(capped, pred),
+        "units": float(len(truth)),
+    }
     if lower is not None and upper is not None:
         out["coverage"] = float(np.mean((capped >= lower) & (capped <= upper)))
         out["width"] = float(np.mean(np.asarray(upper) - np.asarray(lower)))
     return out
 
 
-def evaluate_last_cycle(model: RULModel | WindowRegressor, test: pd.DataFrame, truth: pd.Series,
-                        cap: float) -> tuple[dict[str, float], pd.DataFrame]:
+def evaluate_last_cycle(
+    model: RULModel | WindowRegressor, test: pd.DataFrame, truth: pd.Series, cap: float
+) -> tuple[dict[str, float], pd.DataFrame]:
     """Metrics of ``model`` at each test unit's last cycle, and the per-unit frame (with ``true_rul``)."""
     pred = model.predict(test)
     pred["true_rul"] = truth.loc[pred[UNIT]].to_numpy(float)
@@ -65,11 +72,18 @@ def alert_tradeoff(per_unit: pd.DataFrame, horizon: float, thresholds: np.ndarra
     for t in thresholds:
         alert = lower <= t
         missed = int(np.sum(need & ~alert))
-        rows.append({"threshold": float(t), "alerts": int(alert.sum()), "needed": int(need.sum()),
-                     "missed": missed, "missed_rate": missed / max(int(need.sum()), 1),
-                     "false_alarms": int(np.sum(alert & ~need)),
-                     "wasted_per_alert": float(true[alert].mean()) if alert.any() else 0.0,
-                     "wasted_per_unit": float(true[alert].sum() / len(true))})
+        rows.append(
+            {
+                "threshold": float(t),
+                "alerts": int(alert.sum()),
+                "needed": int(need.sum()),
+                "missed": missed,
+                "missed_rate": missed / max(int(need.sum()), 1),
+                "false_alarms": int(np.sum(alert & ~need)),
+                "wasted_per_alert": float(true[alert].mean()) if alert.any() else 0.0,
+                "wasted_per_unit": float(true[alert].sum() / len(true)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -101,8 +115,7 @@ def predicted_vs_true_figure(per_unit: pd.DataFrame, cap: float, title: str = ""
     if "lower" in per_unit:
         below = (pred - per_unit["lower"]).clip(lower=0)
         above = (per_unit["upper"] - pred).clip(lower=0)
-        ax.errorbar(true, pred, yerr=[below, above], fmt="none",
-                    ecolor="0.7", lw=0.8, zorder=1)
+        ax.errorbar(true, pred, yerr=[below, above], fmt="none", ecolor="0.7", lw=0.8, zorder=1)
     ax.scatter(true, pred, s=12, zorder=2)
     hi = max(true.max(), pred.max()) + 5
     ax.plot([0, hi], [0, hi], "k--", lw=1, label="perfect")
@@ -141,9 +154,18 @@ def pick_units(per_unit: pd.DataFrame, n: int = 3) -> list[str]:
     return [order[int(i)] for i in np.linspace(0, len(order) - 1, min(n, len(order)))]
 
 
-def write_evaluation(out_dir: Path, table: dict[str, dict[str, float]], *, dataset: str, model: RULModel,
-                     test: pd.DataFrame, truth: pd.Series, per_unit: pd.DataFrame, curve: pd.DataFrame,
-                     info: dict[str, Any]) -> Path:
+def write_evaluation(
+    out_dir: Path,
+    table: dict[str, dict[str, float]],
+    *,
+    dataset: str,
+    model: RULModel,
+    test: pd.DataFrame,
+    truth: pd.Series,
+    per_unit: pd.DataFrame,
+    curve: pd.DataFrame,
+    info: dict[str, Any],
+) -> Path:
     """The report (``report.md`` + figures) of one evaluation in ``out_dir``; returns its path."""
     figures = {
         "predicted_vs_true": predicted_vs_true_figure(per_unit, model.rul_cap),
@@ -152,22 +174,38 @@ def write_evaluation(out_dir: Path, table: dict[str, dict[str, float]], *, datas
     }
     chosen = curve.iloc[int(np.argmin(np.abs(curve["threshold"] - float(model.cfg["horizon"]))))]
     sections = {
-        "Protocol": ("One prediction per test unit at its last observed cycle (the official C-MAPSS protocol). "
-                     "`rmse`/`score`/`mae` against the true RUL as published; `rmse_capped` against "
-                     f"min(true, {model.rul_cap:.0f}); `coverage`/`width`: conformal intervals at "
-                     f"{1 - float(model.cfg['alpha']):.0%} nominal, calibrated on held-out training units. The NASA "
-                     "score is a sum over units (late predictions cost more)."),
-        "Alerts": (f"Rule: alert when the interval's lower bound <= {float(model.cfg['horizon']):.0f} cycles. A unit "
-                   f"needs service when its true RUL <= {float(model.cfg['horizon']):.0f}. At this threshold: "
-                   f"{int(chosen.missed)} of {int(chosen.needed)} needed services missed, {int(chosen.alerts)} "
-                   f"alerts ({int(chosen.false_alarms)} early), {chosen.wasted_per_alert:.1f} cycles of life given "
-                   "up per alert. The trade-off figure moves the threshold: right = safer and more wasteful."),
+        "Protocol": (
+            "One prediction per test unit at its last observed cycle (the official C-MAPSS protocol). "
+            "`rmse`/`score`/`mae` against the true RUL as published; `rmse_capped` against "
+            f"min(true, {model.rul_cap:.0f}); `coverage`/`width`: conformal intervals at "
+            f"{1 - float(model.cfg['alpha']):.0%} nominal, calibrated on held-out training units. The NASA "
+            "score is a sum over units (late predictions cost more)."
+        ),
+        "Alerts": (
+            f"Rule: alert when the interval's lower bound <= {float(model.cfg['horizon']):.0f} cycles. A unit "
+            f"needs service when its true RUL <= {float(model.cfg['horizon']):.0f}. At this threshold: "
+            f"{int(chosen.missed)} of {int(chosen.needed)} needed services missed, {int(chosen.alerts)} "
+            f"alerts ({int(chosen.false_alarms)} early), {chosen.wasted_per_alert:.1f} cycles of life given "
+            "up per alert. The trade-off figure moves the threshold: right = safer and more wasteful."
+        ),
     }
-    return write_report(out_dir, title=f"maintenance (RUL) on {dataset}", metrics=table, figures=figures,
-                        sections=sections, model_info=info, baselines=[k for k in table if k != "dcnn"],
-                        champion="dcnn", higher_is_better={"rmse": False, "score": False, "rmse_capped": False},
-                        intended_use=("Remaining-useful-life estimates with intervals for units that degrade "
-                                      "towards a failure threshold, and maintenance alerts from them."),
-                        limitations=("Trained on run-to-failure histories of one machine type; predictions are "
-                                     f"capped at {model.rul_cap:.0f} cycles (a healthy unit reads as 'at least "
-                                     "the cap'); intervals are marginal (by predicted-RUL bin), not per unit."))
+    return write_report(
+        out_dir,
+        title=f"maintenance (RUL) on {dataset}",
+        metrics=table,
+        figures=figures,
+        sections=sections,
+        model_info=info,
+        baselines=[k for k in table if k != "dcnn"],
+        champion="dcnn",
+        higher_is_better={"rmse": False, "score": False, "rmse_capped": False},
+        intended_use=(
+            "Remaining-useful-life estimates with intervals for units that degrade "
+            "towards a failure threshold, and maintenance alerts from them."
+        ),
+        limitations=(
+            "Trained on run-to-failure histories of one machine type; predictions are "
+            f"capped at {model.rul_cap:.0f} cycles (a healthy unit reads as 'at least "
+            "the cap'); intervals are marginal (by predicted-RUL bin), not per unit."
+        ),
+    )

@@ -91,8 +91,9 @@ class Preprocessor:
         return len(self.centres)
 
     @classmethod
-    def fit(cls, train: pd.DataFrame, *, n_conditions: int | None = None, norm: str = "minmax",
-            seed: int = 0) -> Preprocessor:
+    def fit(
+        cls, train: pd.DataFrame, *, n_conditions: int | None = None, norm: str = "minmax", seed: int = 0
+    ) -> Preprocessor:
         """Fit on training rows only (the caller passes training units; never validation or test rows)."""
         settings, sensors = settings_of(train), sensors_of(train)
         s = train[settings].to_numpy(float) if settings else np.zeros((len(train), 0))
@@ -125,8 +126,9 @@ class Preprocessor:
                 sd = rows.std(0)
                 loc.append(rows.mean(0).tolist())
                 scale.append(np.where(sd > 0, sd, 1.0).tolist())
-        pre = cls(settings, [sensors[j] for j in keep], setting_scale.tolist(), centres.tolist(), loc, scale,
-                  dropped, norm)
+        pre = cls(
+            settings, [sensors[j] for j in keep], setting_scale.tolist(), centres.tolist(), loc, scale, dropped, norm
+        )
         log.info("preprocessing: %d condition(s), %d sensors kept, dropped %s", len(centres), len(keep), dropped)
         return pre
 
@@ -134,8 +136,10 @@ class Preprocessor:
         """The operating condition (0..k-1) of every row."""
         missing = [c for c in self.settings + self.sensors if c not in df.columns]
         if missing:
-            raise DataError(f"missing column(s) {missing}: the model was trained with settings {self.settings} "
-                            f"and sensors {self.sensors}")
+            raise DataError(
+                f"missing column(s) {missing}: the model was trained with settings {self.settings} "
+                f"and sensors {self.sensors}"
+            )
         s = df[self.settings].to_numpy(float) if self.settings else np.zeros((len(df), 0))
         return _assign(s / np.asarray(self.setting_scale), np.asarray(self.centres))
 
@@ -189,8 +193,15 @@ def unit_slices(df: pd.DataFrame) -> list[tuple[str, int, int]]:
     return [(str(units[a]), int(a), int(b)) for a, b in zip(starts, stops, strict=True)]
 
 
-def windows(x: np.ndarray, df: pd.DataFrame, window: int, *, last_only: bool = False,
-            y: np.ndarray | None = None, every_cycle: bool = True) -> tuple[np.ndarray, np.ndarray | None, list]:
+def windows(
+    x: np.ndarray,
+    df: pd.DataFrame,
+    window: int,
+    *,
+    last_only: bool = False,
+    y: np.ndarray | None = None,
+    every_cycle: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None, list]:
     """Sliding windows over each unit of ``df`` (rows sorted by unit, cycle; ``x`` its transformed rows).
 
     Returns ``(windows[n, window, f], targets[n] or None, index)`` where ``index`` lists ``(unit, cycle)`` of each
@@ -224,5 +235,8 @@ def windows(x: np.ndarray, df: pd.DataFrame, window: int, *, last_only: bool = F
         index += [(unit, int(cycles[a + e - 1])) for e in ends]
     if not out:
         return np.zeros((0, window, x.shape[1]), np.float32), (np.zeros(0) if y is not None else None), []
-    return (np.ascontiguousarray(np.concatenate(out), dtype=np.float32),
-            np.concatenate(tgt).astype(np.float32) if y is not None else None, index)
+    return (
+        np.ascontiguousarray(np.concatenate(out), dtype=np.float32),
+        np.concatenate(tgt).astype(np.float32) if y is not None else None,
+        index,
+    )

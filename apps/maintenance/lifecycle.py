@@ -27,8 +27,9 @@ def condition_reference_name(k: int) -> str:
     return f"reference_condition_{k}.json"
 
 
-def register(model: RULModel, histories: pd.DataFrame, *, metrics: dict[str, float], dataset: str,
-             alias: str | None = None) -> registry.ModelVersion:
+def register(
+    model: RULModel, histories: pd.DataFrame, *, metrics: dict[str, float], dataset: str, alias: str | None = None
+) -> registry.ModelVersion:
     """Save ``model`` with its monitoring references (scaled sensors + condition mix + predictions overall, raw
     sensors per operating condition) and register it, tagged with ``last_training_timestamp``: the failure time
     of the newest training unit (see :func:`apps.maintenance.data.failure_times`)."""
@@ -38,19 +39,25 @@ def register(model: RULModel, histories: pd.DataFrame, *, metrics: dict[str, flo
 
     def build(path: Path) -> None:
         model.save(path)
-        monitoring.ReferenceProfile.from_frame(scaled, categorical=[CONDITION]).save(
-            path / monitoring.REFERENCE_FILE)
+        monitoring.ReferenceProfile.from_frame(scaled, categorical=[CONDITION]).save(path / monitoring.REFERENCE_FILE)
         for k in range(model.pre.n_conditions):
             rows = histories.loc[cond == k, model.pre.sensors]
             if len(rows):
                 monitoring.ReferenceProfile.from_frame(rows).save(path / condition_reference_name(k))
 
-    params = {k: model.cfg[k] for k in ("window", "rul_cap", "epochs", "lr", "batch_size", "n_seeds", "alpha",
-                                        "horizon")}
+    params = {
+        k: model.cfg[k] for k in ("window", "rul_cap", "epochs", "lr", "batch_size", "n_seeds", "alpha", "horizon")
+    }
     return registry.register_dir(
-        REGISTRY_NAME, build, metrics=metrics, params=params, data_fingerprint=fingerprint(histories),
-        tags={"dataset": dataset, "members": str(len(model.nets))}, alias=alias,
-        last_training_timestamp=float(failure_times(histories).max()))
+        REGISTRY_NAME,
+        build,
+        metrics=metrics,
+        params=params,
+        data_fingerprint=fingerprint(histories),
+        tags={"dataset": dataset, "members": str(len(model.nets))},
+        alias=alias,
+        last_training_timestamp=float(failure_times(histories).max()),
+    )
 
 
 def load_version(ref: str = registry.CHAMPION) -> tuple[RULModel, registry.ModelVersion]:
@@ -63,7 +70,7 @@ def predict_table(model: RULModel, table: pd.DataFrame, *, chunk_units: int = 10
     units = list(dict.fromkeys(table[UNIT]))
     parts = []
     for i in range(0, len(units), chunk_units):
-        rows = table[table[UNIT].isin(units[i:i + chunk_units])].reset_index(drop=True)
+        rows = table[table[UNIT].isin(units[i : i + chunk_units])].reset_index(drop=True)
         parts.append(model.predict(rows))
     out = pd.concat(parts, ignore_index=True)
     return out.sort_values(["lower", "rul"], kind="stable").reset_index(drop=True) if "lower" in out else out
@@ -77,8 +84,12 @@ def batch_score(model: RULModel, input_path: Path, output: Path, *, chunk_units:
     table = read_fleet(input_path)
     out = predict_table(model, table, chunk_units=chunk_units)
     write_table(out, output)
-    return {"units": len(out), "rows_in": len(table), "alerts": int(out["alert"].sum()) if "alert" in out else 0,
-            "output": str(output)}
+    return {
+        "units": len(out),
+        "rows_in": len(table),
+        "alerts": int(out["alert"].sum()) if "alert" in out else 0,
+        "output": str(output),
+    }
 
 
 # ------------------------------------------------------------------ monitoring
@@ -96,8 +107,15 @@ def observed_performance(model: RULModel, failed: pd.DataFrame) -> dict[str, flo
     return out
 
 
-def monitor(model: RULModel, model_dir: Path, recent: pd.DataFrame, out_dir: Path, *,
-            coverage_tolerance: float = 0.1, rmse_factor: float = 1.5) -> monitoring.MonitorVerdict:
+def monitor(
+    model: RULModel,
+    model_dir: Path,
+    recent: pd.DataFrame,
+    out_dir: Path,
+    *,
+    coverage_tolerance: float = 0.1,
+    rmse_factor: float = 1.5,
+) -> monitoring.MonitorVerdict:
     """Sensor drift of ``recent`` rows overall and per operating condition against the training references; once
     failures are observed (units with ``failed == 1``), RMSE and interval coverage on them. Alerts: drift in
     any condition, coverage below ``1 - alpha - coverage_tolerance``, RMSE above ``rmse_factor`` x the
@@ -126,12 +144,19 @@ def monitor(model: RULModel, model_dir: Path, recent: pd.DataFrame, out_dir: Pat
             alerts.append(f"interval coverage {perf['coverage']:.2f} on observed failures < {floor:.2f}")
         ref_rmse = model.info.get("val_rmse")
         if ref_rmse and perf["rmse"] > rmse_factor * float(ref_rmse):
-            alerts.append(f"RMSE {perf['rmse']:.1f} on observed failures > {rmse_factor} x validation "
-                          f"{float(ref_rmse):.1f}")
+            alerts.append(
+                f"RMSE {perf['rmse']:.1f} on observed failures > {rmse_factor} x validation {float(ref_rmse):.1f}"
+            )
     current = pd.DataFrame(model.pre.transform(recent), columns=model.pre.sensors)
     current[CONDITION] = [f"c{k}" for k in cond]
-    verdict = monitoring.run_check(Path(model_dir), current, out_dir, title=f"{REGISTRY_NAME}: recent readings "
-                                   "vs training", extra_alerts=alerts, stats=stats)
+    verdict = monitoring.run_check(
+        Path(model_dir),
+        current,
+        out_dir,
+        title=f"{REGISTRY_NAME}: recent readings vs training",
+        extra_alerts=alerts,
+        stats=stats,
+    )
     verdict.stats["drift_by_condition"] = per_condition
     return verdict
 
@@ -143,8 +168,10 @@ def recent_window(histories: pd.DataFrame, n_units: int) -> tuple[pd.DataFrame, 
     """(units that failed before the window, the ``n_units`` most recent failures, window start), by failure time."""
     times = failure_times(histories).sort_values(kind="stable")
     if len(times) < n_units + 2:
-        raise DataError(f"{len(times)} failed unit(s): retraining needs more than {n_units} + 2 (the latest "
-                        f"{n_units} failures are the evaluation window; lower window_units in the config)")
+        raise DataError(
+            f"{len(times)} failed unit(s): retraining needs more than {n_units} + 2 (the latest "
+            f"{n_units} failures are the evaluation window; lower window_units in the config)"
+        )
     window_units = set(times.index[-n_units:])
     start = float(times.iloc[-n_units])
     before = histories[~histories[UNIT].isin(window_units)].reset_index(drop=True)
@@ -170,10 +197,13 @@ def retrain(histories: pd.DataFrame, cfg: Config, *, dataset: str, margin: float
         model, _ = load_version(version.version)
         return observed_performance(model, window)["rmse"]
 
-    return retraining.champion_vs_challenger(REGISTRY_NAME, mv, evaluate, metric=metric, margin=margin,
-                                             higher_is_better=False, window_start=start)
+    return retraining.champion_vs_challenger(
+        REGISTRY_NAME, mv, evaluate, metric=metric, margin=margin, higher_is_better=False, window_start=start
+    )
 
 
 def summary(decision: retraining.Decision) -> dict[str, Any]:
-    return {k: decision.to_dict()[k] for k in ("champion_version", "challenger_version", "champion_score",
-                                               "challenger_score", "promoted", "reason")}
+    return {
+        k: decision.to_dict()[k]
+        for k in ("champion_version", "challenger_version", "champion_score", "challenger_score", "promoted", "reason")
+    }

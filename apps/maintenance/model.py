@@ -39,8 +39,16 @@ class DCNN(nn.Module):
     multiplied by ``out_scale`` (the RUL cap), so the last layer works in units of the cap and reaches the target
     range within an epoch instead of the tens of epochs raw-scale outputs need under Adam."""
 
-    def __init__(self, n_sensors: int, window: int, channels: int = 10, kernel: int = 10, hidden: int = 100,
-                 dropout: float = 0.5, out_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        n_sensors: int,
+        window: int,
+        channels: int = 10,
+        kernel: int = 10,
+        hidden: int = 100,
+        dropout: float = 0.5,
+        out_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         self.n_sensors, self.window, self.out_scale = n_sensors, window, float(out_scale)
         layers: list[nn.Module] = []
@@ -50,8 +58,9 @@ class DCNN(nn.Module):
             c_in = channels
         layers += [nn.Conv1d(c_in, 1, 3, padding="same"), nn.Tanh()]
         self.conv = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(n_sensors * window, hidden), nn.Tanh(),
-                                  nn.Linear(hidden, 1))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(n_sensors * window, hidden), nn.Tanh(), nn.Linear(hidden, 1)
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv1d | nn.Linear):
                 nn.init.xavier_normal_(m.weight)
@@ -123,7 +132,7 @@ def predict_net(net: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.nda
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            out.append(net(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size]))).numpy())
+            out.append(net(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -175,12 +184,21 @@ class RULModel:
     def save(self, path: Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        doc = {"format": 1, "pre": self.pre.to_dict(), "cfg": self.cfg, "info": self.info,
-               "conformal": self.conformal.__dict__ if self.conformal is not None else None,
-               "members": len(self.nets), "arch": {"n_sensors": self.nets[0].n_sensors, "window": self.window}}
+        doc = {
+            "format": 1,
+            "pre": self.pre.to_dict(),
+            "cfg": self.cfg,
+            "info": self.info,
+            "conformal": self.conformal.__dict__ if self.conformal is not None else None,
+            "members": len(self.nets),
+            "arch": {"n_sensors": self.nets[0].n_sensors, "window": self.window},
+        }
         (path / "model.json").write_text(json.dumps(doc, indent=1))
-        weights = {f"{i}.{k}": v.detach().cpu().contiguous() for i, n in enumerate(self.nets)
-                   for k, v in n.state_dict().items()}
+        weights = {
+            f"{i}.{k}": v.detach().cpu().contiguous()
+            for i, n in enumerate(self.nets)
+            for k, v in n.state_dict().items()
+        }
         torch.save(weights, path / "weights.pt")
         return path
 
@@ -202,8 +220,15 @@ class RULModel:
 
 
 def make_net(n_sensors: int, cfg: dict[str, Any]) -> DCNN:
-    return DCNN(n_sensors, int(cfg["window"]), int(cfg["channels"]), int(cfg["kernel"]), int(cfg["hidden"]),
-                float(cfg["dropout"]), float(cfg["rul_cap"]) if cfg.get("scale_output", True) else 1.0)
+    return DCNN(
+        n_sensors,
+        int(cfg["window"]),
+        int(cfg["channels"]),
+        int(cfg["kernel"]),
+        int(cfg["hidden"]),
+        float(cfg["dropout"]),
+        float(cfg["rul_cap"]) if cfg.get("scale_output", True) else 1.0,
+    )
 
 
 # ------------------------------------------------------------------ baselines and sktime pipelines
@@ -293,8 +318,9 @@ class SktimeRegressor:
         else:
             from sklearn.ensemble import HistGradientBoostingRegressor
 
-            self.pipe = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, max_leaf_nodes=31,
-                                                      l2_regularization=1.0, random_state=self.seed)
+            self.pipe = HistGradientBoostingRegressor(
+                max_iter=400, learning_rate=0.05, max_leaf_nodes=31, l2_regularization=1.0, random_state=self.seed
+            )
             self.pipe.fit(self._summary(x), y)
         return self
 
@@ -314,4 +340,4 @@ def _slopes(panel: np.ndarray) -> np.ndarray:
     """Least-squares slope over time per channel -> ``[n, f]``."""
     t = np.arange(panel.shape[-1], dtype=float)
     t -= t.mean()
-    return (panel * t).sum(-1) / (t ** 2).sum()
+    return (panel * t).sum(-1) / (t**2).sum()

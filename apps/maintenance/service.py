@@ -47,14 +47,26 @@ STATE_FORMAT = 1
 class Reading(BaseModel):
     """One operating cycle: ``cycle`` plus ``setting_*`` / ``sensor_*`` numbers (the champion's columns at least)."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={
-        "patternProperties": {FIELD_PATTERN.pattern: {"type": "number"}},
-        "additionalProperties": False,
-        "description": ("cycle plus setting_*/sensor_* numbers. Which ones are required depends on the served "
-                        "model (its settings and sensors, GET /v1/model) and on the unit's first reading (its "
-                        "fields stay fixed): a missing one is a 422 naming it."),
-        "example": {"cycle": 1, "setting_1": -0.0007, "setting_2": -0.0004, "setting_3": 100.0,
-                    "sensor_2": 641.82, "sensor_3": 1589.7}})
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "patternProperties": {FIELD_PATTERN.pattern: {"type": "number"}},
+            "additionalProperties": False,
+            "description": (
+                "cycle plus setting_*/sensor_* numbers. Which ones are required depends on the served "
+                "model (its settings and sensors, GET /v1/model) and on the unit's first reading (its "
+                "fields stay fixed): a missing one is a 422 naming it."
+            ),
+            "example": {
+                "cycle": 1,
+                "setting_1": -0.0007,
+                "setting_2": -0.0004,
+                "setting_3": 100.0,
+                "sensor_2": 641.82,
+                "sensor_3": 1589.7,
+            },
+        },
+    )
 
     cycle: serving.JsonInt = Field(ge=1, le=MAX_CYCLE)
 
@@ -118,8 +130,7 @@ class FleetStore:
                 doc = json.loads(path.read_text())
                 if doc.get("format") != STATE_FORMAT or not re.match(UNIT_PATTERN, doc["unit"]):
                     raise ValueError("unknown format")
-                if len(doc["cycles"]) != len(doc["values"]) or any(len(v) != len(doc["fields"])
-                                                                    for v in doc["values"]):
+                if len(doc["cycles"]) != len(doc["values"]) or any(len(v) != len(doc["fields"]) for v in doc["values"]):
                     raise ValueError("inconsistent lengths")
                 self.units[doc["unit"]] = doc
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -152,36 +163,59 @@ class FleetStore:
             for i, row in enumerate(rows):
                 extra = [k for k in row if k != CYCLE]
                 if len(extra) > MAX_FIELDS:
-                    raise UnitError(422, f"readings[{i}]: {len(extra)} fields; at most {MAX_FIELDS}",
-                                    ["body", "readings", i])
+                    raise UnitError(
+                        422, f"readings[{i}]: {len(extra)} fields; at most {MAX_FIELDS}", ["body", "readings", i]
+                    )
                 for k in extra:
                     if not FIELD_PATTERN.match(k):
-                        raise UnitError(422, f"readings[{i}].{k[:40]}: unknown field; expected cycle, setting_* or "
-                                             "sensor_*", ["body", "readings", i, k[:40]])
+                        raise UnitError(
+                            422,
+                            f"readings[{i}].{k[:40]}: unknown field; expected cycle, setting_* or sensor_*",
+                            ["body", "readings", i, k[:40]],
+                        )
                 for k in sorted(set(required) | set(fields), key=_field_key):
                     if k not in row:
-                        raise UnitError(422, f"readings[{i}].{k}: field required"
-                                        + (" (the unit's earlier readings have it)" if k in fields else
-                                           " (the model uses it)"), ["body", "readings", i, k])
+                        raise UnitError(
+                            422,
+                            f"readings[{i}].{k}: field required"
+                            + (" (the unit's earlier readings have it)" if k in fields else " (the model uses it)"),
+                            ["body", "readings", i, k],
+                        )
                     v = row[k]
                     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)):
-                        raise UnitError(422, f"readings[{i}].{k}: must be a finite number, got {str(v)[:40]!r}",
-                                        ["body", "readings", i, k])
+                        raise UnitError(
+                            422,
+                            f"readings[{i}].{k}: must be a finite number, got {str(v)[:40]!r}",
+                            ["body", "readings", i, k],
+                        )
                 new = [k for k in extra if k not in fields]
                 if new:
-                    raise UnitError(422, f"readings[{i}].{new[0]}: not among the unit's fields {fields}",
-                                    ["body", "readings", i, new[0]])
+                    raise UnitError(
+                        422,
+                        f"readings[{i}].{new[0]}: not among the unit's fields {fields}",
+                        ["body", "readings", i, new[0]],
+                    )
                 c = row[CYCLE]
                 if c <= last:
-                    what = "repeats" if (doc and c in doc["cycles"]) or any(r[CYCLE] == c for r in rows[:i]) else \
-                        "comes before"
-                    raise UnitError(409, f"readings[{i}].cycle: cycle {c} {what} the unit's last cycle {last}; "
-                                         "cycles must increase", ["body", "readings", i, CYCLE])
+                    what = (
+                        "repeats"
+                        if (doc and c in doc["cycles"]) or any(r[CYCLE] == c for r in rows[:i])
+                        else "comes before"
+                    )
+                    raise UnitError(
+                        409,
+                        f"readings[{i}].cycle: cycle {c} {what} the unit's last cycle {last}; cycles must increase",
+                        ["body", "readings", i, CYCLE],
+                    )
                 last = c
                 values.append([float(row[k]) for k in fields])
-            new_doc = {"format": STATE_FORMAT, "unit": unit, "fields": fields,
-                       "cycles": ((doc["cycles"] if doc else []) + [r[CYCLE] for r in rows])[-self.history_cycles:],
-                       "values": ((doc["values"] if doc else []) + values)[-self.history_cycles:]}
+            new_doc = {
+                "format": STATE_FORMAT,
+                "unit": unit,
+                "fields": fields,
+                "cycles": ((doc["cycles"] if doc else []) + [r[CYCLE] for r in rows])[-self.history_cycles :],
+                "values": ((doc["values"] if doc else []) + values)[-self.history_cycles :],
+            }
             self._write(new_doc)
             self.units[unit] = new_doc
             return new_doc
@@ -201,8 +235,11 @@ class FleetStore:
 
 def _field_key(name: str) -> tuple[int, int, str]:
     prefix, _, tail = name.partition("_")
-    return (0 if prefix + "_" == SETTING_PREFIX else 1 if prefix + "_" == SENSOR_PREFIX else 2,
-            int(tail) if tail.isdigit() else 1 << 30, tail)
+    return (
+        0 if prefix + "_" == SETTING_PREFIX else 1 if prefix + "_" == SENSOR_PREFIX else 2,
+        int(tail) if tail.isdigit() else 1 << 30,
+        tail,
+    )
 
 
 def required_fields(model: RULModel) -> list[str]:
@@ -216,34 +253,51 @@ UNIT_PARAM = PathParam(..., pattern=UNIT_PATTERN, description="unit id: letters,
 def _responses(model: RULModel, version: str | None, table: pd.DataFrame) -> list[RULResponse]:
     missing = [c for c in required_fields(model) if c not in table.columns or table[c].isna().any()]
     if missing:
-        raise UnitError(409, f"stored readings lack {missing[:5]}, which model v{version} needs; post readings "
-                             "with these fields")
+        raise UnitError(
+            409, f"stored readings lack {missing[:5]}, which model v{version} needs; post readings with these fields"
+        )
     pred = model.predict(table)
     coverage = 1 - model.conformal.alpha if model.conformal is not None else None
-    return [RULResponse(unit=str(r[UNIT]), cycle=int(r[CYCLE]), rul=round(float(r["rul"]), 2),
-                        lower=round(float(r["lower"]), 2) if "lower" in r else None,
-                        upper=round(float(r["upper"]), 2) if "upper" in r else None,
-                        alert=bool(r["alert"]) if "alert" in r else None, horizon=float(model.cfg["horizon"]),
-                        coverage=coverage, model_version=version) for r in pred.to_dict("records")]
+    return [
+        RULResponse(
+            unit=str(r[UNIT]),
+            cycle=int(r[CYCLE]),
+            rul=round(float(r["rul"]), 2),
+            lower=round(float(r["lower"]), 2) if "lower" in r else None,
+            upper=round(float(r["upper"]), 2) if "upper" in r else None,
+            alert=bool(r["alert"]) if "alert" in r else None,
+            horizon=float(model.cfg["horizon"]),
+            coverage=coverage,
+            model_version=version,
+        )
+        for r in pred.to_dict("records")
+    ]
 
 
-@router.post("/v1/units/{unit}/readings", response_model=ReadingsResponse,
-             responses={409: {"description": "cycle out of order or repeated, or the fleet is full"}})
-def post_readings(req: ReadingsRequest, request: Request, unit: str = UNIT_PARAM,
-                  loaded: serving.Loaded = Depends(serving.get_loaded)) -> Any:
+@router.post(
+    "/v1/units/{unit}/readings",
+    response_model=ReadingsResponse,
+    responses={409: {"description": "cycle out of order or repeated, or the fleet is full"}},
+)
+def post_readings(
+    req: ReadingsRequest, request: Request, unit: str = UNIT_PARAM, loaded: serving.Loaded = Depends(serving.get_loaded)
+) -> Any:
     store: FleetStore = request.app.state.fleet
     try:
         doc = store.append(unit, req.readings, required_fields(loaded.model))
     except UnitError as exc:
         return _error(exc.status, exc.message, exc.loc)
-    return ReadingsResponse(unit=unit, accepted=len(req.readings), last_cycle=doc["cycles"][-1],
-                            stored_cycles=len(doc["cycles"]))
+    return ReadingsResponse(
+        unit=unit, accepted=len(req.readings), last_cycle=doc["cycles"][-1], stored_cycles=len(doc["cycles"])
+    )
 
 
-@router.get("/v1/units/{unit}/rul", response_model=RULResponse,
-            responses={404: {"description": "unknown unit"}, 409: {"description": "readings lack a model field"}})
-def get_rul(request: Request, unit: str = UNIT_PARAM,
-            loaded: serving.Loaded = Depends(serving.get_loaded)) -> Any:
+@router.get(
+    "/v1/units/{unit}/rul",
+    response_model=RULResponse,
+    responses={404: {"description": "unknown unit"}, 409: {"description": "readings lack a model field"}},
+)
+def get_rul(request: Request, unit: str = UNIT_PARAM, loaded: serving.Loaded = Depends(serving.get_loaded)) -> Any:
     store: FleetStore = request.app.state.fleet
     if unit not in store.units:
         return _error(404, f"unit {unit!r} has no readings; POST /v1/units/{unit}/readings first", ["path", "unit"])
@@ -254,21 +308,35 @@ def get_rul(request: Request, unit: str = UNIT_PARAM,
     request.app.state.metrics.observe_prediction(out.rul)
     plog = request.app.state.prediction_log
     if plog is not None:
-        plog.log({"unit": unit, "cycle": out.cycle, "rul": out.rul, "lower": out.lower, "alert": out.alert,
-                  "version": loaded.version_id})
+        plog.log(
+            {
+                "unit": unit,
+                "cycle": out.cycle,
+                "rul": out.rul,
+                "lower": out.lower,
+                "alert": out.alert,
+                "version": loaded.version_id,
+            }
+        )
     return out
 
 
 @router.get("/v1/fleet", response_model=FleetResponse)
-def get_fleet(request: Request, limit: int = Query(100, ge=1, le=CFG.max_units, description="units to return"),
-              loaded: serving.Loaded = Depends(serving.get_loaded)) -> Any:
+def get_fleet(
+    request: Request,
+    limit: int = Query(100, ge=1, le=CFG.max_units, description="units to return"),
+    loaded: serving.Loaded = Depends(serving.get_loaded),
+) -> Any:
     store: FleetStore = request.app.state.fleet
     units = sorted(store.units)
     if not units:
         return FleetResponse(units=[], total=0, alerts=0)
     table = store.frame(units)
-    usable = [u for u, g in table.groupby(UNIT, sort=False)
-              if all(c in g.columns and g[c].notna().all() for c in required_fields(loaded.model))]
+    usable = [
+        u
+        for u, g in table.groupby(UNIT, sort=False)
+        if all(c in g.columns and g[c].notna().all() for c in required_fields(loaded.model))
+    ]
     try:
         out = _responses(loaded.model, loaded.version_id, table[table[UNIT].isin(usable)].reset_index(drop=True))
     except UnitError as exc:
@@ -277,8 +345,7 @@ def get_fleet(request: Request, limit: int = Query(100, ge=1, le=CFG.max_units, 
     return FleetResponse(units=out[:limit], total=len(out), alerts=sum(bool(r.alert) for r in out))
 
 
-def build_app(*, refresh_interval_s: float | None = 5.0, state_dir: Path | None = None,
-              model: RULModel | None = None):
+def build_app(*, refresh_interval_s: float | None = 5.0, state_dir: Path | None = None, model: RULModel | None = None):
     """The FastAPI app serving the registry's champion (hot-swapped when the alias moves) over the fleet state in
     ``state_dir`` (default ``$MLREF_HOME/state/maintenance/units``). ``model``: serve this one instead (tests)."""
     holder = serving.ModelHolder(REGISTRY_NAME, RULModel.load)
@@ -286,8 +353,14 @@ def build_app(*, refresh_interval_s: float | None = 5.0, state_dir: Path | None 
         holder.set(serving.Loaded(model))
         refresh_interval_s = None
     plog = serving.PredictionLog(get_settings().path("predictions", f"{REGISTRY_NAME}.jsonl"), sample_rate=0.1)
-    app = serving.create_app(f"mlref {REGISTRY_NAME}", holder, [router], refresh_interval_s=refresh_interval_s,
-                             prediction_log=plog, prediction_buckets=(5, 10, 20, 30, 50, 75, 100, 125, 150),
-                             load_on_startup=model is None)
+    app = serving.create_app(
+        f"mlref {REGISTRY_NAME}",
+        holder,
+        [router],
+        refresh_interval_s=refresh_interval_s,
+        prediction_log=plog,
+        prediction_buckets=(5, 10, 20, 30, 50, 75, 100, 125, 150),
+        load_on_startup=model is None,
+    )
     app.state.fleet = FleetStore(state_dir or get_settings().path("state", REGISTRY_NAME, "units", "x").parent)
     return app

@@ -74,8 +74,9 @@ def _rmse_metric(out: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.sqrt(torch.mean((out.float() - target.float()) ** 2)))
 
 
-def fit_member(data: Prepared, cfg: Config, seed: int, *, checkpoint_dir: Path | None = None,
-               progress: bool = False) -> tuple[nn.Module, training.FitResult]:
+def fit_member(
+    data: Prepared, cfg: Config, seed: int, *, checkpoint_dir: Path | None = None, progress: bool = False
+) -> tuple[nn.Module, training.FitResult]:
     """One DCNN trained on the fit windows; the epoch with the best validation RMSE is kept."""
     torch.manual_seed(seed)
     net = make_net(data.x_fit.shape[2], cfg.to_dict())
@@ -84,18 +85,38 @@ def fit_member(data: Prepared, cfg: Config, seed: int, *, checkpoint_dir: Path |
     train_ds = TensorDataset(torch.from_numpy(data.x_fit), torch.from_numpy(data.y_fit))
     val_ds = TensorDataset(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
     tc = training.TrainConfig(
-        epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, batch_size=cfg.batch_size, grad_clip=None,
-        amp=False, scheduler="cosine", early_stopping_patience=cfg.patience, monitor="val_rmse", mode="min",
-        restore_best=True, checkpoint_dir=checkpoint_dir, resume=checkpoint_dir is not None, seed=seed,
-        device="cpu", progress=progress, max_time_s=cfg.max_train_s / cfg.n_seeds if cfg.max_train_s else None,
-        ema_decay=cfg.ema_decay)
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        grad_clip=None,
+        amp=False,
+        scheduler="cosine",
+        early_stopping_patience=cfg.patience,
+        monitor="val_rmse",
+        mode="min",
+        restore_best=True,
+        checkpoint_dir=checkpoint_dir,
+        resume=checkpoint_dir is not None,
+        seed=seed,
+        device="cpu",
+        progress=progress,
+        max_time_s=cfg.max_train_s / cfg.n_seeds if cfg.max_train_s else None,
+        ema_decay=cfg.ema_decay,
+    )
     result = training.fit(net, train_ds, val_ds, nn.MSELoss(), tc, metrics={"rmse": _rmse_metric})
     net.eval()
     return net, result
 
 
-def train(histories: pd.DataFrame, cfg: Config, *, val_units: list[str] | None = None,
-          progress: bool = False, data: Prepared | None = None) -> RULModel:
+def train(
+    histories: pd.DataFrame,
+    cfg: Config,
+    *,
+    val_units: list[str] | None = None,
+    progress: bool = False,
+    data: Prepared | None = None,
+) -> RULModel:
     """The registered model: ``cfg.n_seeds`` DCNN members on the training units, conformal intervals calibrated on
     the held-out units. ``info`` records the split, epochs, timings and validation RMSE."""
     cfg.check()
@@ -105,16 +126,28 @@ def train(histories: pd.DataFrame, cfg: Config, *, val_units: list[str] | None =
     for k in range(cfg.n_seeds):
         net, res = fit_member(data, cfg, cfg.seed + k, progress=progress)
         nets.append(net)
-        runs.append({"seed": cfg.seed + k, "epochs": len(res.history), "best_epoch": res.best_epoch,
-                     "best_val_rmse": res.best_metric})
+        runs.append(
+            {
+                "seed": cfg.seed + k,
+                "epochs": len(res.history),
+                "best_epoch": res.best_epoch,
+                "best_val_rmse": res.best_metric,
+            }
+        )
     val_pred = np.clip(np.mean([predict_net(n, data.x_val) for n in nets], axis=0), 0, cfg.rul_cap)
     conformal = Conformal.calibrate(data.y_val, val_pred, cfg.alpha)
     lo, hi = conformal.interval(val_pred)
     info: dict[str, Any] = {
-        "model": "dcnn", "members": runs, "fit_units": len(data.fit_units), "val_units": len(data.val_units),
-        "train_windows": len(data.x_fit), "val_rmse": rmse(data.y_val, val_pred),
+        "model": "dcnn",
+        "members": runs,
+        "fit_units": len(data.fit_units),
+        "val_units": len(data.val_units),
+        "train_windows": len(data.x_fit),
+        "val_rmse": rmse(data.y_val, val_pred),
         "val_coverage_in_sample": float(np.mean((data.y_val >= lo) & (data.y_val <= hi))),
-        "sensors": data.pre.sensors, "dropped_sensors": data.pre.dropped, "conditions": data.pre.n_conditions,
+        "sensors": data.pre.sensors,
+        "dropped_sensors": data.pre.dropped,
+        "conditions": data.pre.n_conditions,
         "fit_s": round(time.perf_counter() - t0, 2),
     }
     log.info("trained %d member(s) in %.1f s; validation RMSE %.2f", len(nets), info["fit_s"], info["val_rmse"])
@@ -124,8 +157,9 @@ def train(histories: pd.DataFrame, cfg: Config, *, val_units: list[str] | None =
 BASELINES = ("mean", "linear", "summary", "minirocket")
 
 
-def fit_baselines(data: Prepared, cfg: Config, kinds: tuple[str, ...] = BASELINES, *,
-                  max_windows: int = 20_000) -> dict[str, WindowRegressor]:
+def fit_baselines(
+    data: Prepared, cfg: Config, kinds: tuple[str, ...] = BASELINES, *, max_windows: int = 20_000
+) -> dict[str, WindowRegressor]:
     """The comparison models on the same training windows (every other window once there are more than
     ``max_windows``): ``mean`` (training mean), ``linear`` (ridge on the flattened window), ``summary`` (window
     statistics + gradient boosting) and ``minirocket`` (sktime MiniRocket, 1,000 kernels, + ridge); ``fit_s``
@@ -134,9 +168,12 @@ def fit_baselines(data: Prepared, cfg: Config, kinds: tuple[str, ...] = BASELINE
     if len(x) > max_windows:
         step = int(np.ceil(len(x) / max_windows))
         x, y = x[::step], y[::step]
-    makers = {"mean": MeanBaseline, "linear": LastWindowLinear,
-              "summary": lambda: SktimeRegressor("summary", seed=cfg.seed),
-              "minirocket": lambda: SktimeRegressor("minirocket", num_kernels=1000, seed=cfg.seed)}
+    makers = {
+        "mean": MeanBaseline,
+        "linear": LastWindowLinear,
+        "summary": lambda: SktimeRegressor("summary", seed=cfg.seed),
+        "minirocket": lambda: SktimeRegressor("minirocket", num_kernels=1000, seed=cfg.seed),
+    }
     out = {}
     for kind in kinds:
         t0 = time.perf_counter()

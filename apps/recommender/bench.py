@@ -35,17 +35,33 @@ ANCHORS = {
     "MS LightGCN": {"map@10": 0.089, "ndcg@10": 0.420},
     "MS SAR": {"map@10": 0.111, "ndcg@10": 0.382},
 }
-METRICS = ["precision@10", "recall@10", "map@10", "ndcg@10", "hit_rate@10", "coverage", "gini",
-           "mean_popularity_percentile"]
+METRICS = [
+    "precision@10",
+    "recall@10",
+    "map@10",
+    "ndcg@10",
+    "hit_rate@10",
+    "coverage",
+    "gini",
+    "mean_popularity_percentile",
+]
 BENCH_MODELS = ("als", "ease", "bpr", "itemknn", "popular", "random")
 REFERENCE_DATASET = "ml-100k"
 REPEAT_EASE_MAX_ITEMS = 8000  # above this, the split-seed and leave-last-out repeats skip EASE (minutes per fit)
 
 
-def run_bench(dataset: str = REFERENCE_DATASET, *, tune_trials: int = 0,
-              tune_models: tuple[str, ...] = ("als", "ease", "itemknn"), tune_budget_s: float | None = None,
-              output: Path | None = None, write: bool = True, threads: int = 2,
-              seed: int = 42, robustness_seeds: tuple[int, ...] = (1, 2, 3, 4, 5)) -> dict[str, Any]:
+def run_bench(
+    dataset: str = REFERENCE_DATASET,
+    *,
+    tune_trials: int = 0,
+    tune_models: tuple[str, ...] = ("als", "ease", "itemknn"),
+    tune_budget_s: float | None = None,
+    output: Path | None = None,
+    write: bool = True,
+    threads: int = 2,
+    seed: int = 42,
+    robustness_seeds: tuple[int, ...] = (1, 2, 3, 4, 5),
+) -> dict[str, Any]:
     """Run the benchmark; returns (and, with ``write``, writes) the JSON document.
 
     ``output`` defaults to :func:`common.cli.bench_output`: ``bench/results/recommender.json`` for ML-100K (the
@@ -68,8 +84,13 @@ def run_bench(dataset: str = REFERENCE_DATASET, *, tune_trials: int = 0,
         t0 = time.perf_counter()
         best, trials = tune(train, m, tune_trials, cfg=cfg)  # validation split inside train; test untouched
         models[f"{m}-tuned"] = (m, best)
-        tuned[m] = {"trials": len(trials), "max_trials": tune_trials, "budget_s": cfg.tune_budget_s,
-                    "params": best, "tune_s": round(time.perf_counter() - t0, 2)}
+        tuned[m] = {
+            "trials": len(trials),
+            "max_trials": tune_trials,
+            "budget_s": cfg.tune_budget_s,
+            "params": best,
+            "tune_s": round(time.perf_counter() - t0, 2),
+        }
     table, _, _ = compare_models(train, test, models, cfg, curve_ks=None, item_meta=ds.items)
     repeat = ("ease", "als", "popular") if ds.n_items <= REPEAT_EASE_MAX_ITEMS else ("als", "popular")
     spread: dict[str, Any] = {}
@@ -80,14 +101,20 @@ def run_bench(dataset: str = REFERENCE_DATASET, *, tune_trials: int = 0,
             t, _, _ = compare_models(tr_s, te_s, {m: models[m] for m in repeat}, cfg, curve_ks=None)
             per_seed.append(t["ndcg@10"])
         frame = pd.concat(per_seed, axis=1)
-        spread = {"seeds": list(robustness_seeds), "metric": "ndcg@10",
-                  **{m: {"mean": round(float(frame.loc[m].mean()), 4), "std": round(float(frame.loc[m].std()), 4)}
-                     for m in frame.index}}
+        spread = {
+            "seeds": list(robustness_seeds),
+            "metric": "ndcg@10",
+            **{
+                m: {"mean": round(float(frame.loc[m].mean()), 4), "std": round(float(frame.loc[m].std()), 4)}
+                for m in frame.index
+            },
+        }
     # protocol (2), what production sees: predict each user's latest interaction from everything before it
     llo_train, llo_test = leave_last_out(ds.interactions)
     llo, _, _ = compare_models(llo_train, llo_test, {m: models[m] for m in repeat}, cfg, curve_ks=None)
-    leave_last = {m: {k: round(float(llo.loc[m, k]), 4) for k in ("hit_rate@10", "ndcg@10", "mrr@10")}
-                  for m in llo.index}
+    leave_last = {
+        m: {k: round(float(llo.loc[m, k]), 4) for k in ("hit_rate@10", "ndcg@10", "mrr@10")} for m in llo.index
+    }
     doc: dict[str, Any] = {
         "app": APP,
         "dataset": str(dataset),
@@ -95,10 +122,13 @@ def run_bench(dataset: str = REFERENCE_DATASET, *, tune_trials: int = 0,
         "protocol_details": {
             "name": "ms-stratified",
             "split": "per-user random 75/25 (python_stratified_split, seed 42, reproduced exactly)",
-            "k": 10, "seen_items_removed": True, "relevance": "every held-out interaction (all ratings)",
+            "k": 10,
+            "seen_items_removed": True,
+            "relevance": "every held-out interaction (all ratings)",
             "metrics": "Microsoft Recommenders definitions; 'map@10' is their MAP (normalised by all relevant "
-                       "items), as in their benchmark table",
-            "train_interactions": len(train), "test_interactions": len(test),
+            "items), as in their benchmark table",
+            "train_interactions": len(train),
+            "test_interactions": len(test),
         },
         "models": {
             label: {
@@ -112,15 +142,18 @@ def run_bench(dataset: str = REFERENCE_DATASET, *, tune_trials: int = 0,
         },
         "tuning": tuned,
         "split_seed_spread": spread,
-        "leave_last_out": {"protocol": "each user's latest interaction (by timestamp) held out; k=10",
-                           "models": leave_last},
+        "leave_last_out": {
+            "protocol": "each user's latest interaction (by timestamp) held out; k=10",
+            "models": leave_last,
+        },
         "published": ANCHORS,
         "published_source": "Microsoft Recommenders benchmarks/movielens.ipynb (ML-100K, k=10)",
         "machine": {**machine_info(), "threads": threads},
     }
     best = max(doc["models"], key=lambda m: doc["models"][m]["metrics"]["ndcg@10"])
     doc["summary"] = {
-        "best_model": best, "best_ndcg@10": doc["models"][best]["metrics"]["ndcg@10"],
+        "best_model": best,
+        "best_ndcg@10": doc["models"][best]["metrics"]["ndcg@10"],
         "als_ndcg@10": doc["models"]["als"]["metrics"]["ndcg@10"],
         "popular_ndcg@10": doc["models"]["popular"]["metrics"]["ndcg@10"],
         "best_anchor_ndcg@10": max(a["ndcg@10"] for a in ANCHORS.values()),
@@ -135,12 +168,16 @@ def run_bench(dataset: str = REFERENCE_DATASET, *, tune_trials: int = 0,
 
 def format_table(doc: dict[str, Any]) -> str:
     """A markdown table of a bench document (for the README)."""
-    lines = ["| model | precision@10 | recall@10 | MAP | nDCG@10 | coverage | train s | predict s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | precision@10 | recall@10 | MAP | nDCG@10 | coverage | train s | predict s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in sorted(doc["models"].items(), key=lambda kv: -kv[1]["metrics"]["ndcg@10"]):
         x = m["metrics"]
-        lines.append(f"| {name} | {x['precision@10']:.3f} | {x['recall@10']:.3f} | {x['map@10']:.3f} | "
-                     f"{x['ndcg@10']:.3f} | {x['coverage']:.3f} | {m['train_s']:.2f} | {m['predict_s']:.2f} |")
+        lines.append(
+            f"| {name} | {x['precision@10']:.3f} | {x['recall@10']:.3f} | {x['map@10']:.3f} | "
+            f"{x['ndcg@10']:.3f} | {x['coverage']:.3f} | {m['train_s']:.2f} | {m['predict_s']:.2f} |"
+        )
     return "\n".join(lines)
 
 

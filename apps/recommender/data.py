@@ -124,8 +124,9 @@ def normalize_interactions(df: pd.DataFrame, *, source: str = "interactions") ->
     checked = SCHEMA.validate(df, source=source)
     out = pd.DataFrame({USER: checked[USER].to_numpy(object), ITEM: checked[ITEM].to_numpy(object)})
     out[WEIGHT] = checked[WEIGHT].to_numpy(np.float32) if WEIGHT in checked else np.float32(1.0)
-    out[TIMESTAMP] = (checked[TIMESTAMP].to_numpy(np.int64) if TIMESTAMP in checked
-                      else np.arange(len(checked), dtype=np.int64))
+    out[TIMESTAMP] = (
+        checked[TIMESTAMP].to_numpy(np.int64) if TIMESTAMP in checked else np.arange(len(checked), dtype=np.int64)
+    )
     return dedupe(out)
 
 
@@ -219,7 +220,7 @@ def load_movielens(variant: str = "ml-100k", *, download: bool = True) -> Datase
         df = pd.read_csv(ratings, sep="\t", names=names, dtype=str)
         raw = pd.read_csv(root / "u.item", sep="|", header=None, encoding="latin-1", dtype=str)
         genre_names = pd.read_csv(root / "u.genre", sep="|", header=None, encoding="latin-1")[0].tolist()
-        flags = raw.iloc[:, 5:5 + len(genre_names)].astype(int).to_numpy()
+        flags = raw.iloc[:, 5 : 5 + len(genre_names)].astype(int).to_numpy()
         genres = ["|".join(g for g, f in zip(genre_names, row, strict=True) if f) for row in flags]
         items = pd.DataFrame({ITEM: raw[0], TITLE: raw[1], GENRES: genres}).set_index(ITEM)
     else:
@@ -256,8 +257,13 @@ class SyntheticWorld:
 
 
 def make_world(
-    n_users: int = 2000, n_items: int = 1000, n_clusters: int = 10, mean_activity: float = 40.0,
-    zipf: float = 1.0, concentration: float = 0.15, seed: int = 42,
+    n_users: int = 2000,
+    n_items: int = 1000,
+    n_clusters: int = 10,
+    mean_activity: float = 40.0,
+    zipf: float = 1.0,
+    concentration: float = 0.15,
+    seed: int = 42,
 ) -> SyntheticWorld:
     """Draw the latent structure (see :class:`SyntheticWorld`)."""
     rng = np.random.default_rng(seed)
@@ -272,8 +278,15 @@ def make_world(
 
 
 def sample_interactions(
-    world: SyntheticWorld, users: np.ndarray, n_per_user: np.ndarray, *, start: int, end: int,
-    rng: np.random.Generator, exclude: dict[int, np.ndarray] | None = None, pop_power: float = 0.8,
+    world: SyntheticWorld,
+    users: np.ndarray,
+    n_per_user: np.ndarray,
+    *,
+    start: int,
+    end: int,
+    rng: np.random.Generator,
+    exclude: dict[int, np.ndarray] | None = None,
+    pop_power: float = 0.8,
 ) -> pd.DataFrame:
     """Sample distinct items per user (Gumbel top-k on log p), p(i | u) ∝ pop_i^pop_power · taste_u[cluster_i].
 
@@ -304,18 +317,26 @@ def sample_interactions(
 
 
 def _to_dataset(name: str, world: SyntheticWorld, df: pd.DataFrame) -> Dataset:
-    inter = pd.DataFrame({
-        USER: [f"u{u:05d}" for u in df["u"]],
-        ITEM: [f"i{i:05d}" for i in df["i"]],
-        WEIGHT: df["weight"].to_numpy(np.float32),
-        TIMESTAMP: df["timestamp"].to_numpy(np.int64),
-    }).sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+    inter = (
+        pd.DataFrame(
+            {
+                USER: [f"u{u:05d}" for u in df["u"]],
+                ITEM: [f"i{i:05d}" for i in df["i"]],
+                WEIGHT: df["weight"].to_numpy(np.float32),
+                TIMESTAMP: df["timestamp"].to_numpy(np.int64),
+            }
+        )
+        .sort_values(TIMESTAMP, kind="stable")
+        .reset_index(drop=True)
+    )
     ids = np.arange(world.n_items)
-    items = pd.DataFrame({
-        ITEM: [f"i{i:05d}" for i in ids],
-        TITLE: [f"Item {i} (cluster {c})" for i, c in zip(ids, world.item_cluster, strict=True)],
-        GENRES: [f"cluster-{c}" for c in world.item_cluster],
-    }).set_index(ITEM)
+    items = pd.DataFrame(
+        {
+            ITEM: [f"i{i:05d}" for i in ids],
+            TITLE: [f"Item {i} (cluster {c})" for i, c in zip(ids, world.item_cluster, strict=True)],
+            GENRES: [f"cluster-{c}" for c in world.item_cluster],
+        }
+    ).set_index(ITEM)
     return Dataset(name=name, interactions=inter[COLUMNS], items=items)
 
 
@@ -323,23 +344,40 @@ SYNTH_START = 1_700_000_000  # 2023-11-14, unix seconds
 
 
 def synthetic(
-    n_users: int = 2000, n_items: int = 1000, n_clusters: int = 10, mean_activity: float = 40.0,
-    days: int = 180, seed: int = 42,
+    n_users: int = 2000,
+    n_items: int = 1000,
+    n_clusters: int = 10,
+    mean_activity: float = 40.0,
+    days: int = 180,
+    seed: int = 42,
 ) -> Dataset:
     """The embedded default: seeded synthetic implicit feedback with taste clusters and popularity skew."""
     world = make_world(n_users, n_items, n_clusters, mean_activity, seed=seed)
     rng = np.random.default_rng(seed + 1)
     df = sample_interactions(
-        world, np.arange(world.n_users), world.user_activity, start=SYNTH_START,
-        end=SYNTH_START + days * SECONDS_PER_DAY, rng=rng,
+        world,
+        np.arange(world.n_users),
+        world.user_activity,
+        start=SYNTH_START,
+        end=SYNTH_START + days * SECONDS_PER_DAY,
+        rng=rng,
     )
     return _to_dataset("synthetic", world, df)
 
 
 def synthetic_next_period(
-    n_users: int = 2000, n_items: int = 1000, n_clusters: int = 10, mean_activity: float = 40.0,
-    days: int = 180, seed: int = 42, *, period_days: int = 30, new_user_share: float = 0.3,
-    new_item_share: float = 0.1, trend_boost: float = 10.0, active_share: float = 0.5,
+    n_users: int = 2000,
+    n_items: int = 1000,
+    n_clusters: int = 10,
+    mean_activity: float = 40.0,
+    days: int = 180,
+    seed: int = 42,
+    *,
+    period_days: int = 30,
+    new_user_share: float = 0.3,
+    new_item_share: float = 0.1,
+    trend_boost: float = 10.0,
+    active_share: float = 0.5,
 ) -> Dataset:
     """The period after :func:`synthetic` (same arguments), with drift: new users, new items that become
     popular (``trend_boost`` times their base popularity), and existing users continuing.
@@ -355,8 +393,11 @@ def synthetic_next_period(
     pop = np.concatenate([base.item_pop, new_pop])
     taste = np.vstack([base.user_taste, rng.dirichlet(np.full(n_clusters, 0.15), n_new_users)])
     world = SyntheticWorld(
-        np.concatenate([base.item_cluster, new_cluster]), pop / pop.sum(), taste,
-        np.concatenate([base.user_activity, rng.integers(5, 20, n_new_users)]), seed,
+        np.concatenate([base.item_cluster, new_cluster]),
+        pop / pop.sum(),
+        taste,
+        np.concatenate([base.user_activity, rng.integers(5, 20, n_new_users)]),
+        seed,
     )
     old = synthetic(n_users, n_items, n_clusters, mean_activity, days, seed).interactions
     codes = pd.DataFrame({"u": old[USER].str[1:].astype(int), "i": old[ITEM].str[1:].astype(int)})
@@ -364,10 +405,11 @@ def synthetic_next_period(
     returning = rng.choice(n_users, int(n_users * active_share), replace=False)
     users = np.concatenate([returning, np.arange(n_users, n_users + n_new_users)])
     per_user = np.maximum(3, (world.user_activity[users] * period_days / days).round().astype(int))
-    per_user[len(returning):] = world.user_activity[n_users:]
+    per_user[len(returning) :] = world.user_activity[n_users:]
     start = SYNTH_START + days * SECONDS_PER_DAY
-    df = sample_interactions(world, users, per_user, start=start, end=start + period_days * SECONDS_PER_DAY, rng=rng,
-                             exclude=seen)
+    df = sample_interactions(
+        world, users, per_user, start=start, end=start + period_days * SECONDS_PER_DAY, rng=rng, exclude=seen
+    )
     return _to_dataset("synthetic-next", world, df)
 
 

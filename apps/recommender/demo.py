@@ -51,18 +51,35 @@ def run_demo(*, tiny: bool = False, seed: int = 42) -> dict[str, Any]:
     models = {m: (m, None) for m in labels}
     table, bundles, curves = compare_models(train, test, models, cfg, item_meta=ds.items)
     llo_train, llo_test = leave_last_out(ds.interactions)
-    llo, _, _ = compare_models(llo_train, llo_test, {m: (m, None) for m in ("als", "ease", "popular")}, cfg,
-                               curve_ks=None)
+    llo, _, _ = compare_models(
+        llo_train, llo_test, {m: (m, None) for m in ("als", "ease", "popular")}, cfg, curve_ks=None
+    )
     report_dir = new_report_dir(APP, ds.name, "evaluation")
-    cols = ["precision@10", "recall@10", "map@10", "ndcg@10", "coverage", "mean_popularity_percentile",
-            "train_s", "predict_s"]
+    cols = [
+        "precision@10",
+        "recall@10",
+        "map@10",
+        "ndcg@10",
+        "coverage",
+        "mean_popularity_percentile",
+        "train_s",
+        "predict_s",
+    ]
     llo_md = markdown_table(llo[["hit_rate@10", "ndcg@10", "mrr@10"]])
     write_evaluation_report(
-        report_dir, table[cols], curves, {m: bundles[m] for m in ("als", "ease", "popular")},
-        {m: test for m in ("als", "ease", "popular")}, title="Recommender (synthetic demo data)",
-        sections={"Protocol": "MS-stratified 75/25 per user, k=10, seen removed.",
-                  "Leave-last-out (next interaction)": llo_md},
-        model_info={"model": "als", "params": cfg.model_params("als")}, data=ds.summary(), dataset=ds.name,
+        report_dir,
+        table[cols],
+        curves,
+        {m: bundles[m] for m in ("als", "ease", "popular")},
+        {m: test for m in ("als", "ease", "popular")},
+        title="Recommender (synthetic demo data)",
+        sections={
+            "Protocol": "MS-stratified 75/25 per user, k=10, seen removed.",
+            "Leave-last-out (next interaction)": llo_md,
+        },
+        model_info={"model": "als", "params": cfg.model_params("als")},
+        data=ds.summary(),
+        dataset=ds.name,
         champion="als",
     )
     out["evaluation"] = table[["ndcg@10", "precision@10", "map@10", "coverage"]].round(4).to_dict(orient="index")
@@ -71,8 +88,9 @@ def run_demo(*, tiny: bool = False, seed: int = 42) -> dict[str, Any]:
 
     # 2. champion on all data -------------------------------------------------------------------------------
     champion = train_dataset(ds, cfg)
-    mv1 = register_bundle(champion, ds.interactions, metrics=dict(table.loc["als", ["ndcg@10", "map@10"]]),
-                          alias=registry.CHAMPION)
+    mv1 = register_bundle(
+        champion, ds.interactions, metrics=dict(table.loc["als", ["ndcg@10", "map@10"]]), alias=registry.CHAMPION
+    )
     out["champion_version"] = mv1.version
 
     # 3. serve in-process -------------------------------------------------------------------------------------
@@ -90,9 +108,14 @@ def run_demo(*, tiny: bool = False, seed: int = 42) -> dict[str, Any]:
             "bad_k": client.get(f"/v1/users/{user}/recommendations", params={"k": 0}),
             "unknown_item": client.get("/v1/items/nope/similar"),
         }
-        out["api"] = {name: {"status": r.status_code, "strategy": r.json().get("strategy") if r.is_success else None,
-                             "message": (r.json().get("message") or r.json().get("detail")) if not r.is_success
-                             else None} for name, r in calls.items()}
+        out["api"] = {
+            name: {
+                "status": r.status_code,
+                "strategy": r.json().get("strategy") if r.is_success else None,
+                "message": (r.json().get("message") or r.json().get("detail")) if not r.is_success else None,
+            }
+            for name, r in calls.items()
+        }
         out["api_example"] = calls["known_user"].json()["items"][:3]
         metrics_text = client.get("/metrics").text
         out["metrics_has_latency"] = "mlref_request_latency_seconds_bucket" in metrics_text
@@ -104,17 +127,30 @@ def run_demo(*, tiny: bool = False, seed: int = 42) -> dict[str, Any]:
         # 5. a month later: monitor -------------------------------------------------------------------------------
         new = synthetic_next_period(**sizes, seed=seed)
         monitor_dir = new_report_dir(APP, new.name, "monitor")
-        mon = monitor(champion, registry.fetch_model_dir(mv1), new.interactions, out_dir=monitor_dir,
-                      model_version=str(mv1.version))
+        mon = monitor(
+            champion,
+            registry.fetch_model_dir(mv1),
+            new.interactions,
+            out_dir=monitor_dir,
+            model_version=str(mv1.version),
+        )
         out["monitor"] = {"alerts": mon.alerts, **{k: round(v, 4) for k, v in mon.stats.items()}}
 
         # 6. retrain on old + new, compare on the latest week ----------------------------------------------------
         items = pd.concat([ds.items, new.items[~new.items.index.isin(ds.items.index)]])
         combined = pd.concat([ds.interactions, new.interactions], ignore_index=True)
         decision = retrain(combined, cfg, window_days=7, margin=0.0, item_meta=items)
-        out["retrain"] = {k: decision.to_dict()[k] for k in ("champion_version", "challenger_version",
-                                                             "champion_score", "challenger_score", "promoted",
-                                                             "reason")}
+        out["retrain"] = {
+            k: decision.to_dict()[k]
+            for k in (
+                "champion_version",
+                "challenger_version",
+                "champion_score",
+                "challenger_score",
+                "promoted",
+                "reason",
+            )
+        }
 
         # 7. hot swap ------------------------------------------------------------------------------------------
         reload = client.post("/admin/reload").json()

@@ -80,8 +80,9 @@ def time_window_split(df: pd.DataFrame, window_days: float) -> tuple[pd.DataFram
     return df[df[TIMESTAMP] <= cut].reset_index(drop=True), df[df[TIMESTAMP] > cut].reset_index(drop=True)
 
 
-def split(df: pd.DataFrame, protocol: str, *, ratio: float = 0.75, seed: int = 42,
-          source: str = "data") -> tuple[pd.DataFrame, pd.DataFrame]:
+def split(
+    df: pd.DataFrame, protocol: str, *, ratio: float = 0.75, seed: int = 42, source: str = "data"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, test) for a protocol name in :data:`PROTOCOLS`; :class:`DataError` when either side is empty."""
     if protocol == "ms-stratified":
         train, test = stratified_split(df, ratio, seed)
@@ -93,8 +94,7 @@ def split(df: pd.DataFrame, protocol: str, *, ratio: float = 0.75, seed: int = 4
     return train, test
 
 
-def check_split(df: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, what: str, *,
-                source: str = "data") -> None:
+def check_split(df: pd.DataFrame, train: pd.DataFrame, test: pd.DataFrame, what: str, *, source: str = "data") -> None:
     """Raise a one-line :class:`DataError` when a split leaves nothing to train or to evaluate on."""
     if len(train) and len(test) and test[USER].isin(set(train[USER])).any():
         return
@@ -115,8 +115,14 @@ def recommend_for_eval(bundle: RecommenderBundle, users: np.ndarray, k: int) -> 
     return idx, time.perf_counter() - t0
 
 
-def evaluate_bundle(bundle: RecommenderBundle, test: pd.DataFrame, ks: tuple[int, ...] = (10,),
-                    *, history: pd.DataFrame | None = None, intervals: int = 0) -> dict[str, Any]:
+def evaluate_bundle(
+    bundle: RecommenderBundle,
+    test: pd.DataFrame,
+    ks: tuple[int, ...] = (10,),
+    *,
+    history: pd.DataFrame | None = None,
+    intervals: int = 0,
+) -> dict[str, Any]:
     """Metrics of ``bundle`` on ``test`` for each k in ``ks`` (keys ``ndcg@10`` ...), plus coverage and bias.
 
     Test users unknown to the bundle are skipped (counted in ``skipped_users``) unless ``history`` (their
@@ -138,15 +144,16 @@ def evaluate_bundle(bundle: RecommenderBundle, test: pd.DataFrame, ks: tuple[int
     if history is not None and skipped:
         # cold start: fold the unknown users in from their earlier interactions
         cold_map = IdMap.fit(cold.to_numpy())
-        hist = build_matrix(history[history[USER].isin(cold)], cold_map, bundle.items, binary=True,
-                            log_unknown=False)
+        hist = build_matrix(history[history[USER].isin(cold)], cold_map, bundle.items, binary=True, log_unknown=False)
         rec_rows.append(bundle.model.recommend(hist, kmax, users=np.full(len(cold_map), -1))[0])
         rel_sets.extend(rel.loc[list(cold_map.ids)])
         skipped = 0
     predict_s = time.perf_counter() - t0
     if not rec_rows:
-        raise DataError(f"none of the {skipped} test user(s) is known to the model (no training interactions); "
-                        "pass history= to fold them in")
+        raise DataError(
+            f"none of the {skipped} test user(s) is known to the model (no training interactions); "
+            "pass history= to fold them in"
+        )
     recs = np.vstack(rec_rows)
     item_ids = bundle.items.ids
     hits = np.zeros(recs.shape, bool)
@@ -160,8 +167,9 @@ def evaluate_bundle(bundle: RecommenderBundle, test: pd.DataFrame, ks: tuple[int
             out[f"{name}@{k}"] = m[name]
     if intervals:
         k0 = ks[0]
-        bounds = bootstrap_intervals(len(n_rel), lambda idx: metrics_from_hits(hits[idx, :k0], n_rel[idx]),
-                                     n_boot=intervals)
+        bounds = bootstrap_intervals(
+            len(n_rel), lambda idx: metrics_from_hits(hits[idx, :k0], n_rel[idx]), n_boot=intervals
+        )
         for name in ("precision", "recall", "map", "ndcg"):
             out[f"{name}@{k0}_lo"], out[f"{name}@{k0}_hi"] = bounds[name]
     out["users"] = len(rel_sets)
@@ -192,19 +200,28 @@ def beyond_accuracy(bundle: RecommenderBundle, recs: np.ndarray) -> dict[str, fl
 def metric_vs_k(bundle: RecommenderBundle, test: pd.DataFrame, ks=(1, 5, 10, 20, 50)) -> pd.DataFrame:
     """One row per k with precision/recall/MAP/nDCG (for the report figure)."""
     m = evaluate_bundle(bundle, test, tuple(ks))
-    return pd.DataFrame([{"k": k, **{n: m[f"{n}@{k}"] for n in ("precision", "recall", "map", "ndcg")}}
-                         for k in ks])
+    return pd.DataFrame([{"k": k, **{n: m[f"{n}@{k}"] for n in ("precision", "recall", "map", "ndcg")}} for k in ks])
 
 
 # ------------------------------------------------------------------ report
 
 
-def write_evaluation_report(out_dir: Path, table: pd.DataFrame, curves: dict[str, pd.DataFrame],
-                            bundles: dict[str, RecommenderBundle], tests: dict[str, pd.DataFrame], *,
-                            title: str, sections: dict[str, str] | None = None,
-                            model_info: dict[str, Any] | None = None, k: int = 10,
-                            data: dict[str, Any] | None = None, dataset: str = "", champion: str | None = None,
-                            intervals: int = 200) -> Path:
+def write_evaluation_report(
+    out_dir: Path,
+    table: pd.DataFrame,
+    curves: dict[str, pd.DataFrame],
+    bundles: dict[str, RecommenderBundle],
+    tests: dict[str, pd.DataFrame],
+    *,
+    title: str,
+    sections: dict[str, str] | None = None,
+    model_info: dict[str, Any] | None = None,
+    k: int = 10,
+    data: dict[str, Any] | None = None,
+    dataset: str = "",
+    champion: str | None = None,
+    intervals: int = 200,
+) -> Path:
     """Model card via :func:`common.reports.write_report`: intended use, the data (``data``: facts such as
     :meth:`Dataset.summary`), the metrics table against the baselines with 95 % bootstrap intervals over test
     users for the models in ``bundles`` (``intervals`` resamples; 0: none), metric-vs-k and popularity-bias
@@ -243,21 +260,33 @@ def write_evaluation_report(out_dir: Path, table: pd.DataFrame, curves: dict[str
         pct = pd.Series(pop).rank(pct=True).to_numpy()
         flat = recs[recs >= 0]
         ax.hist(pct[flat], bins=20, range=(0, 1), histtype="step", density=True, label=name)
-    ax.set(xlabel="training popularity percentile of recommended items", ylabel="density",
-           title=f"Popularity bias of top-{k} lists (uniform = no bias)")
+    ax.set(
+        xlabel="training popularity percentile of recommended items",
+        ylabel="density",
+        title=f"Popularity bias of top-{k} lists (uniform = no bias)",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     figs["popularity_bias"] = fig
     baselines = [n for n in table.index if n in ("popular", "random")]
     return write_report(
-        out_dir, title=title, metrics=table, figures=figs, sections=sections, model_info=model_info,
-        higher_is_better={c: True for c in table.columns if c.split("@")[0] in RANKING_METRICS and "@" in c
-                          and not c.endswith(("_lo", "_hi"))},
+        out_dir,
+        title=title,
+        metrics=table,
+        figures=figs,
+        sections=sections,
+        model_info=model_info,
+        higher_is_better={
+            c: True
+            for c in table.columns
+            if c.split("@")[0] in RANKING_METRICS and "@" in c and not c.endswith(("_lo", "_hi"))
+        },
         intended_use=(
             f"Ranks the top {k} items a user has not interacted with yet, from implicit feedback (views, clicks, "
             "purchases): for a page, an e-mail or a batch file of recommendations. Users unknown to the model "
             "get the most popular items. Not for decisions with consequences for a person (credit, jobs, "
-            "prices)."),
+            "prices)."
+        ),
         limitations=(
             f"Measured offline on {dataset or 'the dataset above'} with a held-out split: the numbers say how well "
             "held-out interactions are recovered, not how users would react to the lists (that needs an online "
@@ -265,9 +294,11 @@ def write_evaluation_report(out_dir: Path, table: pd.DataFrame, curves: dict[str
             "against predicting the next one (see leave-last-out where reported). Items without training "
             "interactions cannot be recommended (cold-start items); the popularity-bias figure shows how strongly "
             "lists favour already popular items. Intervals cover the sampling of test users only, not the "
-            "randomness of training or of the split."),
+            "randomness of training or of the split."
+        ),
         data=({"dataset": dataset} if dataset else {}) | dict(data or {}),
-        baselines=baselines, champion=champion,
+        baselines=baselines,
+        champion=champion,
         interval_note="[lo, hi] = 95 % bootstrap interval over test users",
     )
 

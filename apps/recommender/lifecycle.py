@@ -46,8 +46,9 @@ def _recommended_percentiles(bundle: RecommenderBundle, users: np.ndarray, k: in
     return bundle.popularity_percentile[flat]
 
 
-def reference_profile(bundle: RecommenderBundle, train: pd.DataFrame, *, k: int = 10,
-                      seed: int = 0) -> monitoring.ReferenceProfile:
+def reference_profile(
+    bundle: RecommenderBundle, train: pd.DataFrame, *, k: int = 10, seed: int = 0
+) -> monitoring.ReferenceProfile:
     """Profile of the training interactions' item popularity and of the model's recommendations.
 
     The two columns are sampled independently (same length); only their marginal distributions are used.
@@ -63,8 +64,15 @@ def reference_profile(bundle: RecommenderBundle, train: pd.DataFrame, *, k: int 
     return monitoring.ReferenceProfile.from_frame(frame, seed=seed)
 
 
-def register_bundle(bundle: RecommenderBundle, train: pd.DataFrame, *, metrics: dict[str, float] | None = None,
-                    alias: str | None = None, k: int = 10, dataset: str | None = None) -> registry.ModelVersion:
+def register_bundle(
+    bundle: RecommenderBundle,
+    train: pd.DataFrame,
+    *,
+    metrics: dict[str, float] | None = None,
+    alias: str | None = None,
+    k: int = 10,
+    dataset: str | None = None,
+) -> registry.ModelVersion:
     """Save ``bundle`` (+ reference profile and training coverage) and register it; returns the version.
 
     ``dataset`` (a name or path) is shown by ``models list``.
@@ -84,9 +92,16 @@ def register_bundle(bundle: RecommenderBundle, train: pd.DataFrame, *, metrics: 
         reference_profile(bundle, train, k=k).save(work / "reference.json")
 
     seen = retraining.last_training_timestamp(train[TIMESTAMP]) if TIMESTAMP in train else None
-    return registry.register_dir(REGISTRY_NAME, build, metrics=clean, params=params,
-                                 data_fingerprint=fingerprint(train), alias=alias, last_training_timestamp=seen,
-                                 tags={"dataset": dataset} if dataset else None)
+    return registry.register_dir(
+        REGISTRY_NAME,
+        build,
+        metrics=clean,
+        params=params,
+        data_fingerprint=fingerprint(train),
+        alias=alias,
+        last_training_timestamp=seen,
+        tags={"dataset": dataset} if dataset else None,
+    )
 
 
 def load_version(ref: str = registry.CHAMPION) -> tuple[RecommenderBundle, registry.ModelVersion]:
@@ -97,8 +112,15 @@ def load_version(ref: str = registry.CHAMPION) -> tuple[RecommenderBundle, regis
 # ------------------------------------------------------------------ batch
 
 
-def batch_recommend(bundle: RecommenderBundle, output: str | Path, *, k: int = 10, users_file: str | Path | None = None,
-                    chunksize: int = 5000, progress: bool = True) -> batch.BatchResult:
+def batch_recommend(
+    bundle: RecommenderBundle,
+    output: str | Path,
+    *,
+    k: int = 10,
+    users_file: str | Path | None = None,
+    chunksize: int = 5000,
+    progress: bool = True,
+) -> batch.BatchResult:
     """Top-k for every known user (or the ``user`` column of ``users_file``) -> long table
     ``user, rank, item, score, strategy`` (unknown users get popular items, strategy ``popular``)."""
     # a users file is validated up front (DataError: missing, empty, no 'user' column, blank ids), then scored
@@ -111,13 +133,15 @@ def batch_recommend(bundle: RecommenderBundle, output: str | Path, *, k: int = 1
         def score(chunk: pd.DataFrame) -> pd.DataFrame:
             ids = chunk[USER].astype(str).tolist()
             recs = bundle.recommend_users(ids, k)
-            return pd.DataFrame({
-                USER: np.repeat(ids, [len(r.items) for r in recs]),
-                "rank": np.concatenate([np.arange(1, len(r.items) + 1) for r in recs]),
-                ITEM: np.concatenate([np.asarray(r.items, dtype=object) for r in recs]),
-                "score": np.concatenate([np.asarray(r.scores, dtype=np.float32) for r in recs]),
-                "strategy": np.repeat([r.strategy for r in recs], [len(r.items) for r in recs]),
-            })
+            return pd.DataFrame(
+                {
+                    USER: np.repeat(ids, [len(r.items) for r in recs]),
+                    "rank": np.concatenate([np.arange(1, len(r.items) + 1) for r in recs]),
+                    ITEM: np.concatenate([np.asarray(r.items, dtype=object) for r in recs]),
+                    "score": np.concatenate([np.asarray(r.scores, dtype=np.float32) for r in recs]),
+                    "strategy": np.repeat([r.strategy for r in recs], [len(r.items) for r in recs]),
+                }
+            )
 
         return batch.score_file(src, output, score, chunksize=chunksize, progress=progress)
 
@@ -135,9 +159,16 @@ class MonitorThresholds:
     psi: float = 0.2
 
 
-def monitor(bundle: RecommenderBundle, reference: monitoring.ReferenceProfile | Path, recent: pd.DataFrame, *,
-            thresholds: MonitorThresholds | None = None, k: int = 10, out_dir: Path | None = None,
-            model_version: str | None = None) -> monitoring.MonitorVerdict:
+def monitor(
+    bundle: RecommenderBundle,
+    reference: monitoring.ReferenceProfile | Path,
+    recent: pd.DataFrame,
+    *,
+    thresholds: MonitorThresholds | None = None,
+    k: int = 10,
+    out_dir: Path | None = None,
+    model_version: str | None = None,
+) -> monitoring.MonitorVerdict:
     """Compare ``recent`` interactions with the model's training data (``reference``: its profile or its model
     directory) through :func:`common.monitoring.run_check`; the alerts list every threshold crossed (new users,
     new items, coverage, distribution drift) and all of them appear in ``drift.md`` and ``monitor.json``."""
@@ -146,8 +177,7 @@ def monitor(bundle: RecommenderBundle, reference: monitoring.ReferenceProfile | 
     uidx = bundle.users.index_of(users)
     iidx = bundle.items.index_of(recent[ITEM])
     known_users = uidx[uidx >= 0]
-    rec_pct = (_recommended_percentiles(bundle, known_users, k) if known_users.size
-               else np.zeros(0))
+    rec_pct = _recommended_percentiles(bundle, known_users, k) if known_users.size else np.zeros(0)
     if known_users.size:
         idx, _ = bundle.model.recommend(bundle.user_items[known_users], k, users=known_users)
         coverage = float(np.unique(idx[idx >= 0]).size / len(bundle.items))
@@ -158,13 +188,17 @@ def monitor(bundle: RecommenderBundle, reference: monitoring.ReferenceProfile | 
     pop = np.where(iidx >= 0, bundle.popularity_percentile[np.maximum(iidx, 0)], 0.0)
     n = len(pop)
     rng = np.random.default_rng(0)
-    current = pd.DataFrame({POP_FEATURE: pop,
-                            "prediction": rng.choice(rec_pct, n) if rec_pct.size else np.full(n, np.nan)})
+    current = pd.DataFrame(
+        {POP_FEATURE: pop, "prediction": rng.choice(rec_pct, n) if rec_pct.size else np.full(n, np.nan)}
+    )
     stats = {
-        "interactions": float(n), "users": float(len(users)),
-        "new_user_rate": float((uidx < 0).mean()), "new_item_rate": float((iidx < 0).mean()),
+        "interactions": float(n),
+        "users": float(len(users)),
+        "new_user_rate": float((uidx < 0).mean()),
+        "new_item_rate": float((iidx < 0).mean()),
         "new_items": float(pd.unique(recent[ITEM][iidx < 0]).size),
-        "coverage": coverage, "coverage_reference": train_cov,
+        "coverage": coverage,
+        "coverage_reference": train_cov,
     }
     alerts = []
     if stats["new_user_rate"] > t.new_user_rate:
@@ -173,9 +207,16 @@ def monitor(bundle: RecommenderBundle, reference: monitoring.ReferenceProfile | 
         alerts.append(f"new-item rate {stats['new_item_rate']:.1%} > {t.new_item_rate:.0%}")
     if train_cov and coverage < (1 - t.coverage_drop) * train_cov:
         alerts.append(f"coverage {coverage:.3f} < {(1 - t.coverage_drop):.0%} of reference {train_cov:.3f}")
-    verdict = monitoring.run_check(reference, current, None, thresholds=monitoring.DriftThresholds(psi=t.psi),
-                                   extra_alerts=alerts, stats=stats, model_version=model_version,
-                                   title="Recommender: drift of recent interactions vs training")
+    verdict = monitoring.run_check(
+        reference,
+        current,
+        None,
+        thresholds=monitoring.DriftThresholds(psi=t.psi),
+        extra_alerts=alerts,
+        stats=stats,
+        model_version=model_version,
+        title="Recommender: drift of recent interactions vs training",
+    )
     verdict.stats["popularity_psi"] = float(verdict.report.features.set_index("feature").loc[POP_FEATURE, "psi"])
     if out_dir is not None:
         verdict.save(out_dir)
@@ -198,31 +239,41 @@ def window_eval_sets(interactions: pd.DataFrame, window_days: float) -> tuple[pd
     before, window = time_window_split(interactions, window_days)
     window = window[window[USER].isin(set(before[USER]))]
     if window.empty:
-        raise DataError(f"no user active in the last {window_days} days has earlier history to evaluate on: "
-                        "give more history or a shorter --window-days")
+        raise DataError(
+            f"no user active in the last {window_days} days has earlier history to evaluate on: "
+            "give more history or a shorter --window-days"
+        )
     return before, window
 
 
-def score_on_window(bundle: RecommenderBundle, before: pd.DataFrame, window: pd.DataFrame,
-                    metric: str = "ndcg@10") -> float:
+def score_on_window(
+    bundle: RecommenderBundle, before: pd.DataFrame, window: pd.DataFrame, metric: str = "ndcg@10"
+) -> float:
     """``metric`` of ``bundle`` on the window; users unknown to the bundle are folded in from ``before``."""
     return float(evaluate_bundle(bundle, window, (10,), history=before)[metric])
 
 
-def champion_recipe(bundle: RecommenderBundle, cfg: RecommenderConfig) -> tuple[str, dict[str, Any],
-                                                                             RecommenderConfig]:
+def champion_recipe(bundle: RecommenderBundle, cfg: RecommenderConfig) -> tuple[str, dict[str, Any], RecommenderConfig]:
     """(model type, hyper-parameters, config) that reproduce ``bundle``'s training on other data.
 
     Read from the bundle's own saved ``meta.json`` (exact types; the registry's params are their string copies):
     the model name and parameters, and the interaction weighting/binarisation it was fitted with.
     """
-    fit_cfg = replace(cfg, weighting=bundle.info.get("weighting", cfg.weighting),
-                      binary=bool(bundle.info.get("binary", cfg.binary)))
+    fit_cfg = replace(
+        cfg, weighting=bundle.info.get("weighting", cfg.weighting), binary=bool(bundle.info.get("binary", cfg.binary))
+    )
     return bundle.model.name, dict(bundle.model.params), fit_cfg
 
 
-def retrain(interactions: pd.DataFrame, cfg: RecommenderConfig, *, window_days: float = 7.0, margin: float = 0.0,
-            item_meta: pd.DataFrame | None = None, metric: str = "ndcg@10") -> retraining.Decision:
+def retrain(
+    interactions: pd.DataFrame,
+    cfg: RecommenderConfig,
+    *,
+    window_days: float = 7.0,
+    margin: float = 0.0,
+    item_meta: pd.DataFrame | None = None,
+    metric: str = "ndcg@10",
+) -> retraining.Decision:
     """Champion vs a challenger of the same recipe trained on newer data, compared fairly on the latest window.
 
     ``interactions`` = the champion's training data plus the new interactions (the caller concatenates them).
@@ -240,8 +291,9 @@ def retrain(interactions: pd.DataFrame, cfg: RecommenderConfig, *, window_days: 
        unchanged). Training runs are logged in experiment ``recommender-training``.
     """
     before, window = window_eval_sets(interactions, window_days)
-    window_start = retraining.unix_seconds(interactions.loc[interactions[TIMESTAMP] > before[TIMESTAMP].max(),
-                                                            TIMESTAMP].min())
+    window_start = retraining.unix_seconds(
+        interactions.loc[interactions[TIMESTAMP] > before[TIMESTAMP].max(), TIMESTAMP].min()
+    )
     refused = retraining.guard(REGISTRY_NAME, window_start, metric=metric, margin=margin)
     if refused is not None:
         return refused
@@ -251,12 +303,22 @@ def retrain(interactions: pd.DataFrame, cfg: RecommenderConfig, *, window_days: 
         model_name, params, fit_cfg = champion_recipe(champion, cfg)
     else:
         model_name, params, fit_cfg = cfg.model, cfg.model_params(), cfg
-    run_params = {"model": model_name, **{f"param.{k}": v for k, v in params.items()}, "window_days": window_days,
-                  "champion_version": champion_mv.version if champion_mv else None}
+    run_params = {
+        "model": model_name,
+        **{f"param.{k}": v for k, v in params.items()},
+        "window_days": window_days,
+        "champion_version": champion_mv.version if champion_mv else None,
+    }
 
     with tracking.start_run(f"{REGISTRY_NAME}-training", run_name="retrain-challenger", params=run_params):
-        challenger = fit_bundle(before, model_name, params, cfg=fit_cfg, item_meta=item_meta,
-                                info={"dataset": "retrain", "window_days": window_days, "role": "challenger"})
+        challenger = fit_bundle(
+            before,
+            model_name,
+            params,
+            cfg=fit_cfg,
+            item_meta=item_meta,
+            info={"dataset": "retrain", "window_days": window_days, "role": "challenger"},
+        )
         score = score_on_window(challenger, before, window, metric)
         tracking.log_metrics({f"window_{metric}": score})
         mv = register_bundle(challenger, before, metrics={f"window_{metric}": score}, k=cfg.k)
@@ -269,12 +331,19 @@ def retrain(interactions: pd.DataFrame, cfg: RecommenderConfig, *, window_days: 
         return score_on_window(load_version(version.version)[0], before, window, metric)
 
     def refit(winner: registry.ModelVersion) -> registry.ModelVersion:
-        with tracking.start_run(f"{REGISTRY_NAME}-training", run_name="retrain-refit",
-                                params={**run_params, "refit_of": winner.version}):
-            full = fit_bundle(interactions, model_name, params, cfg=fit_cfg, item_meta=item_meta,
-                              info={"dataset": "retrain", "window_days": window_days, "role": "refit",
-                                    "refit_of": winner.version})
+        with tracking.start_run(
+            f"{REGISTRY_NAME}-training", run_name="retrain-refit", params={**run_params, "refit_of": winner.version}
+        ):
+            full = fit_bundle(
+                interactions,
+                model_name,
+                params,
+                cfg=fit_cfg,
+                item_meta=item_meta,
+                info={"dataset": "retrain", "window_days": window_days, "role": "refit", "refit_of": winner.version},
+            )
             return register_bundle(full, interactions, metrics={f"window_{metric}_before_refit": score}, k=cfg.k)
 
-    return retraining.champion_vs_challenger(REGISTRY_NAME, mv, evaluate, metric=metric, margin=margin,
-                                             window_start=window_start, refit=refit)
+    return retraining.champion_vs_challenger(
+        REGISTRY_NAME, mv, evaluate, metric=metric, margin=margin, window_start=window_start, refit=refit
+    )

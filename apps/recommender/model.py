@@ -53,8 +53,9 @@ class ShapeError(ValueError):
     """A matrix does not have the orientation or size the model expects."""
 
 
-def check_user_items(x: Any, n_users: int | None = None, n_items: int | None = None,
-                     what: str = "user_items") -> sp.csr_matrix:
+def check_user_items(
+    x: Any, n_users: int | None = None, n_items: int | None = None, what: str = "user_items"
+) -> sp.csr_matrix:
     """Return ``x`` as float32 CSR (users x items) or raise :class:`ShapeError` saying what is wrong."""
     if not sp.issparse(x):
         raise ShapeError(f"{what} must be a scipy.sparse matrix (users x items), got {type(x).__name__}")
@@ -133,8 +134,14 @@ class Recommender(ABC):
             raise ShapeError(f"user index >= n_users={self.n_users}")
         return users
 
-    def recommend(self, history: sp.csr_matrix, k: int = 10, users: np.ndarray | None = None,
-                  filter_seen: bool = True, batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self,
+        history: sp.csr_matrix,
+        k: int = 10,
+        users: np.ndarray | None = None,
+        filter_seen: bool = True,
+        batch_size: int = 2048,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (indices, scores), each (b, k), for the rows of ``history`` (see module docstring)."""
         history = check_user_items(history, n_items=self.n_items, what="history")
         users = self._users(history, users)
@@ -276,7 +283,7 @@ def _gram(xb: sp.csr_matrix, lam: float, block: int = 2048) -> np.ndarray:
     xt, xc = xb.T.tocsr(), xb.tocsc()
     gram = np.empty((n, n), np.float32)
     for j in range(0, n, block):
-        gram[:, j:j + block] = (xt @ xc[:, j:j + block]).toarray()
+        gram[:, j : j + block] = (xt @ xc[:, j : j + block]).toarray()
     gram[np.diag_indices_from(gram)] += lam
     return gram
 
@@ -319,8 +326,9 @@ class ItemKNN(Recommender):
         return {"S_data": self.S.data, "S_indices": self.S.indices, "S_indptr": self.S.indptr}
 
     def load_state(self, arrays):
-        self.S = sp.csr_matrix((arrays["S_data"], arrays["S_indices"], arrays["S_indptr"]),
-                               shape=(self.n_items, self.n_items))
+        self.S = sp.csr_matrix(
+            (arrays["S_data"], arrays["S_indices"], arrays["S_indptr"]), shape=(self.n_items, self.n_items)
+        )
 
 
 # ------------------------------------------------------------------ matrix factorisation (implicit)
@@ -372,8 +380,7 @@ class _ImplicitMF(Recommender):
         val = np.full((history.shape[0], k), NEG_INF, np.float32)
         known = np.flatnonzero(users >= 0)
         if known.size:
-            ids, sc = self._model.recommend(users[known], history[known], N=k,
-                                            filter_already_liked_items=filter_seen)
+            ids, sc = self._model.recommend(users[known], history[known], N=k, filter_already_liked_items=filter_seen)
             idx[known, : ids.shape[1]], val[known, : ids.shape[1]] = ids, sc
         unknown = np.flatnonzero(users < 0)
         if unknown.size:
@@ -407,9 +414,12 @@ class ALS(_ImplicitMF):
     def _new_model(self):
         p = self.params
         return AlternatingLeastSquares(
-            factors=int(p.get("factors", 16)), regularization=float(p.get("regularization", 0.1)),
-            alpha=float(p.get("alpha", 5.0)), iterations=int(p.get("iterations", 15)),
-            random_state=self.seed, num_threads=self.threads,
+            factors=int(p.get("factors", 16)),
+            regularization=float(p.get("regularization", 0.1)),
+            alpha=float(p.get("alpha", 5.0)),
+            iterations=int(p.get("iterations", 15)),
+            random_state=self.seed,
+            num_threads=self.threads,
         )
 
     def fold_in(self, history):
@@ -426,9 +436,12 @@ class BPR(_ImplicitMF):
     def _new_model(self):
         p = self.params
         return BayesianPersonalizedRanking(
-            factors=int(p.get("factors", 100)), learning_rate=float(p.get("learning_rate", 0.01)),
-            regularization=float(p.get("regularization", 0.01)), iterations=int(p.get("iterations", 100)),
-            random_state=self.seed, num_threads=self.threads,
+            factors=int(p.get("factors", 100)),
+            learning_rate=float(p.get("learning_rate", 0.01)),
+            regularization=float(p.get("regularization", 0.01)),
+            iterations=int(p.get("iterations", 100)),
+            random_state=self.seed,
+            num_threads=self.threads,
         )
 
     def fold_in(self, history):
@@ -445,8 +458,9 @@ MODEL_CLASSES: dict[str, type[Recommender]] = {
 }
 
 
-def make_model(name: str, params: dict[str, Any] | None = None, *, seed: int = 42,
-               threads: int | None = None) -> Recommender:
+def make_model(
+    name: str, params: dict[str, Any] | None = None, *, seed: int = 42, threads: int | None = None
+) -> Recommender:
     """A fresh, unfitted model by name (``als``, ``bpr``, ``itemknn``, ``ease``, ``popular``, ``random``)."""
     if name not in MODEL_CLASSES:
         raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_CLASSES)}")
@@ -503,8 +517,7 @@ class RecommenderBundle:
         out: list[Recommendation | None] = [None] * len(user_ids)
         known = np.flatnonzero(uidx >= 0)
         if known.size:
-            idx, val = self.model.recommend(self.user_items[uidx[known]], k, users=uidx[known],
-                                            filter_seen=filter_seen)
+            idx, val = self.model.recommend(self.user_items[uidx[known]], k, users=uidx[known], filter_seen=filter_seen)
             for row, pos in enumerate(known):
                 items, scores = self._to_ids(idx[row], val[row])
                 out[pos] = Recommendation(items, scores, "personalized", known_user=True)
@@ -544,9 +557,14 @@ class RecommenderBundle:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {
-            "format_version": FORMAT_VERSION, "model": self.model.name, "params": self.model.params,
-            "seed": self.model.seed, "n_users": len(self.users), "n_items": len(self.items),
-            "fit_seconds": self.model.fit_seconds, "info": self.info,
+            "format_version": FORMAT_VERSION,
+            "model": self.model.name,
+            "params": self.model.params,
+            "seed": self.model.seed,
+            "n_users": len(self.users),
+            "n_items": len(self.items),
+            "fit_seconds": self.model.fit_seconds,
+            "info": self.info,
         }
         (path / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         (path / "ids.json").write_text(json.dumps({"users": self.users.to_list(), "items": self.items.to_list()}))

@@ -80,8 +80,9 @@ class RecommendationResponse(BaseModel):
 class HistoryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[Id] = Field(default_factory=list, max_length=MAX_HISTORY,
-                            description="item ids (strings) the user interacted with")
+    items: list[Id] = Field(
+        default_factory=list, max_length=MAX_HISTORY, description="item ids (strings) the user interacted with"
+    )
     k: JsonInt = Field(10, ge=1, le=MAX_K)
     exclude_seen: StrictBool = Field(True, description="leave the history's items out of the answer")
 
@@ -94,12 +95,15 @@ class SimilarResponse(BaseModel):
 
 
 def _items(bundle: RecommenderBundle, ids: list[str], scores: list[float]) -> list[RecommendedItem]:
-    return [RecommendedItem(item=i, score=round(s, 6), rank=r + 1, **bundle.item_info(i))
-            for r, (i, s) in enumerate(zip(ids, scores, strict=True))]
+    return [
+        RecommendedItem(item=i, score=round(s, 6), rank=r + 1, **bundle.item_info(i))
+        for r, (i, s) in enumerate(zip(ids, scores, strict=True))
+    ]
 
 
-def _observe(request: Request, bundle: RecommenderBundle, rec: Recommendation, loaded: serving.Loaded,
-             user: str | None) -> None:
+def _observe(
+    request: Request, bundle: RecommenderBundle, rec: Recommendation, loaded: serving.Loaded, user: str | None
+) -> None:
     idx = bundle.items.index_of(rec.items)
     idx = idx[idx >= 0]
     if idx.size:
@@ -117,17 +121,30 @@ def _for_user(request: Request, user: str, k: int, strict: bool, loaded: serving
     bundle: RecommenderBundle = loaded.model
     rec = bundle.recommend_users([user], k)[0]
     if strict and not rec.known_user:
-        raise HTTPException(404, detail=f"unknown user {user!r}: the model was not trained on them. "
-                                        "POST /v1/recommendations with their item history instead.")
+        raise HTTPException(
+            404,
+            detail=f"unknown user {user!r}: the model was not trained on them. "
+            "POST /v1/recommendations with their item history instead.",
+        )
     _observe(request, bundle, rec, loaded, user)
-    return RecommendationResponse(user=user, k=k, strategy=rec.strategy, known_user=rec.known_user,
-                                  model_version=loaded.version_id, items=_items(bundle, rec.items, rec.scores))
+    return RecommendationResponse(
+        user=user,
+        k=k,
+        strategy=rec.strategy,
+        known_user=rec.known_user,
+        model_version=loaded.version_id,
+        items=_items(bundle, rec.items, rec.scores),
+    )
 
 
-@router.get("/v1/users/{user:path}/recommendations", response_model=RecommendationResponse,
-            responses=UNKNOWN_USER_404)
-def recommend_user(request: Request, user: UserPath, k: K = 10, strict: Strict = False,
-                   loaded: serving.Loaded = Depends(serving.get_loaded)) -> RecommendationResponse:
+@router.get("/v1/users/{user:path}/recommendations", response_model=RecommendationResponse, responses=UNKNOWN_USER_404)
+def recommend_user(
+    request: Request,
+    user: UserPath,
+    k: K = 10,
+    strict: Strict = False,
+    loaded: serving.Loaded = Depends(serving.get_loaded),
+) -> RecommendationResponse:
     return _for_user(request, user, k, strict, loaded)
 
 
@@ -135,27 +152,38 @@ def recommend_user(request: Request, user: UserPath, k: K = 10, strict: Strict =
 def recommend_user_by_query(
     request: Request,
     user: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH, description="user id (any characters)")],
-    k: K = 10, strict: Strict = False, loaded: serving.Loaded = Depends(serving.get_loaded),
+    k: K = 10,
+    strict: Strict = False,
+    loaded: serving.Loaded = Depends(serving.get_loaded),
 ) -> RecommendationResponse:
     return _for_user(request, user, k, strict, loaded)
 
 
 @router.post("/v1/recommendations", response_model=RecommendationResponse)
 def recommend_history(
-    request: Request, body: HistoryRequest, loaded: serving.Loaded = Depends(serving.get_loaded),
+    request: Request,
+    body: HistoryRequest,
+    loaded: serving.Loaded = Depends(serving.get_loaded),
 ) -> RecommendationResponse:
     bundle: RecommenderBundle = loaded.model
     rec = bundle.recommend_history(body.items, body.k, filter_seen=body.exclude_seen)
     _observe(request, bundle, rec, loaded, None)
-    return RecommendationResponse(k=body.k, strategy=rec.strategy, known_user=False,
-                                  unknown_items=rec.unknown_items, model_version=loaded.version_id,
-                                  items=_items(bundle, rec.items, rec.scores))
+    return RecommendationResponse(
+        k=body.k,
+        strategy=rec.strategy,
+        known_user=False,
+        unknown_items=rec.unknown_items,
+        model_version=loaded.version_id,
+        items=_items(bundle, rec.items, rec.scores),
+    )
 
 
-@router.get("/v1/items/{item:path}/similar", response_model=SimilarResponse,
-            responses=_not_found("the item is not in the model's catalogue"))
-def similar_items(item: ItemPath, k: K = 10,
-                  loaded: serving.Loaded = Depends(serving.get_loaded)) -> SimilarResponse:
+@router.get(
+    "/v1/items/{item:path}/similar",
+    response_model=SimilarResponse,
+    responses=_not_found("the item is not in the model's catalogue"),
+)
+def similar_items(item: ItemPath, k: K = 10, loaded: serving.Loaded = Depends(serving.get_loaded)) -> SimilarResponse:
     bundle: RecommenderBundle = loaded.model
     try:
         ids, scores = bundle.similar_items(item, k)
@@ -164,13 +192,23 @@ def similar_items(item: ItemPath, k: K = 10,
     return SimilarResponse(item=item, k=k, model_version=loaded.version_id, items=_items(bundle, ids, scores))
 
 
-def build_app(*, bundle: RecommenderBundle | None = None, refresh_interval_s: float | None = 5.0,
-              api_key: str | type[...] | None = ...):
+def build_app(
+    *,
+    bundle: RecommenderBundle | None = None,
+    refresh_interval_s: float | None = 5.0,
+    api_key: str | type[...] | None = ...,
+):
     """The FastAPI app serving the registry's champion (hot-swapped), or a given ``bundle`` (tests, demo)."""
     holder = serving.ModelHolder(REGISTRY_NAME, RecommenderBundle.load)
     if bundle is not None:
         holder.set(serving.Loaded(bundle, None))
     plog = serving.PredictionLog(get_settings().path("predictions", f"{REGISTRY_NAME}.jsonl"), sample_rate=1.0)
-    return serving.create_app("mlref recommender", holder, [router], api_key=api_key,
-                              refresh_interval_s=refresh_interval_s, prediction_log=plog,
-                              load_on_startup=bundle is None)
+    return serving.create_app(
+        "mlref recommender",
+        holder,
+        [router],
+        api_key=api_key,
+        refresh_interval_s=refresh_interval_s,
+        prediction_log=plog,
+        load_on_startup=bundle is None,
+    )

@@ -28,9 +28,15 @@ from common.data import DataError
 log = logging.getLogger(__name__)
 
 
-def fit_bundle(train: pd.DataFrame, model: str, params: dict[str, Any] | None = None, *,
-               cfg: RecommenderConfig | None = None, item_meta: pd.DataFrame | None = None,
-               info: dict[str, Any] | None = None) -> RecommenderBundle:
+def fit_bundle(
+    train: pd.DataFrame,
+    model: str,
+    params: dict[str, Any] | None = None,
+    *,
+    cfg: RecommenderConfig | None = None,
+    item_meta: pd.DataFrame | None = None,
+    info: dict[str, Any] | None = None,
+) -> RecommenderBundle:
     """Fit ``model`` on ``train`` (the interactions frame) and wrap it with its id maps and seen matrix.
 
     Raises:
@@ -39,8 +45,10 @@ def fit_bundle(train: pd.DataFrame, model: str, params: dict[str, Any] | None = 
     cfg = cfg or RecommenderConfig()
     n_items = train[ITEM].nunique() if len(train) else 0
     if n_items < 2:
-        raise DataError(f"cannot train a recommender on {len(train)} interaction(s) with {n_items} item(s): "
-                        "at least 2 items with interactions are needed")
+        raise DataError(
+            f"cannot train a recommender on {len(train)} interaction(s) with {n_items} item(s): "
+            "at least 2 items with interactions are needed"
+        )
     params = cfg.model_params(model) if params is None else {**cfg.model_params(model), **params}
     users, items = IdMap.fit(train[USER]), IdMap.fit(train[ITEM])
     seen = build_matrix(train, users, items, binary=True)
@@ -52,21 +60,28 @@ def fit_bundle(train: pd.DataFrame, model: str, params: dict[str, Any] | None = 
     return RecommenderBundle(rec, users, items, seen, meta, info)
 
 
-def train_dataset(ds: Dataset, cfg: RecommenderConfig, model: str | None = None,
-                  params: dict[str, Any] | None = None) -> RecommenderBundle:
+def train_dataset(
+    ds: Dataset, cfg: RecommenderConfig, model: str | None = None, params: dict[str, Any] | None = None
+) -> RecommenderBundle:
     """Fit on all of a dataset (the production model)."""
-    return fit_bundle(ds.interactions, model or cfg.model, params, cfg=cfg, item_meta=ds.items,
-                      info={"dataset": ds.name})
+    return fit_bundle(
+        ds.interactions, model or cfg.model, params, cfg=cfg, item_meta=ds.items, info={"dataset": ds.name}
+    )
 
 
 # ------------------------------------------------------------------ model selection
 
 
-def compare_models(train: pd.DataFrame, test: pd.DataFrame, models: dict[str, tuple[str, dict[str, Any] | None]],
-                   cfg: RecommenderConfig, *, ks: tuple[int, ...] = (10,),
-                   curve_ks: tuple[int, ...] | None = (1, 5, 10, 20, 50),
-                   item_meta: pd.DataFrame | None = None
-                   ) -> tuple[pd.DataFrame, dict[str, RecommenderBundle], dict[str, pd.DataFrame]]:
+def compare_models(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    models: dict[str, tuple[str, dict[str, Any] | None]],
+    cfg: RecommenderConfig,
+    *,
+    ks: tuple[int, ...] = (10,),
+    curve_ks: tuple[int, ...] | None = (1, 5, 10, 20, 50),
+    item_meta: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, dict[str, RecommenderBundle], dict[str, pd.DataFrame]]:
     """Fit and evaluate each ``label -> (model name, params)`` on one split.
 
     Returns (table: one row per label with metrics, ``train_s`` and ``predict_s``; bundles; metric-vs-k curves).
@@ -81,8 +96,9 @@ def compare_models(train: pd.DataFrame, test: pd.DataFrame, models: dict[str, tu
         bundles[label] = bundle
         if curve_ks:
             curves[label] = metric_vs_k(bundle, test, curve_ks)
-        log.info("%-10s ndcg@%d %.4f  train %.2fs  predict %.2fs", label, ks[0], m[f"ndcg@{ks[0]}"], train_s,
-                 m["predict_s"])
+        log.info(
+            "%-10s ndcg@%d %.4f  train %.2fs  predict %.2fs", label, ks[0], m[f"ndcg@{ks[0]}"], train_s, m["predict_s"]
+        )
     return pd.DataFrame(rows).set_index("model"), bundles, curves
 
 
@@ -109,9 +125,16 @@ SEARCH_SPACES = {
 }
 
 
-def tune(train: pd.DataFrame, model: str, n_trials: int, *, cfg: RecommenderConfig | None = None,
-         metric: str | None = None, budget_s: float | None = None,
-         valid_ratio: float = 0.15) -> tuple[dict[str, Any], pd.DataFrame]:
+def tune(
+    train: pd.DataFrame,
+    model: str,
+    n_trials: int,
+    *,
+    cfg: RecommenderConfig | None = None,
+    metric: str | None = None,
+    budget_s: float | None = None,
+    valid_ratio: float = 0.15,
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Optuna search (TPE, seeded) of ``model``'s hyper-parameters on a stratified validation split of ``train``.
 
     ``valid_ratio`` of each user's training interactions are held out for validation: small, so that the inner
@@ -132,8 +155,12 @@ def tune(train: pd.DataFrame, model: str, n_trials: int, *, cfg: RecommenderConf
     if model not in SEARCH_SPACES:
         raise ValueError(f"no search space for {model!r}; tunable: {list(SEARCH_SPACES)}")
     inner_train, valid = stratified_split(train, 1 - valid_ratio, seed=cfg.seed + 1)
-    check_split(train, inner_train, valid, f"the tuning validation split ({valid_ratio:.0%} of each user's "
-                "training interactions)")
+    check_split(
+        train,
+        inner_train,
+        valid,
+        f"the tuning validation split ({valid_ratio:.0%} of each user's training interactions)",
+    )
 
     def objective(trial: optuna.Trial) -> float:
         params = SEARCH_SPACES[model](trial)
@@ -146,18 +173,31 @@ def tune(train: pd.DataFrame, model: str, n_trials: int, *, cfg: RecommenderConf
         done = [t.duration.total_seconds() for t in study.trials if t.duration is not None]
         elapsed = time.perf_counter() - start
         if done and elapsed + sum(done) / len(done) > budget:
-            log.info("tuning %s: stopping after %d trial(s), %.0fs: the next would pass the %.0fs budget",
-                     model, len(done), elapsed, budget)
+            log.info(
+                "tuning %s: stopping after %d trial(s), %.0fs: the next would pass the %.0fs budget",
+                model,
+                len(done),
+                elapsed,
+                budget,
+            )
             study.stop()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
     study.enqueue_trial(cfg.model_params(model))  # keys outside the search space are ignored
-    study.optimize(objective, n_trials=n_trials, timeout=budget, callbacks=[stop_before_overrun],
-                   show_progress_bar=False)
+    study.optimize(
+        objective, n_trials=n_trials, timeout=budget, callbacks=[stop_before_overrun], show_progress_bar=False
+    )
     best = {**cfg.model_params(model), **study.best_params}
-    log.info("tuned %s: %d trial(s) in %.1fs, validation %s %.4f with %s", model, len(study.trials),
-             time.perf_counter() - start, metric, study.best_value, best)
+    log.info(
+        "tuned %s: %d trial(s) in %.1fs, validation %s %.4f with %s",
+        model,
+        len(study.trials),
+        time.perf_counter() - start,
+        metric,
+        study.best_value,
+        best,
+    )
     return best, study.trials_dataframe()
 
 
@@ -174,8 +214,9 @@ class TrainResult:
     tuning: dict[str, Any] | None = None  # trials run, seconds, best validation value
 
 
-def train_model(ds: Dataset, cfg: RecommenderConfig, *, tune_trials: int = 0,
-                budget_s: float | None = None) -> TrainResult:
+def train_model(
+    ds: Dataset, cfg: RecommenderConfig, *, tune_trials: int = 0, budget_s: float | None = None
+) -> TrainResult:
     """Split (MS-stratified, ``1 - cfg.test_ratio`` per user), optionally tune on the training split, measure
     on the test split, then fit on all of ``ds``.
 
@@ -187,8 +228,11 @@ def train_model(ds: Dataset, cfg: RecommenderConfig, *, tune_trials: int = 0,
     if tune_trials:
         t0 = time.perf_counter()
         params, trials = tune(train, cfg.model, tune_trials, cfg=cfg, budget_s=budget_s)
-        tuning = {"trials": len(trials), "seconds": round(time.perf_counter() - t0, 2),
-                  f"validation_ndcg@{cfg.k}": float(trials["value"].max())}
+        tuning = {
+            "trials": len(trials),
+            "seconds": round(time.perf_counter() - t0, 2),
+            f"validation_ndcg@{cfg.k}": float(trials["value"].max()),
+        }
     held_out = evaluate_bundle(fit_bundle(train, cfg.model, params, cfg=cfg), test, (cfg.k,))
     bundle = train_dataset(ds, cfg, params=params)
     return TrainResult(bundle, params, held_out, tuning)

@@ -170,8 +170,14 @@ def card_precision_at_k(
     ``remove_detected_compromised_cards=True``.
     """
     per_day = card_precision_at_k_per_day(
-        df, k, group_col=group_col, score_col=score_col, label_col=label_col, day_col=day_col,
-        exclude=exclude, remove_detected=remove_detected,
+        df,
+        k,
+        group_col=group_col,
+        score_col=score_col,
+        label_col=label_col,
+        day_col=day_col,
+        exclude=exclude,
+        remove_detected=remove_detected,
     )
     if per_day.empty:
         raise ValueError("card_precision_at_k: no rows")

@@ -72,8 +72,10 @@ def markdown(rows: Iterable[Probe]) -> str:
     out = []
     for app, app_rows in sorted(by_app.items()):
         out += [f"**{app}**", "", "| probe | tried | expected | observed | |", "|---|---|---|---|---|"]
-        out += [f"| {r.probe} | {r.tried} | {r.expected} | {r.observed} | {'ok' if r.ok else '**FAILED**'} |"
-                for r in app_rows]
+        out += [
+            f"| {r.probe} | {r.tried} | {r.expected} | {r.observed} | {'ok' if r.ok else '**FAILED**'} |"
+            for r in app_rows
+        ]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -130,25 +132,53 @@ def http_probes(
         rows.append(Probe(app_name, name, tried, want, observed, r.status_code == expected and same and said))
 
     good = json.dumps(body)
-    probe("good request", f"POST {path}", 200,
-          lambda: client.post(path, content=good, headers=json_headers))
+    probe("good request", f"POST {path}", 200, lambda: client.post(path, content=good, headers=json_headers))
     big = json.dumps({**body, "padding": "x" * (limit + 1)})
-    probe("oversized body", f"{len(big) / 2**20:.1f} MiB body (limit {limit / 2**20:g} MiB)", 413,
-          lambda: client.post(path, content=big, headers=json_headers), "MLREF_MAX_BODY_BYTES")
+    probe(
+        "oversized body",
+        f"{len(big) / 2**20:.1f} MiB body (limit {limit / 2**20:g} MiB)",
+        413,
+        lambda: client.post(path, content=big, headers=json_headers),
+        "MLREF_MAX_BODY_BYTES",
+    )
     if api_key:
-        probe("no API key", f"POST {path} without X-API-Key", 401,
-              lambda: client.post(path, content=good, headers={"content-type": "application/json"}), "X-API-Key")
-        probe("wrong API key", f"POST {path} with a wrong X-API-Key", 401,
-              lambda: client.post(path, content=good, headers={"content-type": "application/json",
-                                                                 "X-API-Key": "wrong"}), "X-API-Key")
+        probe(
+            "no API key",
+            f"POST {path} without X-API-Key",
+            401,
+            lambda: client.post(path, content=good, headers={"content-type": "application/json"}),
+            "X-API-Key",
+        )
+        probe(
+            "wrong API key",
+            f"POST {path} with a wrong X-API-Key",
+            401,
+            lambda: client.post(path, content=good, headers={"content-type": "application/json", "X-API-Key": "wrong"}),
+            "X-API-Key",
+        )
     for token in ("NaN", "Infinity", "1e999"):
         text = re.sub(rf'"{re.escape(number_field)}": [^,}}]+', f'"{number_field}": {token}', good)
-        probe(f"non-finite number ({token})", f"{number_field}: {token}", 422,
-              lambda text=text: client.post(path, content=text, headers=json_headers), number_field)
-    probe("malformed JSON", "a truncated body", 422,
-          lambda: client.post(path, content=good[:-3], headers=json_headers), "JSON")
-    probe("wrong type", f"{number_field}: true", 422,
-          lambda: client.post(path, json={**body, number_field: True}, headers=auth), number_field)
+        probe(
+            f"non-finite number ({token})",
+            f"{number_field}: {token}",
+            422,
+            lambda text=text: client.post(path, content=text, headers=json_headers),
+            number_field,
+        )
+    probe(
+        "malformed JSON",
+        "a truncated body",
+        422,
+        lambda: client.post(path, content=good[:-3], headers=json_headers),
+        "JSON",
+    )
+    probe(
+        "wrong type",
+        f"{number_field}: true",
+        422,
+        lambda: client.post(path, json={**body, number_field: True}, headers=auth),
+        number_field,
+    )
     return rows
 
 
@@ -170,8 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         file = ROOT / "README.md"
         text = file.read_text()
         if README_START in text and README_END in text:
-            new = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END),
-                         lambda _: f"{README_START}\n{table}{README_END}", text, flags=re.S)
+            new = re.sub(
+                re.escape(README_START) + ".*?" + re.escape(README_END),
+                lambda _: f"{README_START}\n{table}{README_END}",
+                text,
+                flags=re.S,
+            )
             file.write_text(new)
     bad = [r for r in rows if not r.ok]
     if bad:

@@ -86,8 +86,14 @@ def script_cmd(directory: Path, source: str, name: str = "job.py") -> list[str]:
 
 def _start(cmd: Cmd, environ: Mapping[str, str] | None, cwd: Path | None) -> tuple[subprocess.Popen, Any, Any]:
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - closed by _collect
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd or REPO, env=dict(environ or env()), stdout=out,
-                            stderr=err, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(c) for c in cmd],
+        cwd=cwd or REPO,
+        env=dict(environ or env()),
+        stdout=out,
+        stderr=err,
+        stdin=subprocess.DEVNULL,
+    )
     return proc, out, err
 
 
@@ -100,15 +106,20 @@ def _collect(proc: subprocess.Popen, out: Any, err: Any, t0: float) -> Finished:
     return Finished([str(a) for a in proc.args], proc.returncode, texts[0], texts[1], time.monotonic() - t0)
 
 
-def run(cmd: Cmd, *, timeout_s: float = 60.0, environ: Mapping[str, str] | None = None,
-        cwd: Path | None = None) -> Finished:
+def run(
+    cmd: Cmd, *, timeout_s: float = 60.0, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Finished:
     """Run ``cmd`` to the end (killed after ``timeout_s``: then ``FaultNotInjected``)."""
     return run_concurrently([cmd], timeout_s=timeout_s, environ=environ, cwd=cwd)[0]
 
 
-def run_concurrently(cmds: Sequence[Cmd], *, timeout_s: float = 60.0,
-                     environ: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
-                     cwd: Path | None = None) -> list[Finished]:
+def run_concurrently(
+    cmds: Sequence[Cmd],
+    *,
+    timeout_s: float = 60.0,
+    environ: Mapping[str, str] | Sequence[Mapping[str, str]] | None = None,
+    cwd: Path | None = None,
+) -> list[Finished]:
     """Start every command at once and wait for all; results in the order given.
 
     ``environ``: one environment for all, or one per command (e.g. a different ``MLREF_HOME`` each).
@@ -129,14 +140,23 @@ def run_concurrently(cmds: Sequence[Cmd], *, timeout_s: float = 60.0,
                     p.kill()
                     p.wait()
             results = [_collect(p, o, e, t0) for p, o, e in started]
-            raise FaultNotInjected(f"{proc.args} did not finish within {timeout_s} s; outputs: "
-                                   f"{[(r.returncode, r.stderr[-2000:]) for r in results]}") from None
+            raise FaultNotInjected(
+                f"{proc.args} did not finish within {timeout_s} s; outputs: "
+                f"{[(r.returncode, r.stderr[-2000:]) for r in results]}"
+            ) from None
     return [_collect(p, o, e, t0) for p, o, e in started]
 
 
-def run_and_kill(cmd: Cmd, *, when_path_exists: str | Path | None = None, after: float | None = None,
-                 timeout_s: float = 60.0, environ: Mapping[str, str] | None = None, cwd: Path | None = None,
-                 sig: int = signal.SIGKILL) -> Finished:
+def run_and_kill(
+    cmd: Cmd,
+    *,
+    when_path_exists: str | Path | None = None,
+    after: float | None = None,
+    timeout_s: float = 60.0,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    sig: int = signal.SIGKILL,
+) -> Finished:
     """Start ``cmd``, wait until ``when_path_exists`` exists (the job's own "I am mid-work now" marker) and/or
     ``after`` more seconds, then send ``sig`` (default SIGKILL: no handler, no cleanup, like ``kill -9`` or the
     OOM killer) and wait for it to die.
@@ -154,8 +174,9 @@ def run_and_kill(cmd: Cmd, *, when_path_exists: str | Path | None = None, after:
             while not marker.exists():
                 if proc.poll() is not None:
                     res = _collect(proc, out, err, t0)
-                    raise FaultNotInjected(f"{res.args} exited ({res.returncode}) before {marker} appeared: "
-                                           f"{res.stderr[-3000:]}")
+                    raise FaultNotInjected(
+                        f"{res.args} exited ({res.returncode}) before {marker} appeared: {res.stderr[-3000:]}"
+                    )
                 if time.monotonic() - t0 > timeout_s:
                     raise FaultNotInjected(f"{marker} did not appear within {timeout_s} s")
                 time.sleep(0.02)
@@ -163,8 +184,9 @@ def run_and_kill(cmd: Cmd, *, when_path_exists: str | Path | None = None, after:
             time.sleep(after)
         if proc.poll() is not None:
             res = _collect(proc, out, err, t0)
-            raise FaultNotInjected(f"{res.args} finished ({res.returncode}) before it could be killed: "
-                                   f"{res.stderr[-3000:]}")
+            raise FaultNotInjected(
+                f"{res.args} finished ({res.returncode}) before it could be killed: {res.stderr[-3000:]}"
+            )
         proc.send_signal(sig)
         proc.wait(timeout=30)
     finally:

@@ -74,8 +74,10 @@ class FuzzReport:
     def summary(self, limit: int = 20) -> str:
         """A readable account: counts, then each distinct failure (request + response)."""
         codes = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
-        head = (f"{self.app}: {self.cases} cases on {len(self.operations)} operations in {self.seconds:.1f} s "
-                f"({codes}); {len(self.failures)} distinct failures")
+        head = (
+            f"{self.app}: {self.cases} cases on {len(self.operations)} operations in {self.seconds:.1f} s "
+            f"({codes}); {len(self.failures)} distinct failures"
+        )
         if self.rule_rejections:
             head += f"; {self.rule_rejections} valid requests refused by a declared rule"
         if self.stopped_early:
@@ -99,9 +101,15 @@ def _checks() -> list[Callable]:
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi import checks as oc
 
-    return [not_a_server_error, oc.status_code_conformance, oc.content_type_conformance,
-            oc.response_headers_conformance, oc.response_schema_conformance, oc.negative_data_rejection,
-            oc.positive_data_acceptance]
+    return [
+        not_a_server_error,
+        oc.status_code_conformance,
+        oc.content_type_conformance,
+        oc.response_headers_conformance,
+        oc.response_schema_conformance,
+        oc.negative_data_rejection,
+        oc.positive_data_acceptance,
+    ]
 
 
 def _truncate(text: str, n: int = 400) -> str:
@@ -110,9 +118,15 @@ def _truncate(text: str, n: int = 400) -> str:
 
 
 class _Fuzzer:
-    def __init__(self, report: FuzzReport, client: Any, snapshot: Callable[[], Any] | None,
-                 headers: Mapping[str, str] | None, deadline: float,
-                 rule_rejections: Mapping[str, Mapping[int, str]]) -> None:
+    def __init__(
+        self,
+        report: FuzzReport,
+        client: Any,
+        snapshot: Callable[[], Any] | None,
+        headers: Mapping[str, str] | None,
+        deadline: float,
+        rule_rejections: Mapping[str, Mapping[int, str]],
+    ) -> None:
         self.report, self.client, self.snapshot = report, client, snapshot
         self.headers = dict(headers or {})
         self.deadline = deadline
@@ -120,8 +134,9 @@ class _Fuzzer:
         self._seen: set[tuple[str, str, str]] = set()
         self.checks = _checks()
 
-    def fail(self, operation: str, kind: str, case: Any, status: int | None, response: str, message: str,
-             key: str) -> None:
+    def fail(
+        self, operation: str, kind: str, case: Any, status: int | None, response: str, message: str, key: str
+    ) -> None:
         if (operation, kind, key) in self._seen:
             return
         self._seen.add((operation, kind, key))
@@ -129,8 +144,9 @@ class _Fuzzer:
             request = case.as_curl_command(headers=self.headers)
         except Exception as exc:  # noqa: BLE001 - a request we cannot render is still reported
             request = f"<{type(exc).__name__}: {exc}>"
-        self.report.failures.append(FuzzFailure(operation, kind, _truncate(request, 600), status,
-                                                _truncate(response), _truncate(message, 800)))
+        self.report.failures.append(
+            FuzzFailure(operation, kind, _truncate(request, 600), status, _truncate(response), _truncate(message, 800))
+        )
 
     def _by_rule(self, failure: Any, op: str, status: int, body: str) -> bool:
         """A schema-valid request refused by a rule the app declared (its answer names the rule's field)."""
@@ -171,8 +187,7 @@ class _Fuzzer:
         if self.snapshot is not None and 400 <= status < 500:
             after = self.snapshot()
             if after != before:
-                self.fail(op, STATE_CHANGED, case, status, body, f"before: {before!r}\nafter:  {after!r}",
-                          str(status))
+                self.fail(op, STATE_CHANGED, case, status, body, f"before: {before!r}\nafter:  {after!r}", str(status))
 
 
 def fuzz_app(
@@ -223,9 +238,14 @@ def fuzz_app(
     skip = set(exclude)
     keep = set(only) if only is not None else None
     settings = hypothesis.settings(
-        max_examples=max_examples, deadline=None, database=None, derandomize=False,
-        phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
-        verbosity=hypothesis.Verbosity.quiet, print_blob=False,
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        verbosity=hypothesis.Verbosity.quiet,
+        print_blob=False,
     )
     try:
         with TestClient(app), asgi.get_client(target) as client:

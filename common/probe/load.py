@@ -66,10 +66,12 @@ class LoadResult:
 
     def summary(self) -> str:
         la = ", ".join(f"{x:.2f}" for x in self.loadavg_before)
-        return (f"{self.requests} requests at {self.target_rate_per_s:g}/s "
-                f"(achieved {self.achieved_rate_per_s:.1f}/s): "
-                f"p50 {self.p50_ms:.1f} ms, p95 {self.p95_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
-                f"{self.errors} errors; load average before {la} on {self.cpu_count} CPUs")
+        return (
+            f"{self.requests} requests at {self.target_rate_per_s:g}/s "
+            f"(achieved {self.achieved_rate_per_s:.1f}/s): "
+            f"p50 {self.p50_ms:.1f} ms, p95 {self.p95_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
+            f"{self.errors} errors; load average before {la} on {self.cpu_count} CPUs"
+        )
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -95,24 +97,45 @@ def _check_target(url: str, rate: float, n: int, clients: int) -> tuple[str, int
     return parts.hostname, parts.port or 80
 
 
-def run_load(url: str, path: str, bodies: Sequence[Any] | None = None, *, method: str = "POST",
-             rate: float = 100.0, n: int = 1000, clients: int = 8, headers: Mapping[str, str] | None = None,
-             timeout_s: float | None = None) -> LoadResult:
+def run_load(
+    url: str,
+    path: str,
+    bodies: Sequence[Any] | None = None,
+    *,
+    method: str = "POST",
+    rate: float = 100.0,
+    n: int = 1000,
+    clients: int = 8,
+    headers: Mapping[str, str] | None = None,
+    timeout_s: float | None = None,
+) -> LoadResult:
     """Send ``n`` requests to ``url + path`` at ``rate`` per second from a separate process; returns the result.
 
     ``bodies``: JSON bodies, request ``i`` sends ``bodies[i % len(bodies)]`` (``None`` = no body, e.g. GET).
     ``timeout_s``: kill the client after this long (default: the schedule plus 60 s).
     """
     _check_target(url, rate, n, clients)
-    spec = {"url": url, "path": path, "method": method, "rate": rate, "n": n, "clients": clients,
-            "headers": dict(headers or {}), "bodies": [json.dumps(b) for b in bodies] if bodies else None}
+    spec = {
+        "url": url,
+        "path": path,
+        "method": method,
+        "rate": rate,
+        "n": n,
+        "clients": clients,
+        "headers": dict(headers or {}),
+        "bodies": [json.dumps(b) for b in bodies] if bodies else None,
+    }
     with tempfile.TemporaryDirectory(prefix="mlref-load-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps(spec))
         limit = timeout_s if timeout_s is not None else n / rate + 60.0
-        proc = subprocess.run([sys.executable, "-m", "common.probe.load", str(spec_path), str(out_path)],
-                              capture_output=True, text=True, timeout=limit,
-                              cwd=Path(__file__).resolve().parents[2])
+        proc = subprocess.run(
+            [sys.executable, "-m", "common.probe.load", str(spec_path), str(out_path)],
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            cwd=Path(__file__).resolve().parents[2],
+        )
         if proc.returncode != 0 or not out_path.exists():
             raise RuntimeError(f"load client failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
         return LoadResult(**json.loads(out_path.read_text()))
@@ -169,12 +192,23 @@ def client(spec: dict[str, Any]) -> LoadResult:
     ms = sorted(x * 1e3 for x in latency)
     codes = Counter(str(s) for s in status)
     return LoadResult(
-        url=spec["url"], method=method, path=path, target_rate_per_s=rate, requests=n, clients=len(threads),
-        duration_s=round(elapsed, 3), achieved_rate_per_s=round(n / elapsed, 2),
-        p50_ms=round(percentile(ms, 50), 3), p95_ms=round(percentile(ms, 95), 3),
-        p99_ms=round(percentile(ms, 99), 3), max_ms=round(ms[-1], 3),
-        errors=sum(not 200 <= s < 300 for s in status), statuses=dict(sorted(codes.items())),
-        loadavg_before=before, loadavg_after=_loadavg(), cpu_count=os.cpu_count(),
+        url=spec["url"],
+        method=method,
+        path=path,
+        target_rate_per_s=rate,
+        requests=n,
+        clients=len(threads),
+        duration_s=round(elapsed, 3),
+        achieved_rate_per_s=round(n / elapsed, 2),
+        p50_ms=round(percentile(ms, 50), 3),
+        p95_ms=round(percentile(ms, 95), 3),
+        p99_ms=round(percentile(ms, 99), 3),
+        max_ms=round(ms[-1], 3),
+        errors=sum(not 200 <= s < 300 for s in status),
+        statuses=dict(sorted(codes.items())),
+        loadavg_before=before,
+        loadavg_after=_loadavg(),
+        cpu_count=os.cpu_count(),
     )
 
 

@@ -32,10 +32,16 @@ def main(out: Path) -> None:
     info = setup_distributed("cpu")
     torch.manual_seed(100 + info.rank)  # deliberately different inits per rank
     model = nn.Linear(2, 2)
-    config = TrainConfig(epochs=3, lr=0.05, batch_size=32, checkpoint_dir=out / "ckpt", progress=False,
-                         device="cpu", early_stopping_patience=None)
-    result = fit(model, blobs(512, 0), blobs(101, 1), nn.CrossEntropyLoss(), config,
-                 metrics={"accuracy": accuracy})
+    config = TrainConfig(
+        epochs=3,
+        lr=0.05,
+        batch_size=32,
+        checkpoint_dir=out / "ckpt",
+        progress=False,
+        device="cpu",
+        early_stopping_patience=None,
+    )
+    result = fit(model, blobs(512, 0), blobs(101, 1), nn.CrossEntropyLoss(), config, metrics={"accuracy": accuracy})
     torch.save(model.state_dict(), out / f"rank{info.rank}.pt")
     (out / f"history{info.rank}.json").write_text(json.dumps(result.history))
     cleanup_distributed()

@@ -33,9 +33,7 @@ def _input_frame(n: int = N) -> pd.DataFrame:
 
 def score(df: pd.DataFrame) -> pd.DataFrame:
     """A stand-in model: one score column per row, computed row-wise (so chunking cannot change it)."""
-    return pd.DataFrame(
-        {"id": df["id"].to_numpy(), "score": df["x"].to_numpy() * 2 + df["cat"].str.len().to_numpy()}
-    )
+    return pd.DataFrame({"id": df["id"].to_numpy(), "score": df["x"].to_numpy() * 2 + df["cat"].str.len().to_numpy()})
 
 
 def _write(df: pd.DataFrame, path: Path) -> Path:
@@ -55,9 +53,7 @@ def _others(directory: Path, *keep: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p not in keep and p.name != "mlref-home")
 
 
-@pytest.mark.parametrize(
-    ("src_ext", "dst_ext"), [(".csv", ".csv"), (".parquet", ".parquet"), (".csv", ".parquet")]
-)
+@pytest.mark.parametrize(("src_ext", "dst_ext"), [(".csv", ".csv"), (".parquet", ".parquet"), (".csv", ".parquet")])
 def test_chunked_equals_whole_frame(tmp_path, src_ext, dst_ext):
     df = _input_frame()
     src = _write(df, tmp_path / f"in{src_ext}")
@@ -179,9 +175,7 @@ def test_dask_same_rows_as_pandas(tmp_path, dask_cluster):
         src = _write(df, tmp_path / f"in{ext}")
         ref = score_file(src, tmp_path / f"pandas{ext}", score, chunksize=128, progress=False)
         dst = tmp_path / f"dask{ext}"
-        res = score_file_dask(
-            src, dst, score, scheduler=dask_cluster.scheduler_address, progress=False, **kwargs
-        )
+        res = score_file_dask(src, dst, score, scheduler=dask_cluster.scheduler_address, progress=False, **kwargs)
         assert res.rows == ref.rows == N and res.chunks > 1, (ext, res)
         pd.testing.assert_frame_equal(_read(dst), _read(ref.output), check_dtype=False)
 
@@ -197,9 +191,7 @@ def test_dask_failure_leaves_no_output(tmp_path, dask_cluster):
         return score(df)
 
     with pytest.raises(Boom):
-        score_file_dask(
-            src, dst, bad, scheduler=dask_cluster.scheduler_address, blocksize=8_000, progress=False
-        )
+        score_file_dask(src, dst, bad, scheduler=dask_cluster.scheduler_address, blocksize=8_000, progress=False)
     assert dst.read_bytes() == b"earlier run"
     assert _others(tmp_path, src, dst) == []
 

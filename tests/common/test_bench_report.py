@@ -8,9 +8,12 @@ from bench import report
 
 def test_results_table_from_json(tmp_path: Path) -> None:
     res = {
-        "app": "fraud", "dataset": "simulated", "protocol": "prequential",
-        "models": {"xgboost": {"metrics": {"auc": 0.8712, "auc_std": 0.01, "ap": 0.7}, "train_s": 3.2,
-                               "predict_s": 0.1}},
+        "app": "fraud",
+        "dataset": "simulated",
+        "protocol": "prequential",
+        "models": {
+            "xgboost": {"metrics": {"auc": 0.8712, "auc_std": 0.01, "ap": 0.7}, "train_s": 3.2, "predict_s": 0.1}
+        },
         "published": {"handbook xgboost": {"auc": 0.869, "ap": 0.687}},
         "machine": {"cpu_count": 2, "cpu_model": "x", "git_commit": "abcdef123"},
     }

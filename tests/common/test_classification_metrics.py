@@ -51,12 +51,14 @@ def test_card_precision_hand_made() -> None:
     """Two days, k=2. Day 0: cards A (fraud, max .9), B (genuine .8), C (fraud .3) -> top2 {A, B} -> 1/2.
     Day 1: A is removed (detected on day 0); C (fraud .95), B (.5), D (genuine .6) -> top2 {C, D} -> 1/2.
     Without removal, day 1 would rank A (.99, fraud) and C first -> 2/2."""
-    df = pd.DataFrame({
-        "customer_id": ["A", "A", "B", "C", "A", "C", "B", "D"],
-        "day": [0, 0, 0, 0, 1, 1, 1, 1],
-        "label": [0, 1, 0, 1, 1, 1, 0, 0],
-        "score": [0.2, 0.9, 0.8, 0.3, 0.99, 0.95, 0.5, 0.6],
-    })
+    df = pd.DataFrame(
+        {
+            "customer_id": ["A", "A", "B", "C", "A", "C", "B", "D"],
+            "day": [0, 0, 0, 0, 1, 1, 1, 1],
+            "label": [0, 1, 0, 1, 1, 1, 0, 0],
+            "score": [0.2, 0.9, 0.8, 0.3, 0.99, 0.95, 0.5, 0.6],
+        }
+    )
     per_day = card_precision_at_k_per_day(df, 2)
     assert per_day["card_precision"].tolist() == [0.5, 0.5]
     assert per_day["n_compromised_cards"].tolist() == [2, 1]
@@ -67,7 +69,7 @@ def test_card_precision_hand_made() -> None:
 
 
 def test_card_precision_counts_card_once_and_divides_by_k() -> None:
-    df = pd.DataFrame({"customer_id": [1, 1, 1], "day": [0, 0, 0], "label": [1, 1, 1], "score": [.9, .8, .7]})
+    df = pd.DataFrame({"customer_id": [1, 1, 1], "day": [0, 0, 0], "label": [1, 1, 1], "score": [0.9, 0.8, 0.7]})
     assert card_precision_at_k(df, 100) == pytest.approx(1 / 100)
 
 

@@ -74,8 +74,13 @@ def test_exit_codes_user_error_bug_and_alert(monkeypatch: pytest.MonkeyPatch, ca
 
 def test_a_crash_in_a_real_command_is_not_exit_1(tmp_path: Path) -> None:
     """`monitor` exits 1 for an alert only: a missing champion is 2 (user error), never 1."""
-    r = subprocess.run([sys.executable, "-m", "apps.recommender", "monitor", "--dataset", "synthetic-next"],
-                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "apps.recommender", "monitor", "--dataset", "synthetic-next"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: model 'recommender' has no version")
 
@@ -156,10 +161,15 @@ def test_train_summary_says_what_is_served(tmp_path: Path) -> None:
     assert "version 3 is now the champion" in cli.train_summary("toy", "toy", mv3.version)
 
 
-@pytest.mark.parametrize(("dataset", "expected"), [
-    (None, "bench/results/x.json"), ("ml-100k", "bench/results/x.json"), ("ml-1m", "bench/results/x-ml-1m.json"),
-    ("/home/me/My Shop.csv", "bench/results/x-my-shop.json"),
-])
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        (None, "bench/results/x.json"),
+        ("ml-100k", "bench/results/x.json"),
+        ("ml-1m", "bench/results/x-ml-1m.json"),
+        ("/home/me/My Shop.csv", "bench/results/x-my-shop.json"),
+    ],
+)
 def test_bench_output_never_overwrites_the_reference(dataset: str | None, expected: str) -> None:
     assert cli.bench_output("x", dataset, "ml-100k") == Path(expected)
 

@@ -179,6 +179,7 @@ def test_unique_constraint() -> None:
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out" / "out.parquet"
     write_table(pd.DataFrame({"a": [1, 2]}), target)
+
     def crash_mid_write() -> None:
         with atomic_path(target) as tmp:
             tmp.write_bytes(b"half a file")

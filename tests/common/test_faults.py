@@ -35,7 +35,9 @@ def test_kill_9_during_batch_leaves_the_old_output_intact(tmp_path: Path) -> Non
     dst = tmp_path / "scores.parquet"
     dst.write_bytes(b"yesterday's scores")
     marker = tmp_path / "chunk3"
-    cmd = faults.script_cmd(tmp_path, f"""
+    cmd = faults.script_cmd(
+        tmp_path,
+        f"""
 import time
 from pathlib import Path
 from common.batch import score_file
@@ -51,7 +53,8 @@ def slow(df):
     return df.assign(score=df["x"] * 2)
 
 score_file({str(src)!r}, {str(dst)!r}, slow, chunksize=100, progress=False)
-""")
+""",
+    )
     done = faults.run_and_kill(cmd, when_path_exists=marker, timeout_s=60)
     assert done.killed
     assert dst.read_bytes() == b"yesterday's scores"  # never a partial file at the output path
@@ -64,7 +67,9 @@ def test_kill_9_during_promotion_leaves_the_champion_and_a_readable_registry(tmp
     v2 = _toy(tmp_path, 0.9)
     marker = tmp_path / "promoting"
     # the worst moment: the challenger won, the promotion lock is held, the alias is not written yet
-    cmd = faults.script_cmd(tmp_path, f"""
+    cmd = faults.script_cmd(
+        tmp_path,
+        f"""
 import json, time
 from pathlib import Path
 from common import registry, retraining
@@ -81,7 +86,8 @@ registry.set_alias = set_alias
 evaluate = lambda mv: json.loads((registry.fetch_model_dir(mv) / "score.json").read_text())
 retraining.champion_vs_challenger("toy", registry.get("toy", "{v2.version}"), evaluate, metric="ap",
                                   window_start={WINDOW})
-""")
+""",
+    )
     done = faults.run_and_kill(cmd, when_path_exists=marker, timeout_s=60)
     assert done.killed
     assert registry.get("toy").version == v1.version
@@ -90,8 +96,9 @@ retraining.champion_vs_challenger("toy", registry.get("toy", "{v2.version}"), ev
     assert retraining.history("toy") == []  # no decision claims a promotion that did not happen
     with registry.promotion_lock("toy", timeout_s=5):  # the dead process's lock went with it
         pass
-    d = retraining.champion_vs_challenger("toy", v2, lambda mv: registry.load("toy", mv.version, _load)[0],
-                                          metric="ap", window_start=WINDOW)
+    d = retraining.champion_vs_challenger(
+        "toy", v2, lambda mv: registry.load("toy", mv.version, _load)[0], metric="ap", window_start=WINDOW
+    )
     assert d.promoted and registry.get("toy").version == v2.version
 
 
@@ -105,8 +112,9 @@ def test_a_flipped_byte_in_a_registered_model_is_refused_at_load(tmp_path: Path,
     assert not (mlref_home / "models" / "toy" / mv.version).exists()
 
 
-def test_an_emptied_or_truncated_registry_is_exit_2_with_one_line_from_the_apps(tmp_path: Path,
-                                                                               mlref_home: Path) -> None:
+def test_an_emptied_or_truncated_registry_is_exit_2_with_one_line_from_the_apps(
+    tmp_path: Path, mlref_home: Path
+) -> None:
     v1 = _toy(tmp_path, 0.5, alias=registry.CHAMPION)
     homes = {case: tmp_path / case for case in ("empty", "truncated")}
     for home in homes.values():
@@ -117,8 +125,9 @@ def test_an_emptied_or_truncated_registry_is_exit_2_with_one_line_from_the_apps(
         (homes["empty"], faults.app_cmd("recommender", "predict", "u1"), "the file is empty (0 bytes)"),
         (homes["truncated"], faults.app_cmd("fraud", "models", "list"), "database disk image is malformed"),
     ]
-    results = faults.run_concurrently([c for _, c, _ in cases], timeout_s=180,
-                                      environ=[faults.env(MLREF_HOME=str(h)) for h, _, _ in cases])
+    results = faults.run_concurrently(
+        [c for _, c, _ in cases], timeout_s=180, environ=[faults.env(MLREF_HOME=str(h)) for h, _, _ in cases]
+    )
     for (home, _, expected), res in zip(cases, results, strict=True):
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2, (res.args, res.stderr[-3000:])

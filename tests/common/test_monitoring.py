@@ -226,9 +226,7 @@ def test_performance_over_time_hand_made():
     assert perf["positives"].iloc[0] == 2.0 and math.isnan(perf["positives"].iloc[1])
 
     # numeric time (day index), windows of 7 days
-    days = pd.DataFrame(
-        {"day": [0, 3, 6, 7, 13, 14], "y": [1, 0, 1, 1, 0, 0], "s": [0.8, 0.3, 0.6, 0.2, 0.1, 0.9]}
-    )
+    days = pd.DataFrame({"day": [0, 3, 6, 7, 13, 14], "y": [1, 0, 1, 1, 0, 0], "s": [0.8, 0.3, 0.6, 0.2, 0.1, 0.9]})
     perf = performance_over_time(
         days,
         time_col="day",
@@ -254,11 +252,24 @@ def test_run_check_from_a_model_dir_lists_every_alert_in_markdown_and_json(profi
     cur["x"] += 1.0
     perf = performance_over_time(
         pd.DataFrame({"t": np.repeat([0, 1, 2], 50), "y": np.tile([0, 1], 75), "s": np.linspace(0, 1, 150)}),
-        time_col="t", label_col="y", score_col="s", freq=1, metrics={"mean_score": lambda y, s: float(s.mean())})
+        time_col="t",
+        label_col="y",
+        score_col="s",
+        freq=1,
+        metrics={"mean_score": lambda y, s: float(s.mean())},
+    )
     extra = ["new-user rate 40.0% > 25%", "coverage 0.010 < 50% of reference 0.300"]
-    v = run_check(model_dir, cur, tmp_path / "out", title="App drift", extra_alerts=extra,
-                  stats={"new_user_rate": 0.4}, performance=perf, warnings=["history shorter than 30 days"],
-                  model_version="3")
+    v = run_check(
+        model_dir,
+        cur,
+        tmp_path / "out",
+        title="App drift",
+        extra_alerts=extra,
+        stats={"new_user_rate": 0.4},
+        performance=perf,
+        warnings=["history shorter than 30 days"],
+        model_version="3",
+    )
 
     direct = detect_drift(profile, cur)  # the verdict of the steps done by hand
     assert v.drift == direct.drift is True and v.drifted_features == direct.drifted_features == ["x"]

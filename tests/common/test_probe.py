@@ -57,8 +57,9 @@ RULE = {"POST /v1/buy": {422: "body.price"}}
 
 def test_fuzzer_passes_a_correct_service() -> None:
     app = shop(bugs=False)
-    report = fuzz.fuzz_app(app, snapshot=lambda: list(app.state.items), max_examples=30, name="shop",
-                           rule_rejections=RULE)
+    report = fuzz.fuzz_app(
+        app, snapshot=lambda: list(app.state.items), max_examples=30, name="shop", rule_rejections=RULE
+    )
     assert report.ok, report.summary()
     assert report.cases > 40 and report.statuses[200] > 0 and report.statuses[422] > 0
     assert report.server_errors == 0 and report.rule_rejections > 0
@@ -70,8 +71,9 @@ def test_fuzzer_passes_a_correct_service() -> None:
 
 def test_fuzzer_reports_5xx_undocumented_status_and_state_changed_by_rejection() -> None:
     app = shop(bugs=True)
-    report = fuzz.fuzz_app(app, snapshot=lambda: list(app.state.items), max_examples=80, name="shop",
-                           only=["POST /v1/buy"])
+    report = fuzz.fuzz_app(
+        app, snapshot=lambda: list(app.state.items), max_examples=80, name="shop", only=["POST /v1/buy"]
+    )
     kinds = {f.kind for f in report.failures}
     assert report.server_errors > 0
     assert fuzz.CALL_FAILED in kinds or fuzz.SERVER_ERROR in kinds, report.summary()
@@ -103,13 +105,16 @@ def test_load_client_measures_from_the_schedule_and_reports_the_machine_load() -
     assert queued.achieved_rate_per_s < 30
 
 
-@pytest.mark.parametrize(("url", "kw", "match"), [
-    ("http://10.0.0.1:8000", {}, "loopback"),
-    ("https://127.0.0.1:8000", {}, "loopback"),
-    ("http://127.0.0.1:8000", {"n": 10**6}, "n must be"),
-    ("http://127.0.0.1:8000", {"n": 1000, "rate": 1}, "n / rate"),
-    ("http://127.0.0.1:8000", {"clients": 0}, "clients"),
-])
+@pytest.mark.parametrize(
+    ("url", "kw", "match"),
+    [
+        ("http://10.0.0.1:8000", {}, "loopback"),
+        ("https://127.0.0.1:8000", {}, "loopback"),
+        ("http://127.0.0.1:8000", {"n": 10**6}, "n must be"),
+        ("http://127.0.0.1:8000", {"n": 1000, "rate": 1}, "n / rate"),
+        ("http://127.0.0.1:8000", {"clients": 0}, "clients"),
+    ],
+)
 def test_load_refuses_unbounded_or_remote_targets(url: str, kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         load.run_load(url, "/healthz", **kw)
@@ -120,10 +125,23 @@ def test_http_probes_pass_on_a_correct_service(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("MLREF_MAX_BODY_BYTES", "2000")
     app = shop(bugs=False)
     with TestClient(app) as client:
-        rows = probe.http_probes("shop", client, path="/v1/buy", body={"qty": 2, "price": 3.5},
-                                 number_field="price", snapshot=lambda: list(app.state.items))
-    assert {r.probe for r in rows} >= {"oversized body", "no API key", "wrong API key", "malformed JSON",
-                                       "non-finite number (NaN)", "non-finite number (1e999)", "wrong type"}
+        rows = probe.http_probes(
+            "shop",
+            client,
+            path="/v1/buy",
+            body={"qty": 2, "price": 3.5},
+            number_field="price",
+            snapshot=lambda: list(app.state.items),
+        )
+    assert {r.probe for r in rows} >= {
+        "oversized body",
+        "no API key",
+        "wrong API key",
+        "malformed JSON",
+        "non-finite number (NaN)",
+        "non-finite number (1e999)",
+        "wrong type",
+    }
     assert all(r.ok for r in rows), probe.failed(rows)
     assert app.state.items == [2]  # only the good request got through
 
@@ -131,19 +149,26 @@ def test_http_probes_pass_on_a_correct_service(monkeypatch: pytest.MonkeyPatch) 
 def test_http_probes_flag_a_service_without_limits() -> None:
     app = shop(bugs=False, max_body_bytes=None, api_key=None)
     with TestClient(app) as client:
-        rows = {r.probe: r for r in probe.http_probes("shop", client, path="/v1/buy", body={"qty": 2, "price": 3.5},
-                                                      number_field="price", max_body_bytes=2000)}
+        rows = {
+            r.probe: r
+            for r in probe.http_probes(
+                "shop", client, path="/v1/buy", body={"qty": 2, "price": 3.5}, number_field="price", max_body_bytes=2000
+            )
+        }
     assert not rows["oversized body"].ok and rows["oversized body"].observed.startswith("200")
     assert not rows["no API key"].ok
 
 
-def test_table_record_and_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture) -> None:
+def test_table_record_and_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "probe.jsonl"
     monkeypatch.setenv(probe.PROBE_OUT_ENV, str(out))
     probe.record([probe.Probe("b-app", "fuzz", "10 cases", "0 5xx", "0 5xx", True)])
-    probe.record([probe.Probe("a-app", "load", "100 at 10/s", "0 errors", "3 errors", False),
-                  probe.Probe("b-app", "fuzz", "20 cases", "0 5xx", "0 5xx", True)])  # a rerun replaces a row
+    probe.record(
+        [
+            probe.Probe("a-app", "load", "100 at 10/s", "0 errors", "3 errors", False),
+            probe.Probe("b-app", "fuzz", "20 cases", "0 5xx", "0 5xx", True),
+        ]
+    )  # a rerun replaces a row
     assert len(out.read_text().splitlines()) == 3
     assert probe.main([str(out)]) == 1  # a failed probe
     printed = capsys.readouterr().out
@@ -189,14 +214,19 @@ def test_kill_9_during_batch_leaves_no_partial_output(tmp_path: Path, suffix: st
     old.to_csv(dst, index=False) if suffix == ".csv" else old.to_parquet(dst)
     before = dst.read_bytes()
     marker = tmp_path / "marker"
-    done = faults.run_and_kill([*faults.script_cmd(tmp_path, BATCH_JOB), src, dst, marker],
-                               when_path_exists=marker, environ=faults.env())
+    done = faults.run_and_kill(
+        [*faults.script_cmd(tmp_path, BATCH_JOB), src, dst, marker], when_path_exists=marker, environ=faults.env()
+    )
     intact = dst.read_bytes() == before
     others = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("scored") and p != dst)
-    row = probe.Probe("common (batch, every app)", f"kill -9 during batch ({suffix[1:]})",
-                      "SIGKILL after 3 of 20 chunks", "previous output intact, no partial output",
-                      f"{'killed' if done.killed else done.returncode}, previous output "
-                      f"{'intact' if intact else 'CHANGED'}", done.killed and intact)
+    row = probe.Probe(
+        "common (batch, every app)",
+        f"kill -9 during batch ({suffix[1:]})",
+        "SIGKILL after 3 of 20 chunks",
+        "previous output intact, no partial output",
+        f"{'killed' if done.killed else done.returncode}, previous output {'intact' if intact else 'CHANGED'}",
+        done.killed and intact,
+    )
     probe.record([row])
     assert done.killed and intact, row
     assert others == []  # a killed run leaves at most a hidden temp file (removed by the next run)

@@ -90,8 +90,9 @@ def _ms_reference(true: pd.DataFrame, pred: pd.DataFrame, k: int) -> dict[str, f
 def test_matches_ms_recommenders_algorithm_on_random_data():
     rng = np.random.default_rng(0)
     true = pd.DataFrame({"user": rng.integers(0, 40, 400), "item": rng.integers(0, 60, 400)}).drop_duplicates()
-    pred = pd.DataFrame({"user": np.repeat(np.arange(45), 15), "item": rng.integers(0, 60, 45 * 15),
-                         "score": rng.random(45 * 15)}).drop_duplicates(["user", "item"])
+    pred = pd.DataFrame(
+        {"user": np.repeat(np.arange(45), 15), "item": rng.integers(0, 60, 45 * 15), "score": rng.random(45 * 15)}
+    ).drop_duplicates(["user", "item"])
     ref = _ms_reference(true, pred, k=10)
     pred = pred.sort_values(["user", "score"], ascending=[True, False])
     pred["rank"] = pred.groupby("user").cumcount() + 1

@@ -25,8 +25,9 @@ def load_value(path: Path) -> float:
 
 def test_register_records_metrics_params_fingerprint_commit_and_hash(tmp_path: Path, mlref_home: Path) -> None:
     d = model_dir(tmp_path, 1.0)
-    mv = registry.register("toy", d, metrics={"auc": 0.9, "p@10": 0.5}, params={"C": 1.0},
-                           data_fingerprint="abc123", alias="champion")
+    mv = registry.register(
+        "toy", d, metrics={"auc": 0.9, "p@10": 0.5}, params={"C": 1.0}, data_fingerprint="abc123", alias="champion"
+    )
     assert mv.version == "1"
     assert mv.sha256 == registry.hash_dir(d)
     assert mv.metrics == {"auc": 0.9, "p_10": 0.5}
@@ -148,8 +149,7 @@ def test_read_only_calls_never_create_a_store(tmp_path: Path, mlref_home: Path) 
 
 
 @pytest.mark.parametrize("damage", ["empty", "garbage", "truncated"])
-def test_a_damaged_store_is_one_plain_error_and_is_left_as_it_is(tmp_path: Path, mlref_home: Path,
-                                                                  damage: str) -> None:
+def test_a_damaged_store_is_one_plain_error_and_is_left_as_it_is(tmp_path: Path, mlref_home: Path, damage: str) -> None:
     from common.probe import faults
 
     registry.register("toy", model_dir(tmp_path, 1.0), alias="champion")
@@ -165,8 +165,12 @@ def test_a_damaged_store_is_one_plain_error_and_is_left_as_it_is(tmp_path: Path,
         faults.truncate_registry(0.3)
         expected = "malformed"
     size = db.stat().st_size
-    for call in (lambda: registry.get("toy"), lambda: registry.find("toy"), lambda: registry.list_versions("toy"),
-                 lambda: registry.load("toy", "champion", load_value)):
+    for call in (
+        lambda: registry.get("toy"),
+        lambda: registry.find("toy"),
+        lambda: registry.list_versions("toy"),
+        lambda: registry.load("toy", "champion", load_value),
+    ):
         with pytest.raises(registry.DamagedRegistryError, match=f"the registry at {db} is damaged: .*{expected}"):
             call()
     with pytest.raises(registry.DamagedRegistryError):  # a write does not paper over it either

@@ -150,15 +150,29 @@ def test_report_files_follow_the_umask(mlref_home, umask, mode):
 
 
 def test_model_card_sections_data_table_roles_and_intervals(tmp_path):
-    metrics = pd.DataFrame({"average_precision": [0.70, 0.62], "average_precision_std": [0.02, 0.03],
-                            "ndcg": [0.45, 0.25], "ndcg_lo": [0.43, 0.23], "ndcg_hi": [0.47, 0.27]},
-                           index=pd.Index(["xgboost", "logreg"], name="model"))
+    metrics = pd.DataFrame(
+        {
+            "average_precision": [0.70, 0.62],
+            "average_precision_std": [0.02, 0.03],
+            "ndcg": [0.45, 0.25],
+            "ndcg_lo": [0.43, 0.23],
+            "ndcg_hi": [0.47, 0.27],
+        },
+        index=pd.Index(["xgboost", "logreg"], name="model"),
+    )
     frame = pd.DataFrame({"amount": [1.0, 2.0, np.nan, 4.0], "label": [0, 1, 0, 0]})
     md = write_report(
-        tmp_path, title="card", metrics=metrics, intended_use="Rank transactions for investigators.",
-        limitations="Simulated data only.", data={"rows": 4, "fraud_rate": 0.25},
-        data_columns=data_summary(frame), baselines=["logreg"], champion="xgboost",
-        interval_note="± = std over 4 folds", higher_is_better={"average_precision": True},
+        tmp_path,
+        title="card",
+        metrics=metrics,
+        intended_use="Rank transactions for investigators.",
+        limitations="Simulated data only.",
+        data={"rows": 4, "fraud_rate": 0.25},
+        data_columns=data_summary(frame),
+        baselines=["logreg"],
+        champion="xgboost",
+        interval_note="± = std over 4 folds",
+        higher_is_better={"average_precision": True},
     ).read_text()
     heads = [line for line in md.splitlines() if line.startswith("## ")]
     assert heads == ["## Intended use", "## Data", "## Metrics", "## Limitations"]
@@ -176,7 +190,7 @@ def test_model_card_sections_data_table_roles_and_intervals(tmp_path):
 def test_bootstrap_intervals_cover_the_mean_with_the_expected_width():
     rng = np.random.default_rng(1)
     values = rng.normal(5.0, 2.0, 400)
-    (lo, hi), = bootstrap_intervals(len(values), lambda idx: {"mean": values[idx].mean()}, n_boot=400).values()
+    ((lo, hi),) = bootstrap_intervals(len(values), lambda idx: {"mean": values[idx].mean()}, n_boot=400).values()
     assert lo < values.mean() < hi
     assert hi - lo == pytest.approx(2 * 1.96 * 2.0 / np.sqrt(400), rel=0.2)
 
@@ -216,8 +230,12 @@ def test_pr_and_calibration_figures_as_report_pngs(tmp_path):
     good = np.clip(0.05 + 0.6 * y + rng.normal(0, 0.1, y.size), 0, 1)
     weak = np.clip(0.05 + 0.1 * y + rng.normal(0, 0.1, y.size), 0, 1)
     curves = {"good": (y, good), "weak": (y, weak)}
-    write_report(tmp_path, title="clf", metrics={"good": {"ap": 0.9}},
-                 figures={"precision_recall": pr_curve_figure(curves), "calibration": calibration_figure(curves)})
+    write_report(
+        tmp_path,
+        title="clf",
+        metrics={"good": {"ap": 0.9}},
+        figures={"precision_recall": pr_curve_figure(curves), "calibration": calibration_figure(curves)},
+    )
     md = (tmp_path / "report.md").read_text()
     for name in ("precision_recall.png", "calibration.png"):
         img = mpimg.imread(tmp_path / name)

@@ -39,8 +39,7 @@ def test_challenger_that_wins_is_promoted_and_recorded(tmp_path: Path, mlref_hom
     assert registry.get("toy").version == chall.version
     logged = [json.loads(x) for x in (mlref_home / "decisions" / "toy.jsonl").read_text().splitlines()]
     assert logged[-1]["promoted"] is True and logged[-1]["champion_score"] == pytest.approx(0.70)
-    runs = retraining.tracking.client().search_runs(
-        [retraining.tracking.experiment_id("toy-retraining")])
+    runs = retraining.tracking.client().search_runs([retraining.tracking.experiment_id("toy-retraining")])
     assert runs[0].data.metrics["promoted"] == 1.0
 
 
@@ -157,8 +156,9 @@ def test_two_concurrent_retrains_against_the_same_champion_promote_exactly_one(t
         return score
 
     def run(chall: registry.ModelVersion) -> None:
-        decisions[chall.version] = retraining.champion_vs_challenger("toy", chall, evaluate, metric="ap",
-                                                                     window_start=WINDOW)
+        decisions[chall.version] = retraining.champion_vs_challenger(
+            "toy", chall, evaluate, metric="ap", window_start=WINDOW
+        )
 
     threads = [threading.Thread(target=run, args=(c,)) for c in (a, b)]
     for t in threads:
@@ -170,8 +170,9 @@ def test_two_concurrent_retrains_against_the_same_champion_promote_exactly_one(t
     winners = [v for v, d in decisions.items() if d.promoted]
     losers = [d for d in decisions.values() if not d.promoted]
     assert len(winners) == 1 and len(losers) == 1
-    assert losers[0].reason.startswith(f"{retraining.CHAMPION_CHANGED}: compared against v{champ.version} "
-                                       f"but v{winners[0]} became champion")
+    assert losers[0].reason.startswith(
+        f"{retraining.CHAMPION_CHANGED}: compared against v{champ.version} but v{winners[0]} became champion"
+    )
     assert registry.get("toy").version == winners[0]
     assert sorted(d.promoted for d in retraining.history("toy")) == [False, True]
 
@@ -185,7 +186,10 @@ def test_two_concurrent_retrain_processes_promote_exactly_one(tmp_path: Path, ml
     sync.mkdir()
     cmds = []
     for mv in challengers:
-        cmds.append(faults.script_cmd(tmp_path, f"""
+        cmds.append(
+            faults.script_cmd(
+                tmp_path,
+                f"""
 import json, time
 from pathlib import Path
 from common import registry, retraining
@@ -204,7 +208,10 @@ def evaluate(mv):
 d = retraining.champion_vs_challenger("toy", registry.get("toy", "{mv.version}"), evaluate, metric="ap",
                                       window_start={WINDOW})
 print(json.dumps(d.to_dict()))
-""", name=f"retrain_{mv.version}.py"))
+""",
+                name=f"retrain_{mv.version}.py",
+            )
+        )
     results = faults.run_concurrently(cmds, timeout_s=120)
     assert [r.returncode for r in results] == [0, 0], [r.stderr[-2000:] for r in results]
     decisions = [json.loads(r.stdout.strip().splitlines()[-1]) for r in results]

@@ -44,22 +44,38 @@ def _project_copy(root: Path) -> None:
 @pytest.mark.e2e
 def test_scaffolded_app_passes_its_tests_lint_and_the_cli_contract(tmp_path: Path) -> None:
     _project_copy(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "common.scaffold", "churn"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "common.scaffold", "churn"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "apps" / "churn" / "__main__.py").exists() and (tmp_path / "tests" / "churn").is_dir()
     ruff = Path(sys.executable).parent / "ruff"
     if ruff.exists():
-        lint = subprocess.run([str(ruff), "check", "apps", "tests/churn"], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=60)
+        lint = subprocess.run(
+            [str(ruff), "check", "apps", "tests/churn"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
         assert lint.returncode == 0, lint.stdout
     # its own unit tests and its demo (the e2e test), plus the contract test, which now sees only this app
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/churn",
-                        "tests/common/test_cli_contract.py::test_every_app_has_the_standard_commands_and_option_names"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/churn",
+            "tests/common/test_cli_contract.py::test_every_app_has_the_standard_commands_and_option_names",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "6 passed" in r.stdout
     # the same command a user types twice refuses the second time (exit 2), leaving the app as it was
-    again = subprocess.run([sys.executable, "-m", "common.scaffold", "churn"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "common.scaffold", "churn"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert again.returncode == 2 and "exists already" in again.stderr

@@ -55,8 +55,9 @@ def test_oversized_body_gets_413_json_and_never_reaches_the_route(tmp_path: Path
         big = json.dumps({**GOOD, "pad": "x" * 5000})
         r = client.post("/v1/score", content=big, headers={"content-type": "application/json"})
         assert r.status_code == 413
-        assert r.json()["detail"] == (f"request body too large: {len(big)} bytes > limit 1000 bytes "
-                                      "(MLREF_MAX_BODY_BYTES)")
+        assert r.json()["detail"] == (
+            f"request body too large: {len(big)} bytes > limit 1000 bytes (MLREF_MAX_BODY_BYTES)"
+        )
 
         def chunks():  # no Content-Length: counted while read, cut off at the limit
             for _ in range(10):
@@ -79,9 +80,19 @@ def test_announced_oversized_body_is_refused_before_reading_it() -> None:
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/score", "raw_path": b"/v1/score", "query_string": b"",
-             "headers": [(b"content-length", str(10**9).encode()), (b"content-type", b"application/json")],
-             "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1), "root_path": ""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/score",
+        "raw_path": b"/v1/score",
+        "query_string": b"",
+        "headers": [(b"content-length", str(10**9).encode()), (b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("t", 80),
+        "client": ("c", 1),
+        "root_path": "",
+    }
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert b"1000000000 bytes > limit 1000" in sent[1]["body"]
@@ -140,8 +151,9 @@ def test_admin_reload_failure_while_serving_names_the_served_version(tmp_path: P
 
 
 # ----------------------------------------------------------------------------- backoff
-def test_failed_load_backs_off_and_logs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_failed_load_backs_off_and_logs_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     v1 = register_value(tmp_path, 1.0)
     tamper_local_copy(v1)
     fetches = count_fetches(monkeypatch)
@@ -170,8 +182,9 @@ def test_failed_load_backs_off_and_logs_once(tmp_path: Path, monkeypatch: pytest
     assert holder.last_error is None
 
 
-def test_poller_does_not_refetch_a_broken_model_on_every_poll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_poller_does_not_refetch_a_broken_model_on_every_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     v1 = register_value(tmp_path, 1.0)
     tamper_local_copy(v1)
     fetches = count_fetches(monkeypatch)
@@ -200,13 +213,21 @@ def test_restarted_app_polls_the_registry_again(tmp_path: Path) -> None:
     assert version == v2.version
 
 
-@pytest.mark.parametrize(("host", "key", "warns"), [
-    ("0.0.0.0", None, True), ("192.168.1.7", None, True), ("::", None, True),
-    ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False), ("0.0.0.0", "k", False),
-])
-def test_serving_without_api_key_beyond_loopback_warns(host: str, key: str | None, warns: bool,
-                                                       monkeypatch: pytest.MonkeyPatch,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("host", "key", "warns"),
+    [
+        ("0.0.0.0", None, True),
+        ("192.168.1.7", None, True),
+        ("::", None, True),
+        ("127.0.0.1", None, False),
+        ("localhost", None, False),
+        ("::1", None, False),
+        ("0.0.0.0", "k", False),
+    ],
+)
+def test_serving_without_api_key_beyond_loopback_warns(
+    host: str, key: str | None, warns: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     import uvicorn
 
     ran: list[dict] = []
@@ -265,13 +286,21 @@ def echo_qty(body: QtyBody) -> dict:
     return {"qty": body.qty, "type": type(body.qty).__name__}
 
 
-@pytest.mark.parametrize(("raw", "status", "qty"), [
-    ("55", 200, 55), ("55.0", 200, 55), ("true", 422, None), ('"55"', 422, None), ("55.5", 422, None),
-    ("1e400", 422, None),
-])
+@pytest.mark.parametrize(
+    ("raw", "status", "qty"),
+    [
+        ("55", 200, 55),
+        ("55.0", 200, 55),
+        ("true", 422, None),
+        ('"55"', 422, None),
+        ("55.5", 422, None),
+        ("1e400", 422, None),
+    ],
+)
 def test_json_int_takes_json_schema_integers_and_never_booleans(raw: str, status: int, qty: int | None) -> None:
-    app = serving.create_app("toy", serving.ModelHolder("toy", load_pair), [qty_router], refresh_interval_s=None,
-                             load_on_startup=False)
+    app = serving.create_app(
+        "toy", serving.ModelHolder("toy", load_pair), [qty_router], refresh_interval_s=None, load_on_startup=False
+    )
     with TestClient(app) as client:
         r = client.post("/v1/qty", content=f'{{"qty": {raw}}}', headers={"content-type": "application/json"})
     assert r.status_code == status, r.text

@@ -12,8 +12,9 @@ def test_finds_the_running_python() -> None:
     out = subprocess.run([str(SCRIPT), want], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     found = out.stdout.strip()
-    version = subprocess.run([found, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
-                             text=True, timeout=60).stdout
+    version = subprocess.run(
+        [found, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True, timeout=60
+    ).stdout
     assert version.strip() == str(sys.version_info[:2])
 
 

@@ -54,8 +54,14 @@ def _no_torchrun_env(monkeypatch):
 def test_fit_learns_and_restores_best():
     model = mlp(0)
     train, val = blobs(400, 0), blobs(200, 1)
-    result = fit(model, train, val, nn.CrossEntropyLoss(), cfg(epochs=5, monitor="val_accuracy", mode="max"),
-                 metrics={"accuracy": accuracy})
+    result = fit(
+        model,
+        train,
+        val,
+        nn.CrossEntropyLoss(),
+        cfg(epochs=5, monitor="val_accuracy", mode="max"),
+        metrics={"accuracy": accuracy},
+    )
     hist = result.history
     assert [r["epoch"] for r in hist] == [1, 2, 3, 4, 5]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"] * 0.5
@@ -94,9 +100,17 @@ def test_checkpoint_roundtrip_carries_config(tmp_path):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     config = cfg(checkpoint_dir=tmp_path / "ck", scheduler="onecycle")
-    path = save_checkpoint(tmp_path / "ck" / "x.pt", model=model, optimizer=opt, scheduler=sched,
-                           scaler=scaler, epoch=3, best={"metric": 0.1, "epoch": 2, "bad_epochs": 1},
-                           config=config, extra={"note": "hi"})
+    path = save_checkpoint(
+        tmp_path / "ck" / "x.pt",
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        scaler=scaler,
+        epoch=3,
+        best={"metric": 0.1, "epoch": 2, "bad_epochs": 1},
+        config=config,
+        extra={"note": "hi"},
+    )
     assert sorted(p.name for p in path.parent.iterdir()) == ["x.pt"]  # no temp file left behind
     ckpt = load_checkpoint(path)  # weights_only=True: only plain types and tensors inside
     assert ckpt["epoch"] == 3 and ckpt["best"]["epoch"] == 2 and ckpt["extra"] == {"note": "hi"}
@@ -104,8 +118,7 @@ def test_checkpoint_roundtrip_carries_config(tmp_path):
     assert TrainConfig.from_dict(ckpt["config"]) == config
     fresh = mlp(1)
     fresh.load_state_dict(ckpt["model"])
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values(),
-                                                 strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True))
 
 
 def test_fit_writes_last_and_best_checkpoints(tmp_path):
@@ -137,8 +150,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, scheduler):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        fit(mlp(0, dropout=0.3), train, val, loss, cfg(checkpoint_dir=tmp_path / "run", **kw),
-            on_epoch_end=crash)
+        fit(mlp(0, dropout=0.3), train, val, loss, cfg(checkpoint_dir=tmp_path / "run", **kw), on_epoch_end=crash)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
     resumed_model = mlp(7, dropout=0.3)  # different init: everything must come from the checkpoint
     resumed = fit(resumed_model, train, val, loss, cfg(checkpoint_dir=tmp_path / "run", **kw))
@@ -156,8 +168,14 @@ def test_resume_matches_uninterrupted_run(tmp_path, scheduler):
 
 
 def test_cpu_bf16_autocast_trains():
-    result = fit(mlp(0), blobs(128, 0), blobs(64, 1), nn.CrossEntropyLoss(),
-                 cfg(epochs=3, amp=True, amp_dtype="bfloat16"), metrics={"accuracy": accuracy})
+    result = fit(
+        mlp(0),
+        blobs(128, 0),
+        blobs(64, 1),
+        nn.CrossEntropyLoss(),
+        cfg(epochs=3, amp=True, amp_dtype="bfloat16"),
+        metrics={"accuracy": accuracy},
+    )
     assert result.history[-1]["val_accuracy"] > 0.9
 
 
@@ -184,8 +202,15 @@ def test_ddp_two_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "tests" / "common" / "ddp_fit_script.py"), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "tests" / "common" / "ddp_fit_script.py"),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -9,8 +9,19 @@ from apps.maintenance.data import Fleet, simulate
 from apps.maintenance.model import RULModel
 from apps.maintenance.train import train
 
-TINY = dict(window=10, epochs=4, channels=4, kernel=3, hidden=16, batch_size=64, lr=3e-3, n_seeds=1, max_train_s=60,
-            window_units=4, seed=0)
+TINY = dict(
+    window=10,
+    epochs=4,
+    channels=4,
+    kernel=3,
+    hidden=16,
+    batch_size=64,
+    lr=3e-3,
+    n_seeds=1,
+    max_train_s=60,
+    window_units=4,
+    seed=0,
+)
 
 
 def tiny_config(**kw) -> Config:

@@ -29,20 +29,36 @@ def test_fd001_loads_as_published(cmapss_dir) -> None:
     assert fleet.test.shape == (13096, 26) and len(fleet.test_rul) == 100
     assert fleet.test_rul.min() == 7 and fleet.test_rul.max() == 145
     pre = Preprocessor.fit(fleet.train)
-    assert pre.n_conditions == 1 and pre.sensors == [f"sensor_{i}" for i in (2, 3, 4, 7, 8, 9, 11, 12, 13, 14, 15,
-                                                                               17, 20, 21)]
+    assert pre.n_conditions == 1 and pre.sensors == [
+        f"sensor_{i}" for i in (2, 3, 4, 7, 8, 9, 11, 12, 13, 14, 15, 17, 20, 21)
+    ]
 
 
 def test_a_short_bench_writes_the_shared_schema(cmapss_dir, tmp_path) -> None:
     out = tmp_path / "maintenance.json"
-    r = CliRunner().invoke(app, ["bench", "--dataset", "FD001", "--output", str(out), "--seeds", "2",
-                                 "--epochs", "1", "--baselines", "mean,linear"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--dataset",
+            "FD001",
+            "--output",
+            str(out),
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--baselines",
+            "mean,linear",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
     assert {"app", "dataset", "protocol", "models", "published", "machine"} <= set(doc)
     models = doc["models"]
-    assert {"FD001 dcnn (mean of 2 seeds)", "FD001 dcnn ensemble of 2 seeds", "FD001 mean", "FD001 linear"} <= \
-        set(models)
+    assert {"FD001 dcnn (mean of 2 seeds)", "FD001 dcnn ensemble of 2 seeds", "FD001 mean", "FD001 linear"} <= set(
+        models
+    )
     assert models["FD001 mean"]["metrics"]["rmse"] > 35  # predicting the mean is far off (about 43)
     assert "rmse_std" in models["FD001 dcnn (mean of 2 seeds)"]["metrics"]
     assert doc["published"]["DCNN (Li et al. 2018), FD001"] == {"rmse": 12.61, "score": 274.0}

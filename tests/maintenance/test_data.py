@@ -32,10 +32,12 @@ def _line(unit: int, cycle: int, base: float = 0.0) -> str:
 
 def write_cmapss(root, subset: str = "FD001", *, train_cycles=(5, 7), test_cycles=(3, 4), rul=(12, 30)) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    (root / f"train_{subset}.txt").write_text("".join(_line(u + 1, c + 1) for u, n in enumerate(train_cycles)
-                                                      for c in range(n)))
-    (root / f"test_{subset}.txt").write_text("".join(_line(u + 1, c + 1) for u, n in enumerate(test_cycles)
-                                                     for c in range(n)))
+    (root / f"train_{subset}.txt").write_text(
+        "".join(_line(u + 1, c + 1) for u, n in enumerate(train_cycles) for c in range(n))
+    )
+    (root / f"test_{subset}.txt").write_text(
+        "".join(_line(u + 1, c + 1) for u, n in enumerate(test_cycles) for c in range(n))
+    )
     (root / f"RUL_{subset}.txt").write_text("".join(f"{r} \n" for r in rul))
 
 
@@ -79,8 +81,11 @@ def test_offline_error_names_the_file_and_where_to_put_it(mlref_home, monkeypatc
 def test_present_files_are_checksummed(mlref_home, monkeypatch) -> None:
     root = mlref_home / "data" / "cmapss"
     write_cmapss(root)
-    monkeypatch.setattr(mdata, "CMAPSS_SHA256", {n: sha256_file(root / n) for n in
-                                                 ("train_FD001.txt", "test_FD001.txt", "RUL_FD001.txt")})
+    monkeypatch.setattr(
+        mdata,
+        "CMAPSS_SHA256",
+        {n: sha256_file(root / n) for n in ("train_FD001.txt", "test_FD001.txt", "RUL_FD001.txt")},
+    )
     assert available_subsets() == ["FD001"]
     assert load("FD001").train[mdata.UNIT].nunique() == 2  # read from MLREF_DATA_DIR/cmapss, checksums match
     with open(root / "test_FD001.txt", "r+b") as fh:
@@ -91,8 +96,11 @@ def test_present_files_are_checksummed(mlref_home, monkeypatch) -> None:
 
 
 def _table(n_units: int = 3, n_cycles: int = 6) -> pd.DataFrame:
-    rows = [{"unit": u, "cycle": c, "setting_1": 0.0, "sensor_1": 1.0 + c, "sensor_2": 2.0 * c}
-            for u in range(1, n_units + 1) for c in range(1, n_cycles + 1)]
+    rows = [
+        {"unit": u, "cycle": c, "setting_1": 0.0, "sensor_1": 1.0 + c, "sensor_2": 2.0 * c}
+        for u in range(1, n_units + 1)
+        for c in range(1, n_cycles + 1)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -111,8 +119,11 @@ def test_a_users_table_is_validated_row_by_row(tmp_path) -> None:
 
     dup = _table()
     dup.loc[3, "cycle"] = 3
-    with pytest.raises(DataError, match=r"column 'cycle' repeats a cycle of the same unit in 1 row\(s\): unit 1 "
-                                         r"cycle 3 \(row 3\)"):
+    with pytest.raises(
+        DataError,
+        match=r"column 'cycle' repeats a cycle of the same unit in 1 row\(s\): unit 1 "
+        r"cycle 3 \(row 3\)",
+    ):
         validate_fleet(dup)
     mixed = _table().assign(failed=1)
     mixed.loc[7, "failed"] = 0

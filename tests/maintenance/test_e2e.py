@@ -17,8 +17,9 @@ def test_demo_end_to_end() -> None:
     ev = out["evaluation"]
     assert ev["dcnn"]["rmse"] < ev["mean"]["rmse"] and 0 <= ev["dcnn"]["coverage"] <= 1
     report = Path(out["report"])
-    assert report.exists() and {"alert_tradeoff.png", "trajectories.png", "predicted_vs_true.png"} <= \
-        {p.name for p in report.parent.iterdir()}
+    assert report.exists() and {"alert_tradeoff.png", "trajectories.png", "predicted_vs_true.png"} <= {
+        p.name for p in report.parent.iterdir()
+    }
     serve = out["serve"]
     assert set(serve["codes"].values()) == {200} and serve["duplicate"] == 409 and serve["missing"] == 422
     assert "cycle" in serve["duplicate_message"] and "sensor_12" in serve["missing_message"]

@@ -15,8 +15,9 @@ from tests.maintenance.conftest import tiny_config
 
 
 def _two_units() -> pd.DataFrame:
-    return pd.DataFrame({"unit": ["a"] * 5 + ["b"] * 2, "cycle": [1, 2, 3, 4, 5, 1, 2],
-                         "sensor_1": [10.0, 11, 12, 13, 14, 20, 21]})
+    return pd.DataFrame(
+        {"unit": ["a"] * 5 + ["b"] * 2, "cycle": [1, 2, 3, 4, 5, 1, 2], "sensor_1": [10.0, 11, 12, 13, 14, 20, 21]}
+    )
 
 
 def test_rul_is_piecewise_linear_and_capped() -> None:

@@ -33,8 +33,9 @@ def test_batch_scores_every_unit_most_urgent_first(fleet, tiny_model, tmp_path) 
     assert out["lower"].is_monotonic_increasing and set(out.columns) >= {"unit", "cycle", "rul", "lower", "upper"}
 
 
-def test_monitor_finds_sensor_drift_in_one_condition_and_measures_observed_failures(fleet, tiny_model,
-                                                                                   tmp_path) -> None:
+def test_monitor_finds_sensor_drift_in_one_condition_and_measures_observed_failures(
+    fleet, tiny_model, tmp_path
+) -> None:
     mv = register(tiny_model, fleet.train, metrics={}, dataset="t", alias=registry.CHAMPION)
     model_dir = registry.fetch_model_dir(mv)
     recent = simulate_fleet(12, seed=21).assign(failed=1)  # same machines, failures observed
@@ -85,13 +86,21 @@ def test_retrain_promotes_only_a_winner_on_recent_failures(fleet, tiny_model) ->
 
 def test_command_line_train_predict_batch_monitor(fleet, tmp_path) -> None:
     runner = CliRunner()
-    (tmp_path / "cfg.json").write_text(json.dumps({k: v for k, v in tiny_config().to_dict().items()
-                                                   if k in ("window", "channels", "kernel", "hidden", "batch_size",
-                                                            "lr", "max_train_s", "window_units")}))
+    (tmp_path / "cfg.json").write_text(
+        json.dumps(
+            {
+                k: v
+                for k, v in tiny_config().to_dict().items()
+                if k in ("window", "channels", "kernel", "hidden", "batch_size", "lr", "max_train_s", "window_units")
+            }
+        )
+    )
     table = pd.concat([fleet.train.assign(failed=1)], ignore_index=True)
     table.to_csv(tmp_path / "fleet.csv", index=False)
-    r = runner.invoke(app, ["train", "--dataset", str(tmp_path / "fleet.csv"), "--config", str(tmp_path / "cfg.json"),
-                            "--epochs", "1"])
+    r = runner.invoke(
+        app,
+        ["train", "--dataset", str(tmp_path / "fleet.csv"), "--config", str(tmp_path / "cfg.json"), "--epochs", "1"],
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["version"] == "1" and "champion" in out["aliases"] and out["test"]["units"] >= 1

@@ -46,8 +46,9 @@ def test_conformal_intervals_cover_synthetic_data() -> None:
 
 
 def test_alert_tradeoff_by_hand() -> None:
-    per_unit = pd.DataFrame({"unit": list("abcd"), "lower": [5.0, 25.0, 40.0, 90.0],
-                             "true_rul": [10.0, 20.0, 60.0, 100.0]})
+    per_unit = pd.DataFrame(
+        {"unit": list("abcd"), "lower": [5.0, 25.0, 40.0, 90.0], "true_rul": [10.0, 20.0, 60.0, 100.0]}
+    )
     curve = alert_tradeoff(per_unit, horizon=30, thresholds=np.array([0, 30, 100]))
     # a and b need service (true RUL <= 30); at threshold 30, a and b alert, c and d do not
     r = curve.set_index("threshold")
@@ -59,8 +60,13 @@ def test_alert_tradeoff_by_hand() -> None:
 def test_dcnn_shapes_and_paper_layout() -> None:
     net = DCNN(14, 30)
     convs = [m for m in net.conv if isinstance(m, torch.nn.Conv1d)]
-    assert [(c.in_channels, c.out_channels, c.kernel_size[0]) for c in convs] == \
-        [(1, 10, 10), (10, 10, 10), (10, 10, 10), (10, 10, 10), (10, 1, 3)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0]) for c in convs] == [
+        (1, 10, 10),
+        (10, 10, 10),
+        (10, 10, 10),
+        (10, 10, 10),
+        (10, 1, 3),
+    ]
     assert net(torch.zeros(7, 30, 14)).shape == (7,)
 
 

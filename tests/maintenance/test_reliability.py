@@ -31,13 +31,22 @@ def test_fuzzing_the_api_finds_no_5xx(fleet, tiny_model) -> None:
     # which setting_*/sensor_* fields a reading needs depends on the served model and the unit's first reading,
     # which no JSON schema can say: those 422s (messages "readings[i].<field>: ...") are declared rule rejections
     rules = {"POST /v1/units/{unit}/readings": {422: "readings["}}
-    report = fuzz.fuzz_app(app, snapshot=snapshot, max_examples=15, time_budget_s=60, name="maintenance",
-                           rule_rejections=rules)
-    probe.record([probe.Probe(
-        APP, "OpenAPI fuzzing (schemathesis)", f"{report.cases} cases, {len(report.operations)} operations, "
-        "valid + invalid", "0 5xx, answers as documented, 4xx change nothing",
-        f"{report.server_errors} 5xx, {len(report.failures)} failures ({report.rule_rejections} refused by the "
-        "model's field rule)", report.ok)])
+    report = fuzz.fuzz_app(
+        app, snapshot=snapshot, max_examples=15, time_budget_s=60, name="maintenance", rule_rejections=rules
+    )
+    probe.record(
+        [
+            probe.Probe(
+                APP,
+                "OpenAPI fuzzing (schemathesis)",
+                f"{report.cases} cases, {len(report.operations)} operations, valid + invalid",
+                "0 5xx, answers as documented, 4xx change nothing",
+                f"{report.server_errors} 5xx, {len(report.failures)} failures ({report.rule_rejections} refused by the "
+                "model's field rule)",
+                report.ok,
+            )
+        ]
+    )
     assert report.server_errors == 0, report.summary()
     assert report.ok, report.summary()
 
@@ -66,8 +75,9 @@ def test_fleet_state_survives_a_killed_server(fleet, tiny_model, mlref_home, fre
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_ready(url, proc)
-        assert httpx.post(f"{url}/v1/units/{unit}/readings", json={"readings": recs[:-1]}, timeout=30).status_code \
-            == 200
+        assert (
+            httpx.post(f"{url}/v1/units/{unit}/readings", json={"readings": recs[:-1]}, timeout=30).status_code == 200
+        )
         before = httpx.get(f"{url}/v1/units/{unit}/rul", timeout=30).json()
         os.kill(proc.pid, signal.SIGKILL)  # no shutdown hook runs
         proc.wait(timeout=30)
@@ -91,7 +101,16 @@ def test_fleet_state_survives_a_killed_server(fleet, tiny_model, mlref_home, fre
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    probe.record([probe.Probe(APP, "kill -9 of the server", "SIGKILL after readings were acknowledged, restart",
-                              "every acknowledged cycle still there, same RUL", f"RUL {after['rul']} == "
-                              f"{before['rul']}, last cycle {after['cycle']}", True)])
+    probe.record(
+        [
+            probe.Probe(
+                APP,
+                "kill -9 of the server",
+                "SIGKILL after readings were acknowledged, restart",
+                "every acknowledged cycle still there, same RUL",
+                f"RUL {after['rul']} == {before['rul']}, last cycle {after['cycle']}",
+                True,
+            )
+        ]
+    )
     assert not math.isnan(after["rul"])

@@ -40,8 +40,9 @@ def test_readings_rul_and_fleet(fleet, tiny_model) -> None:
         assert body["cycle"] == int(expected["cycle"]) and body["rul"] == pytest.approx(expected["rul"], abs=0.01)
         assert body["lower"] <= body["rul"] <= body["upper"] and body["alert"] == (body["lower"] <= 30)
         view = client.get("/v1/fleet").json()
-        assert view["total"] == 3 and [u["unit"] for u in view["units"]] == \
-            [u["unit"] for u in sorted(view["units"], key=lambda x: (x["lower"], x["rul"]))]
+        assert view["total"] == 3 and [u["unit"] for u in view["units"]] == [
+            u["unit"] for u in sorted(view["units"], key=lambda x: (x["lower"], x["rul"]))
+        ]
         assert client.get("/v1/fleet", params={"limit": 1}).json()["units"] == view["units"][:1]
         assert "mlref_requests_total" in client.get("/metrics").text or client.get("/metrics").status_code == 200
 

@@ -14,8 +14,7 @@ def test_bench_on_a_file_never_overwrites_the_reference_result(small, tmp_path, 
     reference.write_text('{"dataset": "ml-100k"}')
     path = tmp_path / "My Shop.csv"
     small.interactions.iloc[:2500].to_csv(path, index=False)
-    doc = run_bench(str(path), tune_trials=3, tune_models=("ease",), tune_budget_s=30, robustness_seeds=(),
-                    threads=1)
+    doc = run_bench(str(path), tune_trials=3, tune_models=("ease",), tune_budget_s=30, robustness_seeds=(), threads=1)
     written = tmp_path / "bench" / "results" / "recommender-my-shop.json"
     assert json.loads(written.read_text())["dataset"] == str(path)
     assert reference.read_text() == '{"dataset": "ml-100k"}'

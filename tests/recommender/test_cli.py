@@ -20,7 +20,7 @@ runner = CliRunner()
 
 
 def _json(stdout: str) -> dict:
-    return json.loads(stdout[stdout.index("{"):])
+    return json.loads(stdout[stdout.index("{") :])
 
 
 def test_help_lists_every_command():
@@ -59,12 +59,18 @@ def _exit_and_stderr(args: list[str], monkeypatch, capsys) -> tuple[int, str]:
     raise AssertionError("cli.run returned without an exit code")
 
 
-@pytest.mark.parametrize(("rows", "message"), [
-    ("customer,product\n1,2\n", r"missing required column\(s\) \['user', 'item'\]; found \['customer', 'product'\]"),
-    ("user,item\nu1,i1\n", r"too little data for the ms-stratified split: 1 interaction\(s\) of 1 user\(s\)"),
-    ("user,item\nu1,i1\nu2,i2\nu3,i1\n", r"too little data for the ms-stratified split"),  # one interaction each
-    ("user,item,weight\nu1,i1,0\n", r"column 'weight' is not greater than 0 in 1 row\(s\): row 0: 0"),
-])
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            "customer,product\n1,2\n",
+            r"missing required column\(s\) \['user', 'item'\]; found \['customer', 'product'\]",
+        ),
+        ("user,item\nu1,i1\n", r"too little data for the ms-stratified split: 1 interaction\(s\) of 1 user\(s\)"),
+        ("user,item\nu1,i1\nu2,i2\nu3,i1\n", r"too little data for the ms-stratified split"),  # one interaction each
+        ("user,item,weight\nu1,i1,0\n", r"column 'weight' is not greater than 0 in 1 row\(s\): row 0: 0"),
+    ],
+)
 def test_train_on_unusable_file_is_one_line_exit_2(tmp_path, monkeypatch, capsys, rows, message):
     path = tmp_path / "mine.csv"
     path.write_text(rows)
@@ -75,12 +81,15 @@ def test_train_on_unusable_file_is_one_line_exit_2(tmp_path, monkeypatch, capsys
     assert registry.find("recommender") is None  # nothing registered
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "file not found"),
-    ("", "could not read"),
-    ("customer\nc1\n", r"missing required column\(s\) \['user'\]"),
-    ("user\n", r"0 row\(s\); at least 1 needed"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "file not found"),
+        ("", "could not read"),
+        ("customer\nc1\n", r"missing required column\(s\) \['user'\]"),
+        ("user\n", r"0 row\(s\); at least 1 needed"),
+    ],
+)
 def test_batch_with_unusable_users_file_is_one_line_exit_2(small, tmp_path, monkeypatch, capsys, content, message):
     register_bundle(fit_bundle(small.interactions, "popular"), small.interactions, alias=registry.CHAMPION)
     users = tmp_path / "users.csv"
@@ -97,8 +106,9 @@ def test_movielens_parsers_on_fake_files(mlref_home):
     root = mlref_home / "data"
     (root / "ml-1m").mkdir(parents=True)
     (root / "ml-1m" / "ratings.dat").write_text("1::10::5::978300760\n1::20::3::978302109\n2::10::4::978301968\n")
-    (root / "ml-1m" / "movies.dat").write_bytes("10::Toy Story (1995)::Animation|Children's\n"
-                                                "20::Á köldum klaka (1994)::Drama\n".encode("latin-1"))
+    (root / "ml-1m" / "movies.dat").write_bytes(
+        "10::Toy Story (1995)::Animation|Children's\n20::Á köldum klaka (1994)::Drama\n".encode("latin-1")
+    )
     ds = load_movielens("ml-1m", download=False)
     assert len(ds.interactions) == 3 and ds.interactions[USER].tolist() == ["1", "1", "2"]
     assert ds.items.loc["20", TITLE].startswith("Á köldum")
@@ -106,8 +116,9 @@ def test_movielens_parsers_on_fake_files(mlref_home):
     (root / "ml-100k" / "u.data").write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
     genres = ["unknown", "Action"]
     (root / "ml-100k" / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(genres)))
-    (root / "ml-100k" / "u.item").write_text("242|Kolya (1996)|24-Jan-1997||http://x|0|1\n"
-                                             "302|L.A. Confidential (1997)|01-Jan-1997||http://y|1|0\n")
+    (root / "ml-100k" / "u.item").write_text(
+        "242|Kolya (1996)|24-Jan-1997||http://x|0|1\n302|L.A. Confidential (1997)|01-Jan-1997||http://y|1|0\n"
+    )
     ds = load_movielens("ml-100k", download=False)
     assert ds.items.loc["242", "genres"] == "Action" and len(ds.interactions) == 2
     with pytest.raises(DataError, match="unknown MovieLens variant 'ml-25m'"):

@@ -36,11 +36,18 @@ def test_synthetic_is_seeded_and_structured(small):
 
 def test_user_file_any_id_types_and_dates(tmp_path):
     path = tmp_path / "mine.csv"
-    pd.DataFrame({"user": [1, 1, 2, 2], "item": ["x", "y", "x", "x"], "weight": [1, 2.5, 1, 1],
-                  "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
-                  "extra": 0}).to_csv(path, index=False)
-    pd.DataFrame({"item": ["x", "x", "y"], "title": ["X-men", "dup", "Y"]}).to_csv(tmp_path / "mine.items.csv",
-                                                                                index=False)
+    pd.DataFrame(
+        {
+            "user": [1, 1, 2, 2],
+            "item": ["x", "y", "x", "x"],
+            "weight": [1, 2.5, 1, 1],
+            "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
+            "extra": 0,
+        }
+    ).to_csv(path, index=False)
+    pd.DataFrame({"item": ["x", "x", "y"], "title": ["X-men", "dup", "Y"]}).to_csv(
+        tmp_path / "mine.items.csv", index=False
+    )
     ds = load_dataset(path)
     assert ds.items.loc["x", "title"] == "X-men"  # metadata beside the file, first row of a duplicate wins
     df = ds.interactions
@@ -49,25 +56,44 @@ def test_user_file_any_id_types_and_dates(tmp_path):
     assert df[TIMESTAMP].iloc[0] == 1704067200
 
 
-@pytest.mark.parametrize(("frame", "message"), [
-    (pd.DataFrame({"customer": [1], "item": [1]}),
-     r"f.csv: missing required column\(s\) \['user'\]; found \['customer', 'item'\]; "
-     r"expected a header user,item\[,weight\]\[,timestamp\]"),
-    (pd.DataFrame({"user": [1, None], "item": [1, 2]}), r"f.csv: column 'user' is empty/null in 1 row\(s\): row 1"),
-    (pd.DataFrame({"user": ["a", "  "], "item": [1, 2]}), r"column 'user' is empty/null in 1 row\(s\): row 1: '  '"),
-    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [1, -3]}),
-     r"column 'weight' is not greater than 0 in 1 row\(s\): row 1: -3"),
-    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [0.0, float("inf")]}),
-     r"column 'weight' is not a valid float in 1 row\(s\): row 1: inf; .*not greater than 0 .*row 0: 0.0"),
-    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [1, 1e39]}), r"'weight' is above the maximum"),
-    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": ["a", 1]}), r"'weight' is not a valid float .*row 0: 'a'"),
-    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "timestamp": ["2024-01-01", "soon"]}),
-     r"'timestamp' is not a valid unix time in seconds .* or a date in 1 row\(s\): row 1: 'soon'"),
-    (pd.DataFrame({"user": [1, 2], "item": [1, 2], "timestamp": [1_700_000_000_000, 1_700_000_000]}),
-     r"'timestamp' is not a valid unix time in seconds .*row 0: 1700000000000"),  # milliseconds, not seconds
-    (pd.DataFrame({"user": ["u" * 201], "item": [1]}), r"'user' is longer than 200 characters in 1 row"),
-    (pd.DataFrame({"user": [], "item": []}), r"f.csv: 0 row\(s\); at least 1 needed"),
-])
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (
+            pd.DataFrame({"customer": [1], "item": [1]}),
+            r"f.csv: missing required column\(s\) \['user'\]; found \['customer', 'item'\]; "
+            r"expected a header user,item\[,weight\]\[,timestamp\]",
+        ),
+        (pd.DataFrame({"user": [1, None], "item": [1, 2]}), r"f.csv: column 'user' is empty/null in 1 row\(s\): row 1"),
+        (
+            pd.DataFrame({"user": ["a", "  "], "item": [1, 2]}),
+            r"column 'user' is empty/null in 1 row\(s\): row 1: '  '",
+        ),
+        (
+            pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [1, -3]}),
+            r"column 'weight' is not greater than 0 in 1 row\(s\): row 1: -3",
+        ),
+        (
+            pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [0.0, float("inf")]}),
+            r"column 'weight' is not a valid float in 1 row\(s\): row 1: inf; .*not greater than 0 .*row 0: 0.0",
+        ),
+        (pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": [1, 1e39]}), r"'weight' is above the maximum"),
+        (
+            pd.DataFrame({"user": [1, 2], "item": [1, 2], "weight": ["a", 1]}),
+            r"'weight' is not a valid float .*row 0: 'a'",
+        ),
+        (
+            pd.DataFrame({"user": [1, 2], "item": [1, 2], "timestamp": ["2024-01-01", "soon"]}),
+            r"'timestamp' is not a valid unix time in seconds .* or a date in 1 row\(s\): row 1: 'soon'",
+        ),
+        (
+            pd.DataFrame({"user": [1, 2], "item": [1, 2], "timestamp": [1_700_000_000_000, 1_700_000_000]}),
+            r"'timestamp' is not a valid unix time in seconds .*row 0: 1700000000000",
+        ),  # milliseconds, not seconds
+        (pd.DataFrame({"user": ["u" * 201], "item": [1]}), r"'user' is longer than 200 characters in 1 row"),
+        (pd.DataFrame({"user": [], "item": []}), r"f.csv: 0 row\(s\); at least 1 needed"),
+    ],
+)
 def test_bad_rows_have_clear_one_line_errors(frame, message):
     with pytest.raises(DataError, match=message) as err:
         normalize_interactions(frame, source="f.csv")
@@ -75,8 +101,13 @@ def test_bad_rows_have_clear_one_line_errors(frame, message):
 
 
 def test_timestamps_mix_unix_seconds_and_dates_and_weights_default_to_one():
-    df = pd.DataFrame({"user": [1.0, 2.0, 3.0], "item": ["a", "b", "c"],
-                       "timestamp": [1_700_000_000.9, "2024-01-01", "2024-01-01T01:00:00+01:00"]})
+    df = pd.DataFrame(
+        {
+            "user": [1.0, 2.0, 3.0],
+            "item": ["a", "b", "c"],
+            "timestamp": [1_700_000_000.9, "2024-01-01", "2024-01-01T01:00:00+01:00"],
+        }
+    )
     out = normalize_interactions(df)
     assert out[USER].tolist() == ["1", "2", "3"]  # integral floats read as ints, not "1.0"
     assert out[TIMESTAMP].tolist() == [1_700_000_000, 1_704_067_200, 1_704_067_200]
@@ -85,13 +116,16 @@ def test_timestamps_mix_unix_seconds_and_dates_and_weights_default_to_one():
     assert normalize_interactions(parquet_dates)[TIMESTAMP].tolist() == [1_704_067_200]
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "file not found"),
-    ("", "could not read"),
-    ("customer\nc1\n", r"missing required column\(s\) \['user'\]"),
-    ("user\n", r"0 row\(s\); at least 1 needed"),
-    ("user\nu1\n\"\"\n", r"column 'user' is empty/null in 1 row\(s\): row 1"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "file not found"),
+        ("", "could not read"),
+        ("customer\nc1\n", r"missing required column\(s\) \['user'\]"),
+        ("user\n", r"0 row\(s\); at least 1 needed"),
+        ('user\nu1\n""\n', r"column 'user' is empty/null in 1 row\(s\): row 1"),
+    ],
+)
 def test_users_file_problems_are_data_errors(tmp_path, content, message):
     path = tmp_path / "users.csv"
     if content is not None:
@@ -108,8 +142,14 @@ def test_users_file_ids_stay_strings(tmp_path):
 
 def test_stratified_split_matches_ms_rule():
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({USER: rng.integers(0, 30, 900).astype(str), ITEM: np.arange(900).astype(str),
-                       WEIGHT: 1.0, TIMESTAMP: np.arange(900)})
+    df = pd.DataFrame(
+        {
+            USER: rng.integers(0, 30, 900).astype(str),
+            ITEM: np.arange(900).astype(str),
+            WEIGHT: 1.0,
+            TIMESTAMP: np.arange(900),
+        }
+    )
     train, test = stratified_split(df, 0.75, seed=42)
     assert len(train) + len(test) == len(df)
     n = df.groupby(USER).size()
@@ -123,8 +163,7 @@ def test_stratified_split_matches_ms_rule():
 
 
 def test_leave_last_out_holds_out_latest():
-    df = pd.DataFrame({USER: ["a", "a", "a", "b"], ITEM: ["1", "2", "3", "1"], WEIGHT: 1.0,
-                       TIMESTAMP: [5, 9, 1, 3]})
+    df = pd.DataFrame({USER: ["a", "a", "a", "b"], ITEM: ["1", "2", "3", "1"], WEIGHT: 1.0, TIMESTAMP: [5, 9, 1, 3]})
     train, test = leave_last_out(df)
     assert test[ITEM].tolist() == ["2"]  # a's latest; b has a single interaction and stays in training
     assert sorted(train[ITEM]) == ["1", "1", "3"]

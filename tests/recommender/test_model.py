@@ -122,8 +122,9 @@ def test_renaming_item_ids_maps_recommendations_accordingly(name, split, cfg):
     for x, y in zip(a.recommend_users(users, 10), b.recommend_users(users, 10), strict=True):
         assert [rename[i] for i in x.items] == y.items
     history = list(a.items.ids[:4])
-    assert [rename[i] for i in a.recommend_history(history, 5).items] == \
-        b.recommend_history([rename[i] for i in history], 5).items
+    assert [rename[i] for i in a.recommend_history(history, 5).items] == b.recommend_history(
+        [rename[i] for i in history], 5
+    ).items
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_CLASSES))
@@ -206,10 +207,13 @@ def test_train_model_measures_held_out_at_k_and_fits_on_all_data(small, cfg):
     assert len(result.bundle.users) == small.n_users and result.tuning is None
 
 
-@pytest.mark.parametrize(("rows", "message"), [
-    ({USER: ["u1"], ITEM: ["i1"]}, r"too little data for the ms-stratified split: 1 interaction\(s\)"),
-    ({USER: ["u1", "u2", "u3"], ITEM: ["i1", "i2", "i1"]}, r"left 0 for training and 3 for evaluation"),
-])
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ({USER: ["u1"], ITEM: ["i1"]}, r"too little data for the ms-stratified split: 1 interaction\(s\)"),
+        ({USER: ["u1", "u2", "u3"], ITEM: ["i1", "i2", "i1"]}, r"left 0 for training and 3 for evaluation"),
+    ],
+)
 def test_train_model_on_too_little_data_is_a_data_error(rows, message, cfg):
     ds = Dataset("tiny", normalize_interactions(pd.DataFrame(rows)))
     with pytest.raises(DataError, match=message):

@@ -18,8 +18,9 @@ from common import registry
 def bundle(small):
     from apps.recommender.config import RecommenderConfig
 
-    return fit_bundle(small.interactions, "als", {"iterations": 5}, cfg=RecommenderConfig(seed=7, threads=1),
-                      item_meta=small.items)
+    return fit_bundle(
+        small.interactions, "als", {"iterations": 5}, cfg=RecommenderConfig(seed=7, threads=1), item_meta=small.items
+    )
 
 
 @pytest.fixture
@@ -69,14 +70,17 @@ def test_similar_items_and_unknown_item(client, bundle):
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
 
 
-@pytest.mark.parametrize(("method", "url", "kwargs", "field"), [
-    ("get", "/v1/users/u00001/recommendations", {"params": {"k": 0}}, "query.k"),
-    ("get", "/v1/users/u00001/recommendations", {"params": {"k": 1000}}, "query.k"),
-    ("get", "/v1/users/u00001/recommendations", {"params": {"k": "ten"}}, "query.k"),
-    ("get", "/v1/items/i00001/similar", {"params": {"k": -1}}, "query.k"),
-    ("post", "/v1/recommendations", {"json": {"items": "abc"}}, "body.items"),
-    ("post", "/v1/recommendations", {"json": {"items": [], "k": 0}}, "body.k"),
-])
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs", "field"),
+    [
+        ("get", "/v1/users/u00001/recommendations", {"params": {"k": 0}}, "query.k"),
+        ("get", "/v1/users/u00001/recommendations", {"params": {"k": 1000}}, "query.k"),
+        ("get", "/v1/users/u00001/recommendations", {"params": {"k": "ten"}}, "query.k"),
+        ("get", "/v1/items/i00001/similar", {"params": {"k": -1}}, "query.k"),
+        ("post", "/v1/recommendations", {"json": {"items": "abc"}}, "body.items"),
+        ("post", "/v1/recommendations", {"json": {"items": [], "k": 0}}, "body.k"),
+    ],
+)
 def test_bad_requests_are_422_naming_the_field(client, method, url, kwargs, field):
     r = getattr(client, method)(url, **kwargs)
     assert r.status_code == 422
@@ -108,8 +112,12 @@ def special_bundle(small):
     from apps.recommender.config import RecommenderConfig
 
     df = small.interactions
-    df = df.assign(**{USER: df[USER].replace({df[USER].iloc[0]: SPECIAL_USER}),
-                      ITEM: df[ITEM].replace({df[ITEM].iloc[0]: SPECIAL_ITEM})})
+    df = df.assign(
+        **{
+            USER: df[USER].replace({df[USER].iloc[0]: SPECIAL_USER}),
+            ITEM: df[ITEM].replace({df[ITEM].iloc[0]: SPECIAL_ITEM}),
+        }
+    )
     return fit_bundle(df, "ease", cfg=RecommenderConfig(seed=7, threads=1))
 
 
@@ -130,20 +138,23 @@ def test_ids_with_slashes_and_url_special_characters_are_requestable(special_bun
     assert similar.json()["item"] == SPECIAL_ITEM
 
 
-@pytest.mark.parametrize(("method", "url", "kwargs", "field"), [
-    ("post", "/v1/recommendations", {"json": {"items": [], "exclude_seen": 0}}, "body.exclude_seen"),
-    ("post", "/v1/recommendations", {"json": {"items": [], "exclude_seen": "yes"}}, "body.exclude_seen"),
-    ("post", "/v1/recommendations", {"json": {"items": [True]}}, "body.items.0"),
-    ("post", "/v1/recommendations", {"json": {"items": [42]}}, "body.items.0"),
-    ("post", "/v1/recommendations", {"json": {"items": [""]}}, "body.items.0"),
-    ("post", "/v1/recommendations", {"json": {"items": ["x" * 201]}}, "body.items.0"),
-    ("post", "/v1/recommendations", {"json": {"items": [], "k": True}}, "body.k"),
-    ("post", "/v1/recommendations", {"json": {"items": [], "k": "5"}}, "body.k"),
-    ("post", "/v1/recommendations", {"json": {"items": [], "exclude_sen": False}}, "body.exclude_sen"),
-    ("get", "/v1/users/" + "u" * 201 + "/recommendations", {}, "path.user"),
-    ("get", "/v1/recommendations", {"params": {"user": ""}}, "query.user"),
-    ("get", "/v1/recommendations", {}, "query.user"),
-])
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs", "field"),
+    [
+        ("post", "/v1/recommendations", {"json": {"items": [], "exclude_seen": 0}}, "body.exclude_seen"),
+        ("post", "/v1/recommendations", {"json": {"items": [], "exclude_seen": "yes"}}, "body.exclude_seen"),
+        ("post", "/v1/recommendations", {"json": {"items": [True]}}, "body.items.0"),
+        ("post", "/v1/recommendations", {"json": {"items": [42]}}, "body.items.0"),
+        ("post", "/v1/recommendations", {"json": {"items": [""]}}, "body.items.0"),
+        ("post", "/v1/recommendations", {"json": {"items": ["x" * 201]}}, "body.items.0"),
+        ("post", "/v1/recommendations", {"json": {"items": [], "k": True}}, "body.k"),
+        ("post", "/v1/recommendations", {"json": {"items": [], "k": "5"}}, "body.k"),
+        ("post", "/v1/recommendations", {"json": {"items": [], "exclude_sen": False}}, "body.exclude_sen"),
+        ("get", "/v1/users/" + "u" * 201 + "/recommendations", {}, "path.user"),
+        ("get", "/v1/recommendations", {"params": {"user": ""}}, "query.user"),
+        ("get", "/v1/recommendations", {}, "query.user"),
+    ],
+)
 def test_strict_types_ids_and_booleans_are_422_and_change_nothing(client, method, url, kwargs, field):
     log = client.app.state.prediction_log
     before = len(log.read())
