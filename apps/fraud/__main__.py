@@ -41,8 +41,9 @@ SIZES = {Size.reference: REFERENCE_SIMULATION, Size.demo: DEMO_SIMULATION, Size.
 DATASET = typer.Option(None, "--dataset", "-d", help="your transactions file (CSV/parquet); default: simulated")
 SIM_SIZE = typer.Option(Size.reference, "--sim-size", help="simulation size when no --dataset is given")
 N_FOLDS = typer.Option(None, "--n-folds", min=1, help="prequential folds (default from config: 4)")
-ALERTS_PER_DAY = typer.Option(None, "--alerts-per-day", min=1,
-                              help="daily alert budget; sets the decision threshold (default from config: 100)")
+ALERTS_PER_DAY = typer.Option(
+    None, "--alerts-per-day", min=1, help="daily alert budget; sets the decision threshold (default from config: 100)"
+)
 
 
 def _config(path: Path | None, *, n_folds: int | None = None, alerts_per_day: int | None = None) -> FraudConfig:
@@ -95,7 +96,8 @@ def _dataset_name(dataset: Path | None, size: Size) -> str:
 def demo(
     dataset: Path | None = typer.Option(None, "--dataset", "-d", help="your labelled transactions (>= 70 days)"),
     sim_size: Size = typer.Option(Size.demo, "--sim-size", help="size of the simulated world"),
-    tune: int = cli.TUNE, seed: int | None = cli.SEED,
+    tune: int = cli.TUNE,
+    seed: int | None = cli.SEED,
 ) -> None:
     """The whole lifecycle offline, in $MLREF_HOME/demo/fraud (your registry untouched): evaluate, register, serve,
     batch, drift, monitor, retrain, promote or keep."""
@@ -104,24 +106,34 @@ def demo(
     with cli.demo_home(APP) as home:
         summary = demo_mod.run(_sim(sim_size, seed), tune_trials=tune, dataset=str(dataset) if dataset else None)
     cli.echo_json(summary)
-    typer.echo(f"demo home: {home} (your own registry is untouched). Open next: "
-               f"{summary['champion']['report']}; `mlflow ui --backend-store-uri sqlite:///{home.resolve()}/mlflow.db`;"
-               f" your own data: python -m apps.{APP} train --dataset FILE", err=True)
+    typer.echo(
+        f"demo home: {home} (your own registry is untouched). Open next: "
+        f"{summary['champion']['report']}; `mlflow ui --backend-store-uri sqlite:///{home.resolve()}/mlflow.db`;"
+        f" your own data: python -m apps.{APP} train --dataset FILE",
+        err=True,
+    )
 
 
 @app.command()
 def train(
-    dataset: Path | None = DATASET, sim_size: Size = SIM_SIZE, config: Path | None = cli.CONFIG,
+    dataset: Path | None = DATASET,
+    sim_size: Size = SIM_SIZE,
+    config: Path | None = cli.CONFIG,
     model: str = typer.Option("xgboost", help="xgboost | logreg | random_forest | decision_tree"),
     tune: int = cli.TUNE,
-    n_estimators: int | None = typer.Option(None, min=1), max_depth: int | None = typer.Option(None, min=1),
+    n_estimators: int | None = typer.Option(None, min=1),
+    max_depth: int | None = typer.Option(None, min=1),
     learning_rate: float | None = typer.Option(None, min=0.0),
     train_days: int = typer.Option(7, min=1, help="train on the latest labelled N days"),
-    n_folds: int | None = N_FOLDS, alerts_per_day: int | None = ALERTS_PER_DAY,
+    n_folds: int | None = N_FOLDS,
+    alerts_per_day: int | None = ALERTS_PER_DAY,
     promote: bool | None = cli.PROMOTE,
-    scheduler: str | None = typer.Option(None, help="fit the final xgboost model on a Dask cluster with "
-                                         "xgboost.dask: scheduler ADDRESS (tcp://host:8786) or 'local' "
-                                         "(2 local worker processes); validation/tuning stay local"),
+    scheduler: str | None = typer.Option(
+        None,
+        help="fit the final xgboost model on a Dask cluster with "
+        "xgboost.dask: scheduler ADDRESS (tcp://host:8786) or 'local' "
+        "(2 local worker processes); validation/tuning stay local",
+    ),
     seed: int | None = cli.SEED,
 ) -> None:
     """Train on the latest labelled days, log the run, register a version (champion if none yet)."""
@@ -138,9 +150,14 @@ def train(
     cfg = _config(config, n_folds=n_folds, alerts_per_day=alerts_per_day)
     name = _dataset_name(dataset, sim_size)
     with ExitStack() as stack:
-        stack.enter_context(tracking.start_run(f"{APP}-training", run_name=f"train-{model}",
-                                               params={"model": model, "tune_trials": tune, "train_days": train_days},
-                                               tags={"dataset": name}))
+        stack.enter_context(
+            tracking.start_run(
+                f"{APP}-training",
+                run_name=f"train-{model}",
+                params={"model": model, "tune_trials": tune, "train_days": train_days},
+                tags={"dataset": name},
+            )
+        )
         client = None
         if scheduler:  # connect first: an unreachable scheduler fails before minutes of validation
             try:
@@ -165,10 +182,17 @@ def train(
             fitted = train_model(prepared, cfg, kind=model, params=params, train_days=train_days)
         tracking.log_metrics({f"validation_{k}": v for k, v in metrics.items()})
         alias = cli.choose_alias(MODEL_NAME, promote)
-        mv = register_model(fitted, prepared, metrics={f"validation_{k}": v for k, v in metrics.items()},
-                            alias=alias, dataset=name)
-    out = {"version": mv.version, "alias": alias, "dataset": name, "params": params,
-           "threshold": fitted.threshold, "validation": metrics}
+        mv = register_model(
+            fitted, prepared, metrics={f"validation_{k}": v for k, v in metrics.items()}, alias=alias, dataset=name
+        )
+    out = {
+        "version": mv.version,
+        "alias": alias,
+        "dataset": name,
+        "params": params,
+        "threshold": fitted.threshold,
+        "validation": metrics,
+    }
     if "distributed" in fitted.info:
         out["distributed"] = fitted.info["distributed"] | {"fit_seconds": fitted.info["fit_seconds"]}
     cli.echo_json(out)
@@ -177,10 +201,13 @@ def train(
 
 @app.command()
 def evaluate(
-    dataset: Path | None = DATASET, sim_size: Size = SIM_SIZE, config: Path | None = cli.CONFIG,
+    dataset: Path | None = DATASET,
+    sim_size: Size = SIM_SIZE,
+    config: Path | None = cli.CONFIG,
     tune: int = cli.TUNE,
     models: str = typer.Option("xgboost,logreg,random_forest,decision_tree", help="comma-separated kinds"),
-    n_folds: int | None = N_FOLDS, seed: int | None = cli.SEED,
+    n_folds: int | None = N_FOLDS,
+    seed: int | None = cli.SEED,
 ) -> None:
     """Handbook protocol (validation selects, test reports) for each model: metrics JSON + report."""
     from apps.fraud.data import DAY
@@ -190,11 +217,11 @@ def evaluate(
     _, prepared = _prepared(dataset, sim_size, seed, cfg)
     protocol = cfg.protocol.fitted(int(prepared[DAY].max()) + 1)
     if protocol.n_folds < cfg.protocol.n_folds:
-        log.warning("only %d days of data: using %d prequential folds", int(prepared[DAY].max()) + 1,
-                    protocol.n_folds)
+        log.warning("only %d days of data: using %d prequential folds", int(prepared[DAY].max()) + 1, protocol.n_folds)
     cfg = replace(cfg, protocol=protocol)
-    cands = select_models(prepared, cfg, kinds=tuple(m.strip() for m in models.split(",") if m.strip()),
-                          tune_trials=tune)
+    cands = select_models(
+        prepared, cfg, kinds=tuple(m.strip() for m in models.split(",") if m.strip()), tune_trials=tune
+    )
     name = _dataset_name(dataset, sim_size)
     out = new_report_dir(APP, name, "evaluation")
     path = report_selection(cands, cfg, out, dataset=name, data=prepared)
@@ -213,9 +240,14 @@ def _history(dataset: Path):
 
 @app.command()
 def serve(
-    dataset: Path | None = typer.Option(None, "--dataset", "-d", help="past transactions that warm the online state "
-                                        "(default: the champion's recorded training history)"),
-    host: str | None = cli.HOST, port: int | None = cli.PORT,
+    dataset: Path | None = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="past transactions that warm the online state (default: the champion's recorded training history)",
+    ),
+    host: str | None = cli.HOST,
+    port: int | None = cli.PORT,
     log_level: str = typer.Option("info"),
     refresh_interval: float = typer.Option(5.0, min=0.0, help="seconds between registry polls for a new champion"),
 ) -> None:
@@ -231,10 +263,17 @@ def serve(
 
 @app.command()
 def predict(
-    tx_id: str = typer.Option(...), timestamp: str = typer.Option(..., help="ISO date-time"),
-    customer_id: str = typer.Option(...), terminal_id: str = typer.Option(...), amount: float = typer.Option(...),
-    dataset: Path | None = typer.Option(None, "--dataset", "-d", help="past transactions for the features "
-                                        "(default: the version's recorded training history)"),
+    tx_id: str = typer.Option(...),
+    timestamp: str = typer.Option(..., help="ISO date-time"),
+    customer_id: str = typer.Option(...),
+    terminal_id: str = typer.Option(...),
+    amount: float = typer.Option(...),
+    dataset: Path | None = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="past transactions for the features (default: the version's recorded training history)",
+    ),
     ref: str = cli.REF,
 ) -> None:
     """Score one transaction with the --ref version (features from its own recorded history, or from the past
@@ -247,8 +286,13 @@ def predict(
     model, mv = registry.load(MODEL_NAME, ref, load_model)  # a missing or tampered model: one line, exit 2
     history = _history(dataset) if dataset is not None else history_for(mv)
     app_ = build_app(history, model=model, model_version=mv, refresh_interval_s=None, log_predictions=False)
-    body = {"tx_id": tx_id, "timestamp": timestamp, "customer_id": customer_id, "terminal_id": terminal_id,
-            "amount": amount}
+    body = {
+        "tx_id": tx_id,
+        "timestamp": timestamp,
+        "customer_id": customer_id,
+        "terminal_id": terminal_id,
+        "amount": amount,
+    }
     with TestClient(app_) as client:
         r = client.post("/v1/transactions/score", json=body)
     cli.echo_json(r.json())
@@ -258,12 +302,16 @@ def predict(
 
 @app.command()
 def batch(
-    input_path: Path = typer.Option(..., "--input", "-i",
-                                    help="transactions to score (CSV/parquet, sorted by timestamp)"),
+    input_path: Path = typer.Option(
+        ..., "--input", "-i", help="transactions to score (CSV/parquet, sorted by timestamp)"
+    ),
     output: Path = cli.OUTPUT_FILE,
-    history: Path | None = typer.Option(None, help="earlier transactions (with labels) for the features; "
-                                        "default: the ones recorded with the model version"),
-    chunksize: int = cli.CHUNKSIZE, reasons: bool = typer.Option(False, help="add the top reasons"),
+    history: Path | None = typer.Option(
+        None,
+        help="earlier transactions (with labels) for the features; default: the ones recorded with the model version",
+    ),
+    chunksize: int = cli.CHUNKSIZE,
+    reasons: bool = typer.Option(False, help="add the top reasons"),
     n_reasons: int = typer.Option(3, "--n-reasons", min=1, help="features listed per alert with --reasons"),
     ref: str = cli.REF,
     scheduler: str | None = typer.Option(None, help="ignored: feature history needs one ordered pass"),
@@ -280,15 +328,24 @@ def batch(
     hist = load(history, require_label=False) if history is not None else history_for(mv)
     scorer = BatchScorer(model, FraudConfig().features, hist, reasons=reasons, n_reasons=n_reasons)
     res = common_batch.score_file(input_path, output, scorer, chunksize=chunksize)
-    cli.echo_json({"model_version": mv.version, "rows": res.rows, "chunks": res.chunks,
-                   "seconds": round(res.seconds, 2), "output": str(res.output)})
+    cli.echo_json(
+        {
+            "model_version": mv.version,
+            "rows": res.rows,
+            "chunks": res.chunks,
+            "seconds": round(res.seconds, 2),
+            "output": str(res.output),
+        }
+    )
 
 
 @app.command()
 def monitor(
-    dataset: Path | None = DATASET, sim_size: Size = SIM_SIZE,
+    dataset: Path | None = DATASET,
+    sim_size: Size = SIM_SIZE,
     days: int = typer.Option(7, "--days", min=1, help="the most recent N days are compared with the reference"),
-    ref: str = cli.REF, seed: int | None = cli.SEED,
+    ref: str = cli.REF,
+    seed: int | None = cli.SEED,
 ) -> None:
     """Feature and score drift of recent transactions vs the champion's training window; alert precision where
     labels are in. Exit code 1 when drift crosses the thresholds."""
@@ -305,18 +362,28 @@ def monitor(
     out = new_report_dir(APP, _dataset_name(dataset, sim_size), "monitor")
     verdict = run_monitor(model, registry.fetch_model_dir(mv), recent, out, model_version=str(mv.version))
     perf = verdict.performance
-    cli.echo_json({"model_version": mv.version, "drift": verdict.drift, "drifted_features": verdict.drifted_features,
-                   "prediction_drift": verdict.prediction_drift, "alerts": verdict.alerts,
-                   "report": str(out / "drift.md"),
-                   "daily_performance": perf.to_dict(orient="records") if len(perf) else [],
-                   "served_alert_precision": alert_precision_from_logs(version=str(mv.version))})
+    cli.echo_json(
+        {
+            "model_version": mv.version,
+            "drift": verdict.drift,
+            "drifted_features": verdict.drifted_features,
+            "prediction_drift": verdict.prediction_drift,
+            "alerts": verdict.alerts,
+            "report": str(out / "drift.md"),
+            "daily_performance": perf.to_dict(orient="records") if len(perf) else [],
+            "served_alert_precision": alert_precision_from_logs(version=str(mv.version)),
+        }
+    )
     cli.exit_monitor(verdict.exit_code == cli.EXIT_ALERT)
 
 
 @app.command()
 def retrain(
-    dataset: Path | None = DATASET, sim_size: Size = SIM_SIZE, config: Path | None = cli.CONFIG,
-    margin: float = cli.MARGIN, seed: int | None = cli.SEED,
+    dataset: Path | None = DATASET,
+    sim_size: Size = SIM_SIZE,
+    config: Path | None = cli.CONFIG,
+    margin: float = cli.MARGIN,
+    seed: int | None = cli.SEED,
 ) -> None:
     """Weekly challenger on the latest labelled weeks; promoted only if it beats the champion on the most recent
     labelled week."""
@@ -332,24 +399,38 @@ def retrain(
 @app.command()
 def bench(
     dataset: Path | None = typer.Option(None, "--dataset", "-d", help="default: the reference-size simulation"),
-    output: Path | None = typer.Option(None, "--output", "-o",
-                                       help="default bench/results/fraud.json (simulation) or "
-                                            "bench/results/fraud-<dataset>.json"),
-    tune: int | None = typer.Option(None, "--tune", min=0,
-                                    help="Optuna trials for XGBoost per draw (default: 20 on one draw, 0 = the "
-                                         "config's parameters with --draws)"),
-    draws: int = typer.Option(1, "--draws", min=1,
-                              help="simulator draws (seeds 0..N-1, reference size): mean ± std across draws"),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="default bench/results/fraud.json (simulation) or bench/results/fraud-<dataset>.json",
+    ),
+    tune: int | None = typer.Option(
+        None,
+        "--tune",
+        min=0,
+        help="Optuna trials for XGBoost per draw (default: 20 on one draw, 0 = the config's parameters with --draws)",
+    ),
+    draws: int = typer.Option(
+        1, "--draws", min=1, help="simulator draws (seeds 0..N-1, reference size): mean ± std across draws"
+    ),
     http_requests: int = typer.Option(2000, min=1),
 ) -> None:
     """Reference-size benchmark: handbook protocol for all models, latency, throughput -> bench/results/fraud*.json."""
     from apps.fraud import bench as bench_mod
 
     out = cli.bench_output(APP, str(dataset) if dataset else None, None, output)
-    res = bench_mod.run(tune_trials=tune, out_path=out, dataset=str(dataset) if dataset else None,
-                        http_requests=http_requests, draws=draws)
-    cli.echo_json({name: m["metrics"] for name, m in res["models"].items()} | {"latency": res["latency"],
-                                                                              "throughput": res["throughput"]})
+    res = bench_mod.run(
+        tune_trials=tune,
+        out_path=out,
+        dataset=str(dataset) if dataset else None,
+        http_requests=http_requests,
+        draws=draws,
+    )
+    cli.echo_json(
+        {name: m["metrics"] for name, m in res["models"].items()}
+        | {"latency": res["latency"], "throughput": res["throughput"]}
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 # The handbook's prequential test results with parameters chosen on validation (chapter 5.3 / 6 summary).
 ANCHORS = {
     "source": "Le Borgne et al., Reproducible Machine Learning for Credit Card Fraud Detection - Practical "
-              "Handbook, chapter 5.3 (model selection), simulated data",
+    "Handbook, chapter 5.3 (model selection), simulated data",
     "xgboost": {"roc_auc": 0.869, "average_precision": 0.687, "card_precision@100": 0.303},
     "random_forest": {"roc_auc": 0.870, "average_precision": 0.678, "card_precision@100": 0.299},
     "logreg": {"roc_auc": 0.868, "average_precision": 0.623, "card_precision@100": 0.297},
@@ -62,15 +62,23 @@ ANCHORS = {
 # The handbook's chapter-5 XGBoost grid (ModelSelection notebook), fitted as the xgboost it ran (1.x) fitted by
 # default: exact greedy splits (its "auto" below 4 M rows), base_score 0.5, no row or column subsampling.
 HANDBOOK_XGB_GRID: dict[str, list[Any]] = {
-    "max_depth": [2, 3, 5], "n_estimators": [25, 50, 100], "learning_rate": [0.05, 0.1],
-    "tree_method": ["exact"], "base_score": [0.5], "subsample": [1.0], "colsample_bytree": [1.0],
-    "min_child_weight": [1.0], "reg_lambda": [1.0], "gamma": [0.0],
+    "max_depth": [2, 3, 5],
+    "n_estimators": [25, 50, 100],
+    "learning_rate": [0.05, 0.1],
+    "tree_method": ["exact"],
+    "base_score": [0.5],
+    "subsample": [1.0],
+    "colsample_bytree": [1.0],
+    "min_child_weight": [1.0],
+    "reg_lambda": [1.0],
+    "gamma": [0.0],
 }
 HANDBOOK_LOGREG_GRID: dict[str, list[Any]] = {"C": [0.1, 1, 10, 100]}
 
 
-def _candidate(prepared: pd.DataFrame, kind: str, params: dict[str, Any], features: list[str], cfg: FraudConfig,
-               seed: int) -> Candidate:
+def _candidate(
+    prepared: pd.DataFrame, kind: str, params: dict[str, Any], features: list[str], cfg: FraudConfig, seed: int
+) -> Candidate:
     """``params`` as they are, on validation and test folds."""
     c = Candidate(kind, {**params, "features": len(features)})
     c.validation = score_validation(prepared, kind, params, features, cfg.protocol, seed=seed)
@@ -78,8 +86,14 @@ def _candidate(prepared: pd.DataFrame, kind: str, params: dict[str, Any], featur
     return c
 
 
-def draw_models(prepared: pd.DataFrame, cfg: FraudConfig, *, tune_trials: int = 0, seed: int = 0,
-                groups: tuple[str, ...] = FEATURE_GROUPS) -> dict[str, Candidate]:
+def draw_models(
+    prepared: pd.DataFrame,
+    cfg: FraudConfig,
+    *,
+    tune_trials: int = 0,
+    seed: int = 0,
+    groups: tuple[str, ...] = FEATURE_GROUPS,
+) -> dict[str, Candidate]:
     """The models compared on every draw: the default model (``xgboost``: the config's parameters, or tuned with
     ``tune_trials`` Optuna trials on the validation folds), the same on the handbook's 15 features, on those 15
     plus one feature group (each of ``groups``), the handbook's own XGBoost (its chapter-5 grid, selected on
@@ -116,7 +130,8 @@ def summarise_draws(per_draw: list[dict[str, Candidate]], top_k: int = 100) -> d
             "metrics": metrics,
             "validation": {m: round(float(valid[m].mean()), 4) for m in names},
             "per_draw": [{m: round(float(test[m].iloc[i]), 4) for m in names} for i in range(n)],
-            "train_s": round(float(test["train_s"].mean()), 3), "predict_s": round(float(test["predict_s"].mean()), 3),
+            "train_s": round(float(test["train_s"].mean()), 3),
+            "predict_s": round(float(test["predict_s"].mean()), 3),
             "params": params[0] if all(p == params[0] for p in params) else params,
             "kind": per_draw[0][name].kind,
         }
@@ -131,19 +146,32 @@ def group_gains(per_draw: list[dict[str, Candidate]], cfg: FraudConfig) -> dict[
         if not name.startswith("xgboost_handbook_features+"):
             continue
         g = name.split("+", 1)[1]
-        ap = np.array([d[name].test["average_precision"] - d["xgboost_handbook_features"].test["average_precision"]
-                       for d in per_draw])
+        ap = np.array(
+            [
+                d[name].test["average_precision"] - d["xgboost_handbook_features"].test["average_precision"]
+                for d in per_draw
+            ]
+        )
         cp = np.array([d[name].test[k] - d["xgboost_handbook_features"].test[k] for d in per_draw])
         n_hb = len(feature_names(replace(cfg.features, extended=False)))
-        out[g] = {"features": feature_names(replace(cfg.features, extended=True, groups=(g,)))[n_hb:],
-                  "ap_gain": round(float(ap.mean()), 4),
-                  "ap_gain_std": round(float(ap.std(ddof=1)), 4) if len(ap) > 1 else 0.0,
-                  "cp_gain": round(float(cp.mean()), 4), "per_draw_ap_gain": [round(float(x), 4) for x in ap]}
+        out[g] = {
+            "features": feature_names(replace(cfg.features, extended=True, groups=(g,)))[n_hb:],
+            "ap_gain": round(float(ap.mean()), 4),
+            "ap_gain_std": round(float(ap.std(ddof=1)), 4) if len(ap) > 1 else 0.0,
+            "cp_gain": round(float(cp.mean()), 4),
+            "per_draw_ap_gain": [round(float(x), 4) for x in ap],
+        }
     return out
 
 
-def evaluate_draws(cfg: FraudConfig, seeds: list[int], *, tune_trials: int = 0,
-                   sim: SimulationConfig | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+def evaluate_draws(
+    cfg: FraudConfig,
+    seeds: list[int],
+    *,
+    tune_trials: int = 0,
+    sim: SimulationConfig | None = None,
+    groups: tuple[str, ...] = FEATURE_GROUPS,
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """:func:`draw_models` on one simulation per seed (``sim``, default ``cfg.simulation``, with that seed).
 
     Returns the across-draw part of the result JSON (``models``, ``draws``, ``feature_groups``) and the first
@@ -153,35 +181,50 @@ def evaluate_draws(cfg: FraudConfig, seeds: list[int], *, tune_trials: int = 0,
     for s in seeds:
         t0 = time.perf_counter()
         raw = load(None, sim=replace(sim, seed=s))
-        prepared = prepare(raw, cfg.features)
+        prepared = prepare(raw, replace(cfg.features, groups=tuple(dict.fromkeys((*cfg.features.groups, *groups)))))
         prep_s = time.perf_counter() - t0
-        per_draw.append(draw_models(prepared, cfg, tune_trials=tune_trials, seed=0))
-        details.append({"seed": s, "transactions": len(raw), "fraud_rate": round(float(raw[LABEL].mean()), 5),
-                        "simulate_and_features_s": round(prep_s, 2),
-                        "evaluate_s": round(time.perf_counter() - t0 - prep_s, 1)})
+        per_draw.append(draw_models(prepared, cfg, tune_trials=tune_trials, seed=0, groups=groups))
+        details.append(
+            {
+                "seed": s,
+                "transactions": len(raw),
+                "fraud_rate": round(float(raw[LABEL].mean()), 5),
+                "simulate_and_features_s": round(prep_s, 2),
+                "evaluate_s": round(time.perf_counter() - t0 - prep_s, 1),
+            }
+        )
         log.info("draw seed %d: %s", s, {n: round(c.test["average_precision"], 4) for n, c in per_draw[-1].items()})
         if first_raw is None:
             first_raw = raw
     part = {
         "models": summarise_draws(per_draw, cfg.protocol.top_k),
-        "draws": {"n": len(seeds), "seeds": list(seeds),
-                  "simulation": {k: v for k, v in asdict(sim).items() if k != "seed"},
-                  "per_draw": details,
-                  "std": "metric_std: sample std (ddof=1) across draws of each draw's mean over its test folds; "
-                         "metric_fold_std: mean over draws of the std across that draw's test folds"},
+        "draws": {
+            "n": len(seeds),
+            "seeds": list(seeds),
+            "simulation": {k: v for k, v in asdict(sim).items() if k != "seed"},
+            "per_draw": details,
+            "std": "metric_std: sample std (ddof=1) across draws of each draw's mean over its test folds; "
+            "metric_fold_std: mean over draws of the std across that draw's test folds",
+        },
         "feature_groups": group_gains(per_draw, cfg),
     }
     assert first_raw is not None
     return part, first_raw
 
 
-def in_process_latency(model: FraudModel, history: pd.DataFrame, stream: pd.DataFrame, cfg: FraudConfig,
-                       ) -> dict[str, Any]:
+def in_process_latency(
+    model: FraudModel,
+    history: pd.DataFrame,
+    stream: pd.DataFrame,
+    cfg: FraudConfig,
+) -> dict[str, Any]:
     """Single-transaction path timed in-process: online features + predict (+ reasons for alerts, the default),
     the same with reasons for every transaction, and the model's predict alone."""
     scorer = FraudScorer(OnlineFeatureStore.from_history(history, cfg.features), cfg.serving)
-    txs = [Transaction(int(r.tx_id), r.timestamp, int(r.customer_id), int(r.terminal_id), float(r.amount))
-           for r in stream.itertuples(index=False)]
+    txs = [
+        Transaction(int(r.tx_id), r.timestamp, int(r.customer_id), int(r.terminal_id), float(r.amount))
+        for r in stream.itertuples(index=False)
+    ]
     for tx in txs[:50]:  # warm-up (not timed)
         scorer.score(tx, model)
     full, explained, predict_only = [], [], []
@@ -194,12 +237,23 @@ def in_process_latency(model: FraudModel, history: pd.DataFrame, stream: pd.Data
         t0 = time.perf_counter()
         model.predict_proba(x)
         predict_only.append(time.perf_counter() - t0)
-    return {"score_path": latency_percentiles(full), "score_path_always_explained": latency_percentiles(explained),
-            "model_predict_only": latency_percentiles(predict_only)}
+    return {
+        "score_path": latency_percentiles(full),
+        "score_path_always_explained": latency_percentiles(explained),
+        "model_predict_only": latency_percentiles(predict_only),
+    }
 
 
-def http_latency(home: Path, history_path: Path, stream: pd.DataFrame, *, rate: float = 200.0,
-                 n_requests: int = 2000, n_clients: int = 8, refresh_interval: float = 5.0) -> dict[str, Any]:
+def http_latency(
+    home: Path,
+    history_path: Path,
+    stream: pd.DataFrame,
+    *,
+    rate: float = 200.0,
+    n_requests: int = 2000,
+    n_clients: int = 8,
+    refresh_interval: float = 5.0,
+) -> dict[str, Any]:
     """Latency over real HTTP at a steady rate: ``python -m apps.fraud serve`` in a subprocess (uvicorn,
     127.0.0.1, free port), loaded by :func:`common.probe.load.run_load` from another process: request ``i`` is due
     at ``t0 + i / rate`` and its latency is measured from that due time (queueing included: no coordinated
@@ -209,13 +263,31 @@ def http_latency(home: Path, history_path: Path, stream: pd.DataFrame, *, rate: 
 
     port = serving.free_port()
     env = {**os.environ, "MLREF_HOME": str(home), "MLREF_PORT": str(port), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "apps.fraud", "serve", "--dataset", str(history_path), "--port", str(port),
-           "--log-level", "warning", "--refresh-interval", str(refresh_interval)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "apps.fraud",
+        "serve",
+        "--dataset",
+        str(history_path),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--refresh-interval",
+        str(refresh_interval),
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    bodies = [{"tx_id": _json_id(r.tx_id), "timestamp": r.timestamp.isoformat(),
-               "customer_id": _json_id(r.customer_id), "terminal_id": _json_id(r.terminal_id),
-               "amount": float(r.amount)}
-              for r in stream.head(n_requests + 50).itertuples(index=False)]
+    bodies = [
+        {
+            "tx_id": _json_id(r.tx_id),
+            "timestamp": r.timestamp.isoformat(),
+            "customer_id": _json_id(r.customer_id),
+            "terminal_id": _json_id(r.terminal_id),
+            "amount": float(r.amount),
+        }
+        for r in stream.head(n_requests + 50).itertuples(index=False)
+    ]
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -235,21 +307,33 @@ def http_latency(home: Path, history_path: Path, stream: pd.DataFrame, *, rate: 
                 raise RuntimeError("server not ready after 180 s")
             time.sleep(0.25)
         for b in bodies[:50]:  # warm-up, not timed
-            c.request("POST", "/v1/transactions/score", body=json.dumps(b),
-                      headers={"Content-Type": "application/json"})
+            c.request(
+                "POST", "/v1/transactions/score", body=json.dumps(b), headers={"Content-Type": "application/json"}
+            )
             c.getresponse().read()
         c.close()
-        res = load_test.run_load(f"http://127.0.0.1:{port}", "/v1/transactions/score", bodies[50:], rate=rate,
-                            n=len(bodies) - 50, clients=n_clients)
+        res = load_test.run_load(
+            f"http://127.0.0.1:{port}",
+            "/v1/transactions/score",
+            bodies[50:],
+            rate=rate,
+            n=len(bodies) - 50,
+            clients=n_clients,
+        )
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return {**res.to_dict(), "n": res.requests, "non_200": res.errors, "registry_poll_interval_s": refresh_interval,
-            "server": "uvicorn (httptools + uvloop when installed), 1 process, subprocess; "
-                      "client: common.probe.load in its own process, threads + http.client keep-alive"}
+    return {
+        **res.to_dict(),
+        "n": res.requests,
+        "non_200": res.errors,
+        "registry_poll_interval_s": refresh_interval,
+        "server": "uvicorn (httptools + uvloop when installed), 1 process, subprocess; "
+        "client: common.probe.load in its own process, threads + http.client keep-alive",
+    }
 
 
 def _json_id(value: Any) -> Any:
@@ -257,25 +341,48 @@ def _json_id(value: Any) -> Any:
     return value if isinstance(value, str) else int(value)
 
 
-def throughput(model: FraudModel, history: pd.DataFrame, rows: pd.DataFrame, prepared_rows: pd.DataFrame,
-               work: Path, cfg: FraudConfig) -> dict[str, Any]:
+def throughput(
+    model: FraudModel,
+    history: pd.DataFrame,
+    rows: pd.DataFrame,
+    prepared_rows: pd.DataFrame,
+    work: Path,
+    cfg: FraudConfig,
+) -> dict[str, Any]:
     """Batch scoring (file -> features -> model -> file, chunked) vs raw xgboost predict on the same rows."""
     src = work / "batch_input.parquet"
     write_table(rows[[c for c in SCHEMA.names if c in rows.columns and c != "scenario"]], src)
-    res = batch.score_file(src, work / "batch_output.parquet", BatchScorer(model, cfg.features, history=history),
-                           chunksize=100_000, progress=False)
+    res = batch.score_file(
+        src,
+        work / "batch_output.parquet",
+        BatchScorer(model, cfg.features, history=history),
+        chunksize=100_000,
+        progress=False,
+    )
     X = prepared_rows[model.features].to_numpy(dtype=np.float32)
     t0 = time.perf_counter()
     model.estimator.inplace_predict(X, validate_features=False)
     raw_s = time.perf_counter() - t0
     ours = res.rows / res.seconds
     raw = len(X) / raw_s
-    return {"rows": res.rows, "batch_tx_per_s": ours, "raw_xgboost_predict_tx_per_s": raw,
-            "overhead_ratio": raw / ours, "xgboost_nthread": int(cfg.xgb.n_jobs)}
+    return {
+        "rows": res.rows,
+        "batch_tx_per_s": ours,
+        "raw_xgboost_predict_tx_per_s": raw,
+        "overhead_ratio": raw / ours,
+        "xgboost_nthread": int(cfg.xgb.n_jobs),
+    }
 
 
-def run(*, tune_trials: int | None = None, out_path: Path | None = None, dataset: str | None = None,
-        http_requests: int = 2000, seed: int = 0, draws: int = 1) -> dict[str, Any]:
+def run(
+    *,
+    tune_trials: int | None = None,
+    out_path: Path | None = None,
+    dataset: str | None = None,
+    http_requests: int = 2000,
+    seed: int = 0,
+    draws: int = 1,
+) -> dict[str, Any]:
     """Run the benchmark and write the JSON; returns it. ``tune_trials``: Optuna trials for XGBoost (default 20
     on one draw, 0 = the config's parameters across draws). ``draws`` >= 2: see the module docstring."""
     cfg = FraudConfig()
@@ -290,9 +397,10 @@ def run(*, tune_trials: int | None = None, out_path: Path | None = None, dataset
     if draws > 1:
         seeds = [cfg.simulation.seed + i for i in range(draws)]
         across, raw = evaluate_draws(cfg, seeds, tune_trials=tune_trials)
+        sim_s = across["draws"]["per_draw"][0]["simulate_and_features_s"]  # draw 0's simulation (+ features)
     else:
         raw = load(dataset, sim=cfg.simulation)
-    sim_s = time.perf_counter() - t0
+        sim_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     prepared = prepare(raw, cfg.features)
     feat_s = time.perf_counter() - t0
@@ -301,16 +409,26 @@ def run(*, tune_trials: int | None = None, out_path: Path | None = None, dataset
     if draws > 1:
         candidates = {}
         models = across.pop("models")
-        xgb_params = {k: v for k, v in (models["xgboost"]["params"] if isinstance(models["xgboost"]["params"], dict)
-                                        else models["xgboost"]["params"][0]).items() if k != "features"}
+        xgb_params = {
+            k: v
+            for k, v in (
+                models["xgboost"]["params"]
+                if isinstance(models["xgboost"]["params"], dict)
+                else models["xgboost"]["params"][0]
+            ).items()
+            if k != "features"
+        }
     else:
         candidates = select_models(prepared, cfg, tune_trials=tune_trials, extras=True, seed=seed)
         models = {
-            name: {"metrics": {k: round(v, 4) for k, v in c.test.items() if k not in ("train_s", "predict_s")},
-                   "validation": {k: round(v, 4) for k, v in c.validation.items()
-                                  if k not in ("train_s", "predict_s")},
-                   "train_s": round(c.test["train_s"], 3), "predict_s": round(c.test["predict_s"], 3),
-                   "params": c.params, "kind": c.kind}
+            name: {
+                "metrics": {k: round(v, 4) for k, v in c.test.items() if k not in ("train_s", "predict_s")},
+                "validation": {k: round(v, 4) for k, v in c.validation.items() if k not in ("train_s", "predict_s")},
+                "train_s": round(c.test["train_s"], 3),
+                "predict_s": round(c.test["predict_s"], 3),
+                "params": c.params,
+                "kind": c.kind,
+            }
             for name, c in candidates.items()
         }
         xgb_params = candidates["xgboost"].params
@@ -325,8 +443,14 @@ def run(*, tune_trials: int | None = None, out_path: Path | None = None, dataset
 
     report = None
     if candidates:
-        report = report_selection(candidates, cfg, new_report_dir(APP, dataset or "simulated-reference", "bench"),
-                                  dataset=dataset or "reference simulation", champion=model, data=prepared)
+        report = report_selection(
+            candidates,
+            cfg,
+            new_report_dir(APP, dataset or "simulated-reference", "bench"),
+            dataset=dataset or "reference simulation",
+            champion=model,
+            data=prepared,
+        )
     with tempfile.TemporaryDirectory(prefix="mlref-fraud-bench-") as tmp:
         work = Path(tmp)
         # a registry of its own for the served model, without touching os.environ (common.config.override)
@@ -335,8 +459,9 @@ def run(*, tune_trials: int | None = None, out_path: Path | None = None, dataset
             served = FraudModel.load(registry.fetch_model_dir(registry.get(MODEL_NAME)), nthread=1)
             latency = {"in_process": in_process_latency(served, history, stream.head(3000), cfg)}
             hist_path = work / "history.parquet"
-            write_table(history[history[TIMESTAMP] > split_ts - pd.Timedelta(days=cfg.features.history_days + 1)],
-                        hist_path)
+            write_table(
+                history[history[TIMESTAMP] > split_ts - pd.Timedelta(days=cfg.features.history_days + 1)], hist_path
+            )
             try:
                 latency["http"] = http_latency(work / "home", hist_path, stream, n_requests=http_requests)
             except Exception as exc:
@@ -349,25 +474,42 @@ def run(*, tune_trials: int | None = None, out_path: Path | None = None, dataset
     p = cfg.protocol
     if draws > 1:
         n_tx = [d["transactions"] for d in across["draws"]["per_draw"]]
-        dataset_line = (f"{draws} draws of the handbook simulator (reference size, seeds "
-                        f"{across['draws']['seeds'][0]}-{across['draws']['seeds'][-1]}): {min(n_tx):,}-{max(n_tx):,} "
-                        f"transactions each, {n_days} days")
+        sim = cfg.simulation
+        dataset_line = (
+            f"{draws} draws of the handbook simulator ({sim.n_customers:,} customers, {sim.n_terminals:,} "
+            f"terminals, seeds {across['draws']['seeds'][0]}-{across['draws']['seeds'][-1]}): "
+            f"{min(n_tx):,}-{max(n_tx):,} transactions each, {n_days} days"
+        )
         spread = f"mean over {draws} draws ± std across draws (in brackets: ± std across folds)"
     else:
-        dataset_line = (dataset or f"simulated transactions (handbook simulator, reference size): {len(raw):,} "
-                        f"transactions, {raw['label'].mean():.2%} fraud, {n_days} days")
+        dataset_line = (
+            dataset
+            or f"simulated transactions (handbook simulator, reference size): {len(raw):,} "
+            f"transactions, {raw['label'].mean():.2%} fraud, {n_days} days"
+        )
         spread = "mean ± std"
     result = {
         "app": APP,
         "dataset": dataset_line,
-        "protocol": (f"handbook prequential: train {p.delta_train} d, delay {p.delta_delay} d, test {p.delta_test} d, "
-                     f"{p.n_folds} test folds ({spread}); parameters chosen on {p.n_folds} validation folds by AP; "
-                     f"CP@{p.top_k} per day, detected cards removed"),
-        "dataset_details": {"simulation": asdict(cfg.simulation), "transactions": len(raw),
-                            "fraud_rate": round(float(raw["label"].mean()), 5), "days": n_days,
-                            "simulate_s": round(sim_s, 2), "features_s": round(feat_s, 2)},
-        "protocol_details": {**asdict(p), "selection": "validation folds, average precision",
-                             "xgboost_tuning_trials": tune_trials, "features": model.features},
+        "protocol": (
+            f"handbook prequential: train {p.delta_train} d, delay {p.delta_delay} d, test {p.delta_test} d, "
+            f"{p.n_folds} test folds ({spread}); parameters chosen on {p.n_folds} validation folds by AP; "
+            f"CP@{p.top_k} per day, detected cards removed"
+        ),
+        "dataset_details": {
+            "simulation": asdict(cfg.simulation),
+            "transactions": len(raw),
+            "fraud_rate": round(float(raw["label"].mean()), 5),
+            "days": n_days,
+            "simulate_s": round(sim_s, 2),
+            "features_s": round(feat_s, 2),
+        },
+        "protocol_details": {
+            **asdict(p),
+            "selection": "validation folds, average precision",
+            "xgboost_tuning_trials": tune_trials,
+            "features": model.features,
+        },
         "models": models,
         **across,
         "published": {f"handbook {k}": v for k, v in ANCHORS.items() if k in ("xgboost", "random_forest", "logreg")},

@@ -84,8 +84,9 @@ def check_id(v: object) -> str:
         raise ValueError(f"integer ids must be in [0, 10**63], got {len(str(v))} digits")
     s = str(v)
     if not _ID_RE.fullmatch(s):
-        raise ValueError(f"must be 1-{ID_MAX_LENGTH} characters among letters, digits and _-.:@ "
-                         f"(got {len(s)} characters)")
+        raise ValueError(
+            f"must be 1-{ID_MAX_LENGTH} characters among letters, digits and _-.:@ (got {len(s)} characters)"
+        )
     return s
 
 
@@ -228,8 +229,11 @@ def validate(df: pd.DataFrame, *, source: str = "transactions", require_label: b
         ids = df[col].astype(str)
         bad = ~ids.str.fullmatch(ID_PATTERN).to_numpy()
         if bad.any():
-            raise DataError(SCHEMA._describe(source, col, bad, f"is not an id of 1-{ID_MAX_LENGTH} letters, "
-                                             "digits or _-.:@", df[col]))
+            raise DataError(
+                SCHEMA._describe(
+                    source, col, bad, f"is not an id of 1-{ID_MAX_LENGTH} letters, digits or _-.:@", df[col]
+                )
+            )
     if require_label:
         if LABEL not in df.columns:
             raise DataError(f"{source}: column '{LABEL}' (1 = fraud, 0 = genuine) is required to train or evaluate")
@@ -248,8 +252,9 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     return df[df[LABEL].notna()]
 
 
-def load(path: str | Path | None = None, *, sim: SimulationConfig | None = None,
-         require_label: bool = True) -> pd.DataFrame:
+def load(
+    path: str | Path | None = None, *, sim: SimulationConfig | None = None, require_label: bool = True
+) -> pd.DataFrame:
     """The transactions to work on: a user's CSV/parquet file in :data:`SCHEMA`, or the simulator's output.
 
     With ``path=None`` the simulated reference set (or ``sim``) is generated; it is cached as parquet under

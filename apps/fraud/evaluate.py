@@ -29,6 +29,7 @@ from common.metrics.classification import average_precision, card_precision_at_k
 
 log = logging.getLogger(__name__)
 
+
 def metric_names(top_k: int = 100) -> tuple[str, str, str]:
     """The protocol's metric names for card precision at ``top_k``."""
     return ("roc_auc", "average_precision", f"card_precision@{top_k}")
@@ -84,14 +85,14 @@ def start_day_for_test(p: ProtocolConfig, n_days: int) -> int:
 def score_metrics(test: pd.DataFrame, scores: np.ndarray, top_k: int = 100) -> dict[str, float]:
     """AUC, AP and CP@k of ``scores`` on the rows of ``test`` (needs label, customer_id, day)."""
     y = test[LABEL].to_numpy()
-    frame = pd.DataFrame({CUSTOMER: test[CUSTOMER].to_numpy(), DAY: test[DAY].to_numpy(), LABEL: y,
-                          "score": scores})
+    frame = pd.DataFrame({CUSTOMER: test[CUSTOMER].to_numpy(), DAY: test[DAY].to_numpy(), LABEL: y, "score": scores})
     both = 0 < y.sum() < len(y)
     return {
         "roc_auc": roc_auc(y, scores) if both else float("nan"),
         "average_precision": average_precision(y, scores),
-        f"card_precision@{top_k}": card_precision_at_k(frame, top_k, group_col=CUSTOMER, score_col="score",
-                                                       label_col=LABEL, day_col=DAY),
+        f"card_precision@{top_k}": card_precision_at_k(
+            frame, top_k, group_col=CUSTOMER, score_col="score", label_col=LABEL, day_col=DAY
+        ),
     }
 
 
@@ -107,9 +108,16 @@ def run_folds(df: pd.DataFrame, folds: list[Fold], fit_predict: FitPredict, top_
         train, test = df.iloc[f.train], df.iloc[f.test]
         scores, fit_s, pred_s = fit_predict(train, test)
         m = score_metrics(test, scores, top_k)
-        m.update(start_day=f.start_day, n_train=len(train), n_test=len(test),
-                 n_test_frauds=int(test[LABEL].sum()), train_s=fit_s, predict_s=pred_s,
-                 y_true=test[LABEL].to_numpy(dtype=np.int8), y_score=np.asarray(scores, dtype=np.float32))
+        m.update(
+            start_day=f.start_day,
+            n_train=len(train),
+            n_test=len(test),
+            n_test_frauds=int(test[LABEL].sum()),
+            train_s=fit_s,
+            predict_s=pred_s,
+            y_true=test[LABEL].to_numpy(dtype=np.int8),
+            y_score=np.asarray(scores, dtype=np.float32),
+        )
         rows.append(m)
     return pd.DataFrame(rows)
 
@@ -135,10 +143,18 @@ def alert_threshold(day: np.ndarray, scores: np.ndarray, alerts_per_day: int) ->
     return float(np.median(per_day))
 
 
-def write_report(out_dir: Path, *, title: str, results: dict[str, dict[str, Any]],
-                 importance: pd.Series | None = None, sections: dict[str, str] | None = None,
-                 model_info: dict | None = None, top_k: int = 100,
-                 curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, **card: Any) -> Path:
+def write_report(
+    out_dir: Path,
+    *,
+    title: str,
+    results: dict[str, dict[str, Any]],
+    importance: pd.Series | None = None,
+    sections: dict[str, str] | None = None,
+    model_info: dict | None = None,
+    top_k: int = 100,
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    **card: Any,
+) -> Path:
     """Markdown report + metrics JSON + figures under ``out_dir`` (``common.reports``); returns report.md.
 
     ``curves``: model -> (test labels, test scores) for the precision-recall and calibration figures (the
@@ -167,8 +183,14 @@ def write_report(out_dir: Path, *, title: str, results: dict[str, dict[str, Any]
         x, width = np.arange(len(table)), 0.8 / len(metric_cols)
         for i, m in enumerate(metric_cols):
             std = table[f"{m}_std"].to_numpy(dtype=float) if f"{m}_std" in table else None
-            ax.bar(x + (i - (len(metric_cols) - 1) / 2) * width, table[m].to_numpy(dtype=float), width, label=m,
-                   yerr=std, capsize=3)
+            ax.bar(
+                x + (i - (len(metric_cols) - 1) / 2) * width,
+                table[m].to_numpy(dtype=float),
+                width,
+                label=m,
+                yerr=std,
+                capsize=3,
+            )
         ax.set_xticks(x, table.index.astype(str), fontsize=8)
         ax.legend(fontsize=8)
         ax.set_ylim(0, 1)
@@ -177,10 +199,19 @@ def write_report(out_dir: Path, *, title: str, results: dict[str, dict[str, Any]
         figures["metrics"] = fig
     if curves:
         figures["precision_recall"] = pr_curve_figure(curves, title="Precision-recall, pooled test folds")
-        figures["calibration"] = calibration_figure(dict(list(curves.items())[:4]),
-                                                    title="Calibration, pooled test folds")
+        figures["calibration"] = calibration_figure(
+            dict(list(curves.items())[:4]), title="Calibration, pooled test folds"
+        )
     from common.reports import write_report as common_write_report
 
-    path = common_write_report(out_dir, title=title, metrics=table, figures=figures, sections=sections,
-                               model_info=model_info, higher_is_better={m: True for m in names}, **card)
+    path = common_write_report(
+        out_dir,
+        title=title,
+        metrics=table,
+        figures=figures,
+        sections=sections,
+        model_info=model_info,
+        higher_is_better={m: True for m in names},
+        **card,
+    )
     return path

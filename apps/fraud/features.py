@@ -171,9 +171,7 @@ def compute_features(df: pd.DataFrame, cfg: FeatureConfig | None = None, *, star
         return pd.DataFrame({name: np.empty(0) for name in names}, index=df.index[start:])
     t = to_seconds(df[TIMESTAMP])
     amount = df[AMOUNT].to_numpy(dtype=float)
-    label = (
-        df[LABEL].fillna(0).to_numpy(dtype=np.int64) if LABEL in df.columns else np.zeros(n, dtype=np.int64)
-    )
+    label = df[LABEL].fillna(0).to_numpy(dtype=np.int64) if LABEL in df.columns else np.zeros(n, dtype=np.int64)
     tx_order = np.argsort(t, kind="stable")  # arrival order: time, then row order
     rank = np.empty(n, dtype=np.int64)
     rank[tx_order] = np.arange(n)
@@ -230,16 +228,21 @@ def compute_features(df: pd.DataFrame, cfg: FeatureConfig | None = None, *, star
         if f"amount_to_customer_avg_{w}d" in names:
             out[f"amount_to_customer_avg_{w}d"] = _ratio(a, out[f"customer_avg_amount_{w}d"])
         if f"customer_avg_{w}d_to_{wc}d" in names:
-            out[f"customer_avg_{w}d_to_{wc}d"] = _ratio(out[f"customer_avg_amount_{w}d"],
-                                                        out[f"customer_avg_amount_{wc}d"])
+            out[f"customer_avg_{w}d_to_{wc}d"] = _ratio(
+                out[f"customer_avg_amount_{w}d"], out[f"customer_avg_amount_{wc}d"]
+            )
     X = np.empty((m, len(names)))  # one float block (not one per column): no consolidation copy downstream
     for j, name in enumerate(names):
         X[:, j] = out[name]
-    return pd.DataFrame(X, index=df.index[start:], columns=names)
+    frame = pd.DataFrame(X, index=df.index[start:], columns=names)
+    for flag in ("is_weekend", "is_night"):
+        frame[flag] = out[flag].astype(np.int8)  # 0/1 categories (monitoring profiles them as such)
+    return frame
 
 
-def _fraud_ages(fraud: np.ndarray, t: np.ndarray, sel: np.ndarray, left: np.ndarray,
-                right: np.ndarray) -> tuple[np.ndarray, ...]:
+def _fraud_ages(
+    fraud: np.ndarray, t: np.ndarray, sel: np.ndarray, left: np.ndarray, right: np.ndarray
+) -> tuple[np.ndarray, ...]:
     """Days from the first / last fraud among sorted rows ``[left, right)`` to the time of sorted row ``sel``
     (:data:`NO_FRAUD` when the range holds none). ``fraud``, ``t``: per sorted row."""
     n = len(fraud)
@@ -339,8 +342,9 @@ class OnlineFeatureStore:
             vals[f"customer_nb_tx_{w}d"] = float(count)
             vals[f"customer_avg_amount_{w}d"] = total / count
             if w == wc:
-                vals[f"amount_to_past_avg_{wc}d"] = float(_ratio(amount, (total - amount) / (count - 1)
-                                                                 if count > 1 else 0.0))
+                vals[f"amount_to_past_avg_{wc}d"] = float(
+                    _ratio(amount, (total - amount) / (count - 1) if count > 1 else 0.0)
+                )
         thist = self._terminals.get(id_key(tx.terminal_id), ())
         labels = self._labels
         hi = t - cfg.delay_days * SECONDS_PER_DAY
@@ -364,8 +368,9 @@ class OnlineFeatureStore:
                 vals["terminal_days_since_last_fraud"] = NO_FRAUD if last is None else (t - last) / SECONDS_PER_DAY
         for w in cfg.customer_windows:
             vals[f"amount_to_customer_avg_{w}d"] = float(_ratio(amount, vals[f"customer_avg_amount_{w}d"]))
-            vals[f"customer_avg_{w}d_to_{wc}d"] = float(_ratio(vals[f"customer_avg_amount_{w}d"],
-                                                               vals[f"customer_avg_amount_{wc}d"]))
+            vals[f"customer_avg_{w}d_to_{wc}d"] = float(
+                _ratio(vals[f"customer_avg_amount_{w}d"], vals[f"customer_avg_amount_{wc}d"])
+            )
         return np.array([vals[n] for n in self.names], dtype=float)
 
     # -- state updates

@@ -38,10 +38,16 @@ from common.metrics.classification import average_precision, card_precision_at_k
 log = logging.getLogger(__name__)
 
 
-def select_models(prepared: pd.DataFrame, cfg: FraudConfig, *, kinds: tuple[str, ...] = (
-        "xgboost", "logreg", "random_forest", "decision_tree"), tune_trials: int = 0,
-        grids: dict[str, dict[str, list[Any]]] | None = None, extras: bool = False,
-        seed: int = 0) -> dict[str, Candidate]:
+def select_models(
+    prepared: pd.DataFrame,
+    cfg: FraudConfig,
+    *,
+    kinds: tuple[str, ...] = ("xgboost", "logreg", "random_forest", "decision_tree"),
+    tune_trials: int = 0,
+    grids: dict[str, dict[str, list[Any]]] | None = None,
+    extras: bool = False,
+    seed: int = 0,
+) -> dict[str, Candidate]:
     """Handbook model selection for each kind: best configuration on validation, reported on test.
 
     XGBoost: Optuna with ``tune_trials`` trials (0 = the config's parameters, validated and tested as they are).
@@ -56,8 +62,7 @@ def select_models(prepared: pd.DataFrame, cfg: FraudConfig, *, kinds: tuple[str,
         t0 = time.perf_counter()
         if kind == "xgboost":
             if tune_trials > 0:
-                out[kind] = tune_xgboost(prepared, features, p, n_trials=tune_trials, seed=seed,
-                                         base=cfg.xgb.params())
+                out[kind] = tune_xgboost(prepared, features, p, n_trials=tune_trials, seed=seed, base=cfg.xgb.params())
             else:
                 c = Candidate(kind, cfg.xgb.params())
                 c.validation = score_validation(prepared, kind, c.params, features, p, seed=seed)
@@ -65,8 +70,13 @@ def select_models(prepared: pd.DataFrame, cfg: FraudConfig, *, kinds: tuple[str,
                 out[kind] = c
         else:
             out[kind] = grid_search(prepared, kind, grids[kind], features, p, seed=seed)
-        log.info("%s selected %s: test %s (%.0f s)", kind, out[kind].params,
-                 {m: round(out[kind].test[m], 4) for m in metric_names(p.top_k)}, time.perf_counter() - t0)
+        log.info(
+            "%s selected %s: test %s (%.0f s)",
+            kind,
+            out[kind].params,
+            {m: round(out[kind].test[m], 4) for m in metric_names(p.top_k)},
+            time.perf_counter() - t0,
+        )
     if extras:
         if "xgboost" in out:
             xp = out["xgboost"].params
@@ -76,13 +86,15 @@ def select_models(prepared: pd.DataFrame, cfg: FraudConfig, *, kinds: tuple[str,
             hb = feature_names(replace(cfg.features, extended=False))
             out["xgboost_handbook_features"] = _variant(prepared, "xgboost", xp, hb, cfg, seed)
         if "logreg" in out:
-            out["logreg_balanced"] = _variant(prepared, "logreg", {**out["logreg"].params,
-                                                                   "class_weight": "balanced"}, features, cfg, seed)
+            out["logreg_balanced"] = _variant(
+                prepared, "logreg", {**out["logreg"].params, "class_weight": "balanced"}, features, cfg, seed
+            )
     return out
 
 
-def _variant(prepared: pd.DataFrame, kind: str, params: dict[str, Any], features: list[str], cfg: FraudConfig,
-             seed: int) -> Candidate:
+def _variant(
+    prepared: pd.DataFrame, kind: str, params: dict[str, Any], features: list[str], cfg: FraudConfig, seed: int
+) -> Candidate:
     c = Candidate(kind, params)
     c.validation = score_validation(prepared, kind, params, features, cfg.protocol, seed=seed)
     c.test, c.test_folds = score_test(prepared, kind, params, features, cfg.protocol, seed=seed)
@@ -100,8 +112,15 @@ def results_table(candidates: dict[str, Candidate]) -> dict[str, dict[str, Any]]
     return table
 
 
-def report_selection(candidates: dict[str, Candidate], cfg: FraudConfig, out_dir: Path, *,
-                     dataset: str, champion: FraudModel | None = None, data: pd.DataFrame | None = None) -> Path:
+def report_selection(
+    candidates: dict[str, Candidate],
+    cfg: FraudConfig,
+    out_dir: Path,
+    *,
+    dataset: str,
+    champion: FraudModel | None = None,
+    data: pd.DataFrame | None = None,
+) -> Path:
     """The evaluation report / model card (markdown + PNG + metrics.json) of a model selection: intended use,
     the data (``data``: the prepared rows evaluated on), test metrics mean ± std over folds against the
     baselines, precision-recall and calibration curves of the pooled test folds, limitations."""
@@ -120,29 +139,43 @@ def report_selection(candidates: dict[str, Candidate], cfg: FraudConfig, out_dir
         sections["Feature importance (gain share)"] = "\n".join(f"- {f}: {v:.3f}" for f, v in imp.head(10).items())
     importance = champion.feature_importance() if champion is not None else None
     names = metric_names(p.top_k)
-    metrics = {name: {m: c.test.get(m) for m in names} | {f"{m}_std": c.test.get(f"{m}_std") for m in names}
-               | {"train_s": c.test.get("train_s")} for name, c in candidates.items()}
-    curves = {name: (np.concatenate(c.test_folds["y_true"].to_list()),
-                     np.concatenate(c.test_folds["y_score"].to_list()))
-              for name, c in candidates.items() if c.test_folds is not None and "y_score" in c.test_folds}
+    metrics = {
+        name: {m: c.test.get(m) for m in names}
+        | {f"{m}_std": c.test.get(f"{m}_std") for m in names}
+        | {"train_s": c.test.get("train_s")}
+        for name, c in candidates.items()
+    }
+    curves = {
+        name: (np.concatenate(c.test_folds["y_true"].to_list()), np.concatenate(c.test_folds["y_score"].to_list()))
+        for name, c in candidates.items()
+        if c.test_folds is not None and "y_score" in c.test_folds
+    }
     return write_report(
-        out_dir, title="Fraud detection: prequential evaluation", results=metrics, importance=importance,
-        sections=sections, top_k=p.top_k, curves={k: v for k, v in curves.items() if 0 < v[0].sum() < len(v[0])},
+        out_dir,
+        title="Fraud detection: prequential evaluation",
+        results=metrics,
+        importance=importance,
+        sections=sections,
+        top_k=p.top_k,
+        curves={k: v for k, v in curves.items() if 0 < v[0].sum() < len(v[0])},
         model_info={"app": APP, "selection_metric": "average_precision (validation)"},
         intended_use=(
             "Ranks card transactions by fraud risk in real time so that investigators check the "
             f"{cfg.serving.alerts_per_day} riskiest a day (the alert budget sets the decision threshold). "
             "Decision support for a human investigator, not automatic blocking. Labels arrive "
             f"{cfg.features.delay_days} days after a transaction; the model is retrained weekly on the latest "
-            "labelled days."),
+            "labelled days."
+        ),
         limitations=(
             f"Measured on {dataset}. Simulated fraud scenarios are simpler than real fraud: expect other numbers "
             "on real data. Frauds of the last feedback-delay days are unknown at training time. "
             f"Mean ± std over {p.n_folds} test folds of {p.delta_test} days: a rough guide to the spread, not a "
             "confidence interval. Scores rank transactions; they are probabilities only as far as the calibration "
             "figure shows (class-weighted variants are not calibrated). Fraud patterns drift: run `monitor` and "
-            "`retrain` weekly."),
-        data=_data_facts(data, dataset), data_columns=_data_columns(data),
+            "`retrain` weekly."
+        ),
+        data=_data_facts(data, dataset),
+        data_columns=_data_columns(data),
         baselines=[n for n, c in candidates.items() if c.kind != "xgboost"],
         champion=champion.kind if champion is not None and champion.kind in candidates else None,
         interval_note=f"± = standard deviation over {p.n_folds} prequential test folds",
@@ -155,9 +188,12 @@ def _data_facts(data: pd.DataFrame | None, dataset: str) -> dict[str, Any]:
     if data is None or data.empty:
         return facts
     labels = data[LABEL] if LABEL in data.columns else pd.Series(dtype=float)
-    facts |= {"transactions": len(data), "labelled": int(labels.notna().sum()),
-              "fraud_rate (labelled)": float(labels.mean()) if labels.notna().any() else float("nan"),
-              "days": int(data[DAY].nunique()) if DAY in data.columns else None}
+    facts |= {
+        "transactions": len(data),
+        "labelled": int(labels.notna().sum()),
+        "fraud_rate (labelled)": float(labels.mean()) if labels.notna().any() else float("nan"),
+        "days": int(data[DAY].nunique()) if DAY in data.columns else None,
+    }
     for col, name in ((CUSTOMER, "customers"), (TERMINAL, "terminals")):
         if col in data.columns:
             facts[name] = int(data[col].nunique())
@@ -181,9 +217,15 @@ def training_rows(model: FraudModel, prepared: pd.DataFrame) -> pd.DataFrame:
     return prepared[(prepared[DAY] >= first) & (prepared[DAY] <= last)]
 
 
-def register_model(model: FraudModel, prepared: pd.DataFrame, *, work_dir: Path | None = None,
-                   metrics: dict[str, float] | None = None, alias: str | None = None,
-                   dataset: str | None = None) -> registry.ModelVersion:
+def register_model(
+    model: FraudModel,
+    prepared: pd.DataFrame,
+    *,
+    work_dir: Path | None = None,
+    metrics: dict[str, float] | None = None,
+    alias: str | None = None,
+    dataset: str | None = None,
+) -> registry.ModelVersion:
     """Save ``model`` (+ monitoring reference of its training window, + the latest transactions of ``prepared`` as
     its online feature history) in a temporary directory and register it as a version
     (:func:`common.registry.register_dir`).
@@ -195,15 +237,22 @@ def register_model(model: FraudModel, prepared: pd.DataFrame, *, work_dir: Path 
     del work_dir
     window = training_rows(model, prepared)
     if window.empty:
-        raise DataError(f"none of the given transactions is in the model's training days {model.info['train_days']}"
-                        ": register it with the data it was trained on")
+        raise DataError(
+            f"none of the given transactions is in the model's training days {model.info['train_days']}"
+            ": register it with the data it was trained on"
+        )
     clean = {k: float(v) for k, v in (metrics or {}).items() if v is not None and np.isfinite(v)}
     params = {"kind": model.kind, **{k: v for k, v in model.params.items()}, "threshold": model.threshold}
     return registry.register_dir(
-        MODEL_NAME, lambda d: save_with_reference(model, d, window, history=prepared), metrics=clean, params=params,
+        MODEL_NAME,
+        lambda d: save_with_reference(model, d, window, history=prepared),
+        metrics=clean,
+        params=params,
         data_fingerprint=fingerprint(window[[c for c in SCHEMA.names if c in window]]),
-        tags={"app": APP, "kind": model.kind, **({"dataset": dataset} if dataset else {})}, alias=alias,
-        last_training_timestamp=retraining.last_training_timestamp(window[TIMESTAMP]))
+        tags={"app": APP, "kind": model.kind, **({"dataset": dataset} if dataset else {})},
+        alias=alias,
+        last_training_timestamp=retraining.last_training_timestamp(window[TIMESTAMP]),
+    )
 
 
 def window_metrics(model: FraudModel, rows: pd.DataFrame, top_k: int = 100) -> dict[str, float]:
@@ -223,9 +272,16 @@ def window_metrics(model: FraudModel, rows: pd.DataFrame, top_k: int = 100) -> d
     }
 
 
-def monitor(model: FraudModel, model_dir: Path, current: pd.DataFrame, out_dir: Path | None = None,
-            *, top_k: int = 100, model_version: str | None = None,
-            warnings: list[str] | None = None) -> monitoring.MonitorVerdict:
+def monitor(
+    model: FraudModel,
+    model_dir: Path,
+    current: pd.DataFrame,
+    out_dir: Path | None = None,
+    *,
+    top_k: int = 100,
+    model_version: str | None = None,
+    warnings: list[str] | None = None,
+) -> monitoring.MonitorVerdict:
     """Feature + score drift of ``current`` (prepared rows) against the model's reference profile, and the daily
     performance (AP, alert precision, precision@k) where labels are in, via :func:`common.monitoring.run_check`.
 
@@ -243,10 +299,12 @@ def monitor(model: FraudModel, model_dir: Path, current: pd.DataFrame, out_dir: 
         profile = monitoring.ReferenceProfile.load(model_dir / monitoring.REFERENCE_FILE)
         left_out = {*short, monitoring.PREDICTION}
         reference = replace(profile, features={k: v for k, v in profile.features.items() if k not in left_out})
-        notes.append(f"only {int(current[DAY].min())} day(s) of history before the monitored rows: "
-                     f"{len(short)} window feature(s) ({', '.join(short)}) and the score are incomplete and left "
-                     f"out of the drift check; monitor a file with at least {max(short.values())} days before "
-                     "the window")
+        notes.append(
+            f"only {int(current[DAY].min())} day(s) of history before the monitored rows: "
+            f"{len(short)} window feature(s) ({', '.join(short)}) and the score are incomplete and left "
+            f"out of the drift check; monitor a file with at least {max(short.values())} days before "
+            "the window"
+        )
         log.warning(notes[-1])
     cur = current[model.features].copy()
     cur[monitoring.PREDICTION] = model.predict_proba(cur)
@@ -254,16 +312,28 @@ def monitor(model: FraudModel, model_dir: Path, current: pd.DataFrame, out_dir: 
     if LABEL in current.columns and current[LABEL].notna().any():
         thr = model.threshold
         perf = monitoring.performance_over_time(
-            current.assign(score=cur[monitoring.PREDICTION].to_numpy()), time_col=TIMESTAMP, label_col=LABEL,
-            score_col="score", freq="D",
-            metrics={"average_precision": average_precision,
-                     "alert_precision": lambda y, s: float(np.asarray(y)[np.asarray(s) >= thr].mean())
-                     if (np.asarray(s) >= thr).any() else float("nan"),
-                     f"precision@{top_k}": lambda y, s: precision_at_k(y, s, min(top_k, len(y)))},
+            current.assign(score=cur[monitoring.PREDICTION].to_numpy()),
+            time_col=TIMESTAMP,
+            label_col=LABEL,
+            score_col="score",
+            freq="D",
+            metrics={
+                "average_precision": average_precision,
+                "alert_precision": lambda y, s: (
+                    float(np.asarray(y)[np.asarray(s) >= thr].mean()) if (np.asarray(s) >= thr).any() else float("nan")
+                ),
+                f"precision@{top_k}": lambda y, s: precision_at_k(y, s, min(top_k, len(y))),
+            },
         )
     return monitoring.run_check(
-        reference, cur, out_dir, performance=perf, warnings=notes, model_version=model_version,
-        title="Fraud: drift of features and scores against the champion's training window")
+        reference,
+        cur,
+        out_dir,
+        performance=perf,
+        warnings=notes,
+        model_version=model_version,
+        title="Fraud: drift of features and scores against the champion's training window",
+    )
 
 
 def short_history_features(model: FraudModel, current: pd.DataFrame) -> dict[str, int]:
@@ -315,13 +385,22 @@ def alert_precision_from_logs(version: str | None = None) -> dict[str, dict[str,
     out: dict[str, dict[str, float]] = {}
     for v, rows in joined.groupby("version", sort=True):
         alerts = rows[rows["alert"].astype(bool)]
-        out[str(v)] = {"labelled_predictions": len(rows), "alerts": len(alerts),
-                       "alert_precision": float(alerts["label"].mean()) if len(alerts) else float("nan")}
+        out[str(v)] = {
+            "labelled_predictions": len(rows),
+            "alerts": len(alerts),
+            "alert_precision": float(alerts["label"].mean()) if len(alerts) else float("nan"),
+        }
     return out
 
 
-def retrain(prepared: pd.DataFrame, cfg: FraudConfig, *, work_dir: Path | None = None,
-            params: dict[str, Any] | None = None, kind: str | None = None) -> retraining.Decision:
+def retrain(
+    prepared: pd.DataFrame,
+    cfg: FraudConfig,
+    *,
+    work_dir: Path | None = None,
+    params: dict[str, Any] | None = None,
+    kind: str | None = None,
+) -> retraining.Decision:
     """Weekly retraining: the champion vs a challenger of the same kind and parameters, compared fairly on the most
     recent labelled week; promoted only if it wins by ``cfg.retrain.margin``.
 
@@ -340,8 +419,10 @@ def retrain(prepared: pd.DataFrame, cfg: FraudConfig, *, work_dir: Path | None =
     del work_dir
     rc = cfg.retrain
     if prepared.empty or LABEL not in prepared.columns:
-        raise DataError("retrain needs labelled transactions (a 'label' column): got "
-                        + ("no rows" if prepared.empty else f"columns {list(prepared.columns)}"))
+        raise DataError(
+            "retrain needs labelled transactions (a 'label' column): got "
+            + ("no rows" if prepared.empty else f"columns {list(prepared.columns)}")
+        )
     last_labelled = int(prepared[DAY].max()) - cfg.features.delay_days
     eval_first = last_labelled - rc.eval_days + 1
     in_week = (prepared[DAY] >= eval_first) & (prepared[DAY] <= last_labelled)
@@ -351,7 +432,8 @@ def retrain(prepared: pd.DataFrame, cfg: FraudConfig, *, work_dir: Path | None =
             f"retrain needs labelled frauds and genuine transactions in the evaluation week (days {eval_first}.."
             f"{last_labelled}, the {rc.eval_days} days ending {cfg.features.delay_days} days before the data's "
             f"last day); found {len(eval_rows)} labelled rows, {int(eval_rows[LABEL].sum()) if len(eval_rows) else 0}"
-            " frauds: bring more recent labelled data")
+            " frauds: bring more recent labelled data"
+        )
     window_start = retraining.unix_seconds(prepared.loc[in_week, TIMESTAMP].min())
     refused = retraining.guard(MODEL_NAME, window_start, metric=rc.metric, margin=rc.margin)
     if refused is not None:
@@ -364,18 +446,31 @@ def retrain(prepared: pd.DataFrame, cfg: FraudConfig, *, work_dir: Path | None =
         if params is None and kind == champion.kind:
             params = dict(champion.params)
         if list(champion.features) != feature_names(cfg.features):
-            log.warning("the champion was trained on features %s, the challenger uses %s", champion.features,
-                        feature_names(cfg.features))
+            log.warning(
+                "the champion was trained on features %s, the challenger uses %s",
+                champion.features,
+                feature_names(cfg.features),
+            )
     kind = kind or "xgboost"
-    with tracking.start_run(f"{APP}-training", run_name="retrain-challenger",
-                            params={"kind": kind, **(params or {}), "window_start": window_start,
-                                    "champion_version": champion_mv.version if champion_mv else None},
-                            tags={"app": APP}):
-        challenger = train_model(prepared, cfg, kind=kind, params=params, train_days=rc.train_days,
-                                 end_day=last_labelled - rc.eval_days)
-        challenger.threshold = alert_threshold(eval_rows[DAY].to_numpy(),
-                                               challenger.predict_proba(eval_rows[challenger.features]),
-                                               cfg.serving.alerts_per_day)
+    with tracking.start_run(
+        f"{APP}-training",
+        run_name="retrain-challenger",
+        params={
+            "kind": kind,
+            **(params or {}),
+            "window_start": window_start,
+            "champion_version": champion_mv.version if champion_mv else None,
+        },
+        tags={"app": APP},
+    ):
+        challenger = train_model(
+            prepared, cfg, kind=kind, params=params, train_days=rc.train_days, end_day=last_labelled - rc.eval_days
+        )
+        challenger.threshold = alert_threshold(
+            eval_rows[DAY].to_numpy(),
+            challenger.predict_proba(eval_rows[challenger.features]),
+            cfg.serving.alerts_per_day,
+        )
         recent = window_metrics(challenger, eval_rows, cfg.protocol.top_k)
         tracking.log_metrics({f"recent_{k}": v for k, v in recent.items()})
         mv = register_model(challenger, prepared, metrics={f"recent_{k}": v for k, v in recent.items()})
@@ -383,12 +478,16 @@ def retrain(prepared: pd.DataFrame, cfg: FraudConfig, *, work_dir: Path | None =
     def evaluate(version: registry.ModelVersion) -> float:
         if version.version == mv.version:
             return recent[rc.metric]
-        model = champion if champion_mv is not None and version.version == champion_mv.version else \
-            registry.load(MODEL_NAME, version.version, load_model)[0]
+        model = (
+            champion
+            if champion_mv is not None and version.version == champion_mv.version
+            else registry.load(MODEL_NAME, version.version, load_model)[0]
+        )
         return window_metrics(model, eval_rows, cfg.protocol.top_k)[rc.metric]
 
-    decision = retraining.champion_vs_challenger(MODEL_NAME, mv, evaluate, metric=rc.metric, margin=rc.margin,
-                                                 window_start=window_start)
+    decision = retraining.champion_vs_challenger(
+        MODEL_NAME, mv, evaluate, metric=rc.metric, margin=rc.margin, window_start=window_start
+    )
     log.info("retrain decision: %s", decision.reason)
     return decision
 
@@ -396,7 +495,10 @@ def retrain(prepared: pd.DataFrame, cfg: FraudConfig, *, work_dir: Path | None =
 def log_selection(candidates: dict[str, Candidate], dataset: str) -> None:
     """One MLflow run per selected model with its params and test metrics."""
     for name, c in candidates.items():
-        with tracking.start_run(f"{APP}-evaluation", run_name=name,
-                                params={"kind": c.kind, "dataset": dataset, **c.params},
-                                tags={"app": APP}):
+        with tracking.start_run(
+            f"{APP}-evaluation",
+            run_name=name,
+            params={"kind": c.kind, "dataset": dataset, **c.params},
+            tags={"app": APP},
+        ):
             tracking.log_metrics({k: v for k, v in c.test.items() if np.isfinite(v)})

@@ -77,8 +77,9 @@ class FraudModel:
 
     # -- construction
     @classmethod
-    def fit(cls, kind: str, X: pd.DataFrame, y: np.ndarray, params: dict[str, Any] | None = None, *,
-            seed: int = 0) -> FraudModel:
+    def fit(
+        cls, kind: str, X: pd.DataFrame, y: np.ndarray, params: dict[str, Any] | None = None, *, seed: int = 0
+    ) -> FraudModel:
         """Fit ``kind`` on features ``X`` (columns = feature names) and labels ``y`` (0/1)."""
         est = build_estimator(kind, params, seed=seed)
         features = list(X.columns)
@@ -128,9 +129,7 @@ class FraudModel:
         c = contrib[0]
         top = np.argsort(-c, kind="mergesort")[:n]
         x = np.asarray(x, dtype=float).ravel()
-        return [
-            {"feature": self.features[i], "value": float(x[i]), "contribution": round(float(c[i]), 4)} for i in top
-        ]
+        return [{"feature": self.features[i], "value": float(x[i]), "contribution": round(float(c[i]), 4)} for i in top]
 
     def feature_importance(self) -> pd.Series:
         """Global importance per feature (xgboost gain, |coef| for logreg, impurity decrease for trees)."""
@@ -154,8 +153,13 @@ class FraudModel:
             import joblib
 
             joblib.dump(self.estimator, d / "model.joblib")
-        meta = {"kind": self.kind, "features": self.features, "threshold": self.threshold,
-                "params": self.params, "info": self.info}
+        meta = {
+            "kind": self.kind,
+            "features": self.features,
+            "threshold": self.threshold,
+            "params": self.params,
+            "info": self.info,
+        }
         (d / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         return d
 
@@ -176,5 +180,11 @@ class FraudModel:
             import joblib
 
             est = joblib.load(d / "model.joblib")
-        return cls(kind=meta["kind"], features=meta["features"], estimator=est, params=meta.get("params", {}),
-                   threshold=float(meta.get("threshold", 0.5)), info=meta.get("info", {}))
+        return cls(
+            kind=meta["kind"],
+            features=meta["features"],
+            estimator=est,
+            params=meta.get("params", {}),
+            threshold=float(meta.get("threshold", 0.5)),
+            info=meta.get("info", {}),
+        )

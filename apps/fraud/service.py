@@ -59,10 +59,15 @@ log = logging.getLogger(__name__)
 Id = Annotated[
     str,
     PlainValidator(check_id),
-    WithJsonSchema({"anyOf": [{"type": "string", "pattern": f"^{ID_PATTERN}$"},
-                              {"type": "integer", "minimum": 0, "maximum": MAX_INT_ID}],
-                    "description": "string id (1-64 of A-Z a-z 0-9 _ - . : @); an integer means its decimal "
-                                   "string"}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": f"^{ID_PATTERN}$"},
+                {"type": "integer", "minimum": 0, "maximum": MAX_INT_ID},
+            ],
+            "description": "string id (1-64 of A-Z a-z 0-9 _ - . : @); an integer means its decimal string",
+        }
+    ),
 ]
 
 
@@ -73,8 +78,13 @@ class TransactionIn(BaseModel):
     timestamp: datetime = Field(description="ISO 8601 date-time, e.g. 2018-09-01T12:30:00 (naive = UTC)")
     customer_id: Id
     terminal_id: Id
-    amount: float = Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False, strict=True,
-                          description=f"amount, 0 <= amount <= {MAX_AMOUNT:g} (a JSON number, not a string)")
+    amount: float = Field(
+        ge=0,
+        le=MAX_AMOUNT,
+        allow_inf_nan=False,
+        strict=True,
+        description=f"amount, 0 <= amount <= {MAX_AMOUNT:g} (a JSON number, not a string)",
+    )
 
 
 class Reason(BaseModel):
@@ -100,8 +110,11 @@ def _check_label(v: object) -> int:
     return int(v)
 
 
-Label = Annotated[int, PlainValidator(_check_label),
-                  WithJsonSchema({"type": "integer", "enum": [0, 1], "description": "1 = fraud, 0 = genuine"})]
+Label = Annotated[
+    int,
+    PlainValidator(_check_label),
+    WithJsonSchema({"type": "integer", "enum": [0, 1], "description": "1 = fraud, 0 = genuine"}),
+]
 
 
 class LabelIn(BaseModel):
@@ -110,8 +123,9 @@ class LabelIn(BaseModel):
 
 
 class LabelsIn(BaseModel):
-    labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS_PER_REQUEST,
-                                  description=f"at most {MAX_LABELS_PER_REQUEST} labels a call")
+    labels: list[LabelIn] = Field(
+        min_length=1, max_length=MAX_LABELS_PER_REQUEST, description=f"at most {MAX_LABELS_PER_REQUEST} labels a call"
+    )
 
 
 class LabelsOut(BaseModel):
@@ -139,9 +153,14 @@ class FraudScorer:
     computed, and only then is it added to the state - a refused or failed request leaves the state as it was.
     """
 
-    def __init__(self, store: OnlineFeatureStore, serving_cfg: ServingConfig | None = None,
-                 label_log: serving.PredictionLog | None = None, *,
-                 clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        store: OnlineFeatureStore,
+        serving_cfg: ServingConfig | None = None,
+        label_log: serving.PredictionLog | None = None,
+        *,
+        clock: Any = time.time,
+    ) -> None:
         self.store = store
         self.cfg = serving_cfg or ServingConfig()
         self.label_log = label_log
@@ -153,20 +172,31 @@ class FraudScorer:
         finite number in range, or its id was scored before. Call with :attr:`lock` held."""
         cfg = self.cfg
         amount = tx.amount
-        if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount) \
-                or not 0 <= amount <= MAX_AMOUNT:
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, int | float)
+            or not math.isfinite(amount)
+            or not 0 <= amount <= MAX_AMOUNT
+        ):
             raise InvalidTransaction("amount", f"must be a finite number in [0, {MAX_AMOUNT:g}]")
         now = self._clock()
         if t > now + cfg.future_skew_s:
-            raise InvalidTransaction("timestamp", f"is in the future: more than {cfg.future_skew_s:g} s after the "
-                                                  f"server's clock ({_iso(now)})")
+            raise InvalidTransaction(
+                "timestamp",
+                f"is in the future: more than {cfg.future_skew_s:g} s after the server's clock ({_iso(now)})",
+            )
         last = self.store.last_t
         if last is not None and t < last - cfg.max_late_days * SECONDS_PER_DAY:
-            raise InvalidTransaction("timestamp", f"is more than {cfg.max_late_days:g} days before the newest "
-                                                  f"transaction seen ({_iso(last)}); too late to score")
+            raise InvalidTransaction(
+                "timestamp",
+                f"is more than {cfg.max_late_days:g} days before the newest "
+                f"transaction seen ({_iso(last)}); too late to score",
+            )
         if self.store.seen(tx.tx_id):
-            raise DuplicateTransaction(f"tx_id {id_key(tx.tx_id)!r} was already scored (or is in the warm-up "
-                                       "history); it is not scored or counted twice")
+            raise DuplicateTransaction(
+                f"tx_id {id_key(tx.tx_id)!r} was already scored (or is in the warm-up "
+                "history); it is not scored or counted twice"
+            )
 
     def score(self, tx: Transaction, model: FraudModel, *, reasons: bool | None = None) -> tuple[float, bool, list]:
         """(score, alert?, reasons) for ``tx``; adds ``tx`` to the state once it is scored.
@@ -221,9 +251,12 @@ def _field_error(field: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
 
-CONFLICT = {409: {"description": "tx_id already scored (idempotency: not scored or counted twice)",
-                  "content": {"application/json": {"schema": {"type": "object",
-                                                               "properties": {"detail": {"type": "string"}}}}}}}
+CONFLICT = {
+    409: {
+        "description": "tx_id already scored (idempotency: not scored or counted twice)",
+        "content": {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}},
+    }
+}
 
 
 def build_router(scorer: FraudScorer) -> APIRouter:
@@ -246,12 +279,27 @@ def build_router(scorer: FraudScorer) -> APIRouter:
         request.app.state.metrics.observe_prediction(p)
         plog = request.app.state.prediction_log
         if plog is not None:
-            plog.log({"tx_id": tx.tx_id, "timestamp": tx.timestamp.isoformat(), "customer_id": tx.customer_id,
-                      "terminal_id": tx.terminal_id, "amount": tx.amount, "prediction": p,
-                      "alert": bool(alert), "version": loaded.version_id})
-        return ScoreOut(tx_id=tx.tx_id, score=p, decision="alert" if alert else "pass",
-                        threshold=loaded.model.threshold, reasons=[Reason(**r) for r in why],
-                        model_version=loaded.version_id, latency_ms=(time.perf_counter() - t0) * 1e3)
+            plog.log(
+                {
+                    "tx_id": tx.tx_id,
+                    "timestamp": tx.timestamp.isoformat(),
+                    "customer_id": tx.customer_id,
+                    "terminal_id": tx.terminal_id,
+                    "amount": tx.amount,
+                    "prediction": p,
+                    "alert": bool(alert),
+                    "version": loaded.version_id,
+                }
+            )
+        return ScoreOut(
+            tx_id=tx.tx_id,
+            score=p,
+            decision="alert" if alert else "pass",
+            threshold=loaded.model.threshold,
+            reasons=[Reason(**r) for r in why],
+            model_version=loaded.version_id,
+            latency_ms=(time.perf_counter() - t0) * 1e3,
+        )
 
     # plain ``def``: up to MAX_LABELS_PER_REQUEST state updates and a file write run in the thread pool,
     # so scoring requests and health checks are not held up behind them
@@ -279,24 +327,35 @@ def history_for(mv: registry.ModelVersion | None = None) -> pd.DataFrame:
     mv = mv or registry.get(MODEL_NAME, registry.CHAMPION)
     path = registry.fetch_model_dir(mv) / HISTORY_FILE
     if not path.exists():
-        raise DataError(f"{mv.name} version {mv.version} has no recorded transaction history (it was registered "
-                        f"before versions kept one): pass --dataset FILE with the transactions its features "
-                        f"should start from, or train a new version")
+        raise DataError(
+            f"{mv.name} version {mv.version} has no recorded transaction history (it was registered "
+            f"before versions kept one): pass --dataset FILE with the transactions its features "
+            f"should start from, or train a new version"
+        )
     return pd.read_parquet(path)
 
 
-def build_app(history: pd.DataFrame | None = None, *, feature_cfg: FeatureConfig | None = None,
-              serving_cfg: ServingConfig | None = None, model: FraudModel | None = None,
-              model_version: registry.ModelVersion | None = None,
-              refresh_interval_s: float | None = 5.0, log_predictions: bool = True) -> FastAPI:
+def build_app(
+    history: pd.DataFrame | None = None,
+    *,
+    feature_cfg: FeatureConfig | None = None,
+    serving_cfg: ServingConfig | None = None,
+    model: FraudModel | None = None,
+    model_version: registry.ModelVersion | None = None,
+    refresh_interval_s: float | None = 5.0,
+    log_predictions: bool = True,
+) -> FastAPI:
     """The fraud service. ``history``: past transactions (with labels when known) that warm the online state
     (:func:`history_for` gives the served version's own).
 
     ``model``: serve this model (``model_version``: the registry version it is, if any) instead of the
     registry's champion (``predict --ref``, tests, benchmarks); the registry is then not polled.
     """
-    store = (OnlineFeatureStore.from_history(history, feature_cfg) if history is not None
-             else OnlineFeatureStore(feature_cfg))
+    store = (
+        OnlineFeatureStore.from_history(history, feature_cfg)
+        if history is not None
+        else OnlineFeatureStore(feature_cfg)
+    )
     settings = get_settings()
     label_log = serving.PredictionLog(settings.path("labels", f"{MODEL_NAME}.jsonl")) if log_predictions else None
     scorer = FraudScorer(store, serving_cfg, label_log)
@@ -304,12 +363,16 @@ def build_app(history: pd.DataFrame | None = None, *, feature_cfg: FeatureConfig
     if model is not None:
         holder.set(serving.Loaded(model, model_version))
         refresh_interval_s = None
-    plog = (serving.PredictionLog(settings.path("predictions", f"{MODEL_NAME}.jsonl"))
-            if log_predictions else None)
-    app = serving.create_app("mlref fraud scoring", holder, [build_router(scorer)],
-                             refresh_interval_s=refresh_interval_s, prediction_log=plog,
-                             load_on_startup=model is None,
-                             prediction_buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0))
+    plog = serving.PredictionLog(settings.path("predictions", f"{MODEL_NAME}.jsonl")) if log_predictions else None
+    app = serving.create_app(
+        "mlref fraud scoring",
+        holder,
+        [build_router(scorer)],
+        refresh_interval_s=refresh_interval_s,
+        prediction_log=plog,
+        load_on_startup=model is None,
+        prediction_buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
+    )
     app.state.scorer = scorer
     return app
 
@@ -324,9 +387,15 @@ class BatchScorer:
     prepends earlier transactions (e.g. :func:`history_for`) so the first rows see their past too.
     """
 
-    def __init__(self, model: FraudModel, feature_cfg: FeatureConfig | None = None,
-                 history: pd.DataFrame | None = None, *, reasons: bool = False,
-                 n_reasons: int | None = None) -> None:
+    def __init__(
+        self,
+        model: FraudModel,
+        feature_cfg: FeatureConfig | None = None,
+        history: pd.DataFrame | None = None,
+        *,
+        reasons: bool = False,
+        n_reasons: int | None = None,
+    ) -> None:
         from apps.fraud.data import ID_COLUMNS, SCHEMA, TIMESTAMP
 
         self.model, self.cfg = model, feature_cfg or FeatureConfig()
@@ -356,8 +425,13 @@ class BatchScorer:
         frame = chunk if self.tail is None else pd.concat([self.tail, chunk], ignore_index=True)
         feats = compute_features(frame, self.cfg, start=len(frame) - len(chunk))
         scores = self.model.predict_proba(feats[self.model.features])
-        out = pd.DataFrame({TX_ID: chunk[TX_ID].to_numpy(), "score": scores,
-                            "decision": np.where(scores >= self.model.threshold, "alert", "pass")})
+        out = pd.DataFrame(
+            {
+                TX_ID: chunk[TX_ID].to_numpy(),
+                "score": scores,
+                "decision": np.where(scores >= self.model.threshold, "alert", "pass"),
+            }
+        )
         if LABEL in chunk.columns:
             out[LABEL] = chunk[LABEL].to_numpy()
         if self.reasons:  # exact TreeSHAP costs ~1 ms a row: explain the alerts only
@@ -366,7 +440,7 @@ class BatchScorer:
             contrib = self.model.contributions(feats[self.model.features].iloc[alert]) if alert.size else None
             if contrib is not None:
                 names = np.asarray(self.model.features)
-                top = np.argsort(-contrib, axis=1, kind="stable")[:, :self.n_reasons]
+                top = np.argsort(-contrib, axis=1, kind="stable")[:, : self.n_reasons]
                 out.loc[out.index[alert], "reasons"] = [",".join(names[r]) for r in top]
         if len(chunk):
             self._last = chunk[self._ts].iloc[-1]
@@ -378,5 +452,10 @@ class BatchScorer:
 def latency_percentiles(seconds: list[float] | np.ndarray) -> dict[str, float]:
     """p50/p90/p99/max in milliseconds."""
     a = np.asarray(seconds) * 1e3
-    return {"p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
-            "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()), "n": int(a.size)}
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+        "n": int(a.size),
+    }

@@ -85,17 +85,20 @@ class Candidate:
     test_folds: pd.DataFrame | None = None
 
 
-def score_validation(prepared: pd.DataFrame, kind: str, params: dict[str, Any], features: list[str],
-             p: ProtocolConfig, *, seed: int = 0) -> dict[str, float]:
+def score_validation(
+    prepared: pd.DataFrame, kind: str, params: dict[str, Any], features: list[str], p: ProtocolConfig, *, seed: int = 0
+) -> dict[str, float]:
     """Mean/std of the metrics over the prequential validation folds."""
     n_days = int(prepared[DAY].max()) + 1
     folds = prequential_folds(prepared, start_day_for_valid(p, n_days), p)
-    return summarise(run_folds(prepared, folds, fit_predict_factory(kind, params, features, seed=seed), p.top_k),
-                     p.top_k)
+    return summarise(
+        run_folds(prepared, folds, fit_predict_factory(kind, params, features, seed=seed), p.top_k), p.top_k
+    )
 
 
-def score_test(prepared: pd.DataFrame, kind: str, params: dict[str, Any], features: list[str],
-         p: ProtocolConfig, *, seed: int = 0) -> tuple[dict[str, float], pd.DataFrame]:
+def score_test(
+    prepared: pd.DataFrame, kind: str, params: dict[str, Any], features: list[str], p: ProtocolConfig, *, seed: int = 0
+) -> tuple[dict[str, float], pd.DataFrame]:
     """Summary and per-fold metrics over the prequential test folds."""
     n_days = int(prepared[DAY].max()) + 1
     folds = prequential_folds(prepared, start_day_for_test(p, n_days), p)
@@ -103,8 +106,15 @@ def score_test(prepared: pd.DataFrame, kind: str, params: dict[str, Any], featur
     return summarise(per_fold, p.top_k), per_fold
 
 
-def grid_search(prepared: pd.DataFrame, kind: str, grid: dict[str, list[Any]], features: list[str],
-                p: ProtocolConfig, *, seed: int = 0) -> Candidate:
+def grid_search(
+    prepared: pd.DataFrame,
+    kind: str,
+    grid: dict[str, list[Any]],
+    features: list[str],
+    p: ProtocolConfig,
+    *,
+    seed: int = 0,
+) -> Candidate:
     """Best grid point by mean validation :data:`SELECTION_METRIC`; then its test folds."""
     best: Candidate | None = None
     for values in product(*grid.values()):
@@ -118,19 +128,41 @@ def grid_search(prepared: pd.DataFrame, kind: str, grid: dict[str, list[Any]], f
     return best
 
 
-def tune_xgboost(prepared: pd.DataFrame, features: list[str], p: ProtocolConfig, *, n_trials: int = 30,
-                 seed: int = 0, base: dict[str, Any] | None = None) -> Candidate:
+TUNED_XGB_PARAMS = (
+    "n_estimators",
+    "max_depth",
+    "learning_rate",
+    "subsample",
+    "colsample_bytree",
+    "min_child_weight",
+    "reg_lambda",
+    "gamma",
+)
+
+
+def tune_xgboost(
+    prepared: pd.DataFrame,
+    features: list[str],
+    p: ProtocolConfig,
+    *,
+    n_trials: int = 30,
+    seed: int = 0,
+    base: dict[str, Any] | None = None,
+) -> Candidate:
     """Optuna (TPE, seeded) search of XGBoost parameters on the validation folds; then its test folds.
 
     The first trial is ``base`` (the config defaults), so tuning can only match or improve on them on validation.
+    The parameters of ``base`` that are not searched (``max_bin``, ``base_score``, ``tree_method``, ...) are kept
+    in every trial.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results: dict[int, dict[str, float]] = {}
+    fixed = {k: v for k, v in (base or {}).items() if k not in TUNED_XGB_PARAMS}
 
     def objective(trial: optuna.Trial) -> float:
-        params = {
+        params = fixed | {
             "n_estimators": trial.suggest_int("n_estimators", 50, 600, step=50),
             "max_depth": trial.suggest_int("max_depth", 2, 8),
             "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
@@ -142,32 +174,40 @@ def tune_xgboost(prepared: pd.DataFrame, features: list[str], p: ProtocolConfig,
         }
         v = score_validation(prepared, "xgboost", params, features, p, seed=seed)
         results[trial.number] = v
-        log.info("xgboost trial %d validation AP %.4f CP %.4f", trial.number, v[SELECTION_METRIC],
-                 v[f"card_precision@{p.top_k}"])
+        log.info(
+            "xgboost trial %d validation AP %.4f CP %.4f",
+            trial.number,
+            v[SELECTION_METRIC],
+            v[f"card_precision@{p.top_k}"],
+        )
         return v[SELECTION_METRIC]
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     if base:
-        study.enqueue_trial({k: v for k, v in base.items() if k in {
-            "n_estimators", "max_depth", "learning_rate", "subsample", "colsample_bytree", "min_child_weight",
-            "reg_lambda", "gamma"}})
+        study.enqueue_trial({k: v for k, v in base.items() if k in TUNED_XGB_PARAMS})
     study.optimize(objective, n_trials=n_trials)
-    best = Candidate("xgboost", dict(study.best_params), results[study.best_trial.number])
+    best = Candidate("xgboost", fixed | dict(study.best_params), results[study.best_trial.number])
     best.test, best.test_folds = score_test(prepared, "xgboost", best.params, features, p, seed=seed)
     return best
 
 
-def recent_window(prepared: pd.DataFrame, train_days: int, delay_days: int,
-                  end_day: int | None = None) -> pd.DataFrame:
+def recent_window(prepared: pd.DataFrame, train_days: int, delay_days: int, end_day: int | None = None) -> pd.DataFrame:
     """The labelled rows of the ``train_days`` days ending at ``end_day`` (inclusive); by default the latest days
     whose labels are known, which end ``delay_days`` before the data's last day."""
     end = int(prepared[DAY].max()) - delay_days if end_day is None else end_day
     return labelled(prepared[(prepared[DAY] > end - train_days) & (prepared[DAY] <= end)])
 
 
-def train_model(prepared: pd.DataFrame, cfg: FraudConfig, *, kind: str = "xgboost",
-                params: dict[str, Any] | None = None, train_days: int | None = None,
-                end_day: int | None = None, seed: int = 0) -> FraudModel:
+def train_model(
+    prepared: pd.DataFrame,
+    cfg: FraudConfig,
+    *,
+    kind: str = "xgboost",
+    params: dict[str, Any] | None = None,
+    train_days: int | None = None,
+    end_day: int | None = None,
+    seed: int = 0,
+) -> FraudModel:
     """Fit the production model on the most recent labelled ``train_days`` (default: the protocol's 7; or the
     days ending at ``end_day``) and set its alert threshold to meet ``cfg.serving.alerts_per_day`` on them
     (the alert budget: ``replace(cfg, serving=replace(cfg.serving, alerts_per_day=N))``)."""
@@ -184,8 +224,10 @@ def train_model(prepared: pd.DataFrame, cfg: FraudConfig, *, kind: str = "xgboos
 def _check_window(window: pd.DataFrame, train_days: int) -> None:
     if window.empty or window[LABEL].nunique() < 2:
         what = "no labelled rows" if window.empty else f"only label {window[LABEL].iloc[0]:g}"
-        raise DataError(f"the latest {train_days} labelled days have {what}: a model needs frauds and genuine "
-                        f"transactions to learn from (use more days: --train-days, or a file with both labels)")
+        raise DataError(
+            f"the latest {train_days} labelled days have {what}: a model needs frauds and genuine "
+            f"transactions to learn from (use more days: --train-days, or a file with both labels)"
+        )
 
 
 def check_alert_budget(alerts_per_day: int, day: np.ndarray, threshold: float) -> list[str]:
@@ -196,13 +238,17 @@ def check_alert_budget(alerts_per_day: int, day: np.ndarray, threshold: float) -
     out = []
     per_day = float(np.median(np.unique(day, return_counts=True)[1])) if len(day) else 0.0
     if alerts_per_day > per_day:
-        out.append(f"alert budget {alerts_per_day}/day exceeds the median {per_day:.0f} transactions a day: "
-                   f"every transaction would raise an alert")
+        out.append(
+            f"alert budget {alerts_per_day}/day exceeds the median {per_day:.0f} transactions a day: "
+            f"every transaction would raise an alert"
+        )
     low, high = ABSURD_THRESHOLD
     if not low < threshold < high:
-        out.append(f"alert budget {alerts_per_day}/day sets the decision threshold to {threshold:.4g}, outside "
-                   f"({low}, {high}): {'nearly every' if threshold <= low else 'almost no'} transaction is "
-                   f"an alert; choose another budget")
+        out.append(
+            f"alert budget {alerts_per_day}/day sets the decision threshold to {threshold:.4g}, outside "
+            f"({low}, {high}): {'nearly every' if threshold <= low else 'almost no'} transaction is "
+            f"an alert; choose another budget"
+        )
     for w in out:
         log.warning(w)
     return out
@@ -231,16 +277,20 @@ def _finish(model: FraudModel, window: pd.DataFrame, cfg: FraudConfig, fit_s: fl
 def feature_config_of(model: FraudModel) -> FeatureConfig:
     """The feature configuration ``model`` was trained with (recorded in ``info``; defaults for older models)."""
     recorded = model.info.get("feature_config") or {}
-    known = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()
-             if k in FeatureConfig.__dataclass_fields__}
+    known = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in recorded.items()
+        if k in FeatureConfig.__dataclass_fields__
+    }
     if recorded and "groups" not in known:  # recorded before feature groups: `extended` meant the amount ratios
         known["groups"] = ("amount_ratio",)
     return FeatureConfig(**known)
 
 
 @contextmanager
-def dask_client(scheduler: str | None = None, *, client: Any = None, n_workers: int = 2,
-                timeout: float = 10.0) -> Iterator[Any]:
+def dask_client(
+    scheduler: str | None = None, *, client: Any = None, n_workers: int = 2, timeout: float = 10.0
+) -> Iterator[Any]:
     """A ``distributed.Client``: ``client`` itself if given; else one connected to ``scheduler``
     (``tcp://host:8786``), or to a fresh local cluster of ``n_workers`` single-threaded worker processes for
     ``scheduler`` ``None`` or ``"local"``. An unreachable scheduler raises :class:`ConnectionError` naming it."""
@@ -251,24 +301,36 @@ def dask_client(scheduler: str | None = None, *, client: Any = None, n_workers: 
 
     with ExitStack() as stack:
         if scheduler in (None, "", "local"):
-            cluster = stack.enter_context(LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=":0"))
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+            )
             address = cluster.scheduler_address
         else:
             address = scheduler
         try:
             c = stack.enter_context(Client(address, timeout=timeout))
         except (OSError, TimeoutError, ValueError) as e:
-            raise ConnectionError(f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s "
-                                  f"({type(e).__name__}: {e}); start one (`dask scheduler` + `dask worker "
-                                  f"ADDRESS`) or use --scheduler local") from e
+            raise ConnectionError(
+                f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s "
+                f"({type(e).__name__}: {e}); start one (`dask scheduler` + `dask worker "
+                f"ADDRESS`) or use --scheduler local"
+            ) from e
         yield c
 
 
-def train_model_dask(prepared: pd.DataFrame, cfg: FraudConfig, *, client: Any = None, scheduler: str | None = None,
-                     params: dict[str, Any] | None = None, train_days: int | None = None,
-                     end_day: int | None = None, seed: int = 0, npartitions: int | None = None,
-                     connect_timeout: float = 10.0) -> FraudModel:
+def train_model_dask(
+    prepared: pd.DataFrame,
+    cfg: FraudConfig,
+    *,
+    client: Any = None,
+    scheduler: str | None = None,
+    params: dict[str, Any] | None = None,
+    train_days: int | None = None,
+    end_day: int | None = None,
+    seed: int = 0,
+    npartitions: int | None = None,
+    connect_timeout: float = 10.0,
+) -> FraudModel:
     """:func:`train_model` for the XGBoost model with the training rows split into Dask partitions and fitted by
     ``xgboost.dask`` on the cluster (``client``, or ``scheduler``: see :func:`dask_client`). ``npartitions``
     defaults to 2 per worker.
@@ -309,13 +371,18 @@ def train_model_dask(prepared: pd.DataFrame, cfg: FraudConfig, *, client: Any = 
     booster.feature_names = features
     model = FraudModel(kind="xgboost", features=features, estimator=booster, params=dict(params))
     model = _finish(model, window, cfg, fit_s)
-    model.info["distributed"] = {"backend": "xgboost.dask", "scheduler": address, "workers": n_workers,
-                                 "partitions": nparts}
+    model.info["distributed"] = {
+        "backend": "xgboost.dask",
+        "scheduler": address,
+        "workers": n_workers,
+        "partitions": nparts,
+    }
     return model
 
 
-def save_with_reference(model: FraudModel, model_dir: Path, reference_rows: pd.DataFrame,
-                        history: pd.DataFrame | None = None) -> Path:
+def save_with_reference(
+    model: FraudModel, model_dir: Path, reference_rows: pd.DataFrame, history: pd.DataFrame | None = None
+) -> Path:
     """Save ``model``, the monitoring reference profile of its training features and scores, and (``history``:
     the transactions it was trained from) the online feature history that serving starts from."""
     model.save(model_dir)

@@ -69,17 +69,33 @@ def test_string_ids_and_delayed_labels_then_predict_from_the_recorded_history(ti
     assert r.exit_code == 0, r.output
     card = df["customer_id"].iloc[-1]
     when = (df["timestamp"].max() + pd.Timedelta(minutes=1)).isoformat()
-    r = runner.invoke(app, ["predict", "--tx-id", "NEW-1", "--timestamp", when, "--customer-id", card,
-                            "--terminal-id", df["terminal_id"].iloc[-1], "--amount", "42.0"])
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            "--tx-id",
+            "NEW-1",
+            "--timestamp",
+            when,
+            "--customer-id",
+            card,
+            "--terminal-id",
+            df["terminal_id"].iloc[-1],
+            "--amount",
+            "42.0",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    out = json.loads(r.stdout[r.stdout.index("{"):])
+    out = json.loads(r.stdout[r.stdout.index("{") :])
     assert out["tx_id"] == "NEW-1" and out["model_version"] == "1" and 0 <= out["score"] <= 1
     # batch: new transactions after the training data, preceded by the recorded history, 2 reasons per alert
     new = df[df["timestamp"] > df["timestamp"].max() - pd.Timedelta(days=2)].drop(columns=["label"])
     new = new.assign(timestamp=new["timestamp"] + pd.Timedelta(days=2), tx_id="N" + new["tx_id"].astype(str))
     new.to_csv(tmp_path / "new.csv", index=False)
-    r = runner.invoke(app, ["batch", "-i", str(tmp_path / "new.csv"), "-o", str(tmp_path / "scored.csv"),
-                            "--reasons", "--n-reasons", "2"])
+    r = runner.invoke(
+        app,
+        ["batch", "-i", str(tmp_path / "new.csv"), "-o", str(tmp_path / "scored.csv"), "--reasons", "--n-reasons", "2"],
+    )
     assert r.exit_code == 0, r.output
     scored = pd.read_csv(tmp_path / "scored.csv")
     assert len(scored) == len(new) and scored["tx_id"].str.startswith("N").all()

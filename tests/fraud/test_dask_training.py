@@ -109,8 +109,13 @@ def _closed_port() -> int:
 
 def test_bad_scheduler_address_is_a_clear_error(tiny_prepared) -> None:
     with pytest.raises(ConnectionError, match=r"cannot reach the Dask scheduler at 'tcp://127\.0\.0\.1:\d+'"):
-        train_model_dask(tiny_prepared, FraudConfig(), scheduler=f"tcp://127.0.0.1:{_closed_port()}",
-                         params=_params(), connect_timeout=1.0)
+        train_model_dask(
+            tiny_prepared,
+            FraudConfig(),
+            scheduler=f"tcp://127.0.0.1:{_closed_port()}",
+            params=_params(),
+            connect_timeout=1.0,
+        )
     with pytest.raises(ConnectionError, match="unknown address scheme"):
         train_model_dask(tiny_prepared, FraudConfig(), scheduler="nonsense://x", params=_params())
 
@@ -121,10 +126,11 @@ def test_cli_train_with_scheduler_registers_the_model(dask_client) -> None:
     from apps.fraud.__main__ import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["train", "--sim-size", "tiny", "--n-estimators", "40",
-                              "--scheduler", dask_client.scheduler.address])
+    res = runner.invoke(
+        app, ["train", "--sim-size", "tiny", "--n-estimators", "40", "--scheduler", dask_client.scheduler.address]
+    )
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout[res.stdout.index("{"):])
+    out = json.loads(res.stdout[res.stdout.index("{") :])
     assert out["alias"] == registry.CHAMPION and out["distributed"]["workers"] == 2
     model, mv = registry.load(MODEL_NAME, registry.CHAMPION, load_model)
     assert mv.version == out["version"] and model.info["distributed"]["backend"] == "xgboost.dask"

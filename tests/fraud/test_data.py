@@ -58,8 +58,10 @@ def test_terminals_are_within_radius() -> None:
     rng = np.random.default_rng(cfg.seed)
     cust, term = _customer_profiles(cfg, rng), _terminal_profiles(cfg, rng)
     df = simulate(cfg).sample(2000, random_state=0)
-    d = np.hypot(cust.x.to_numpy()[df[CUSTOMER]] - term.x.to_numpy()[df[TERMINAL]],
-                 cust.y.to_numpy()[df[CUSTOMER]] - term.y.to_numpy()[df[TERMINAL]])
+    d = np.hypot(
+        cust.x.to_numpy()[df[CUSTOMER]] - term.x.to_numpy()[df[TERMINAL]],
+        cust.y.to_numpy()[df[CUSTOMER]] - term.y.to_numpy()[df[TERMINAL]],
+    )
     assert d.max() <= cfg.radius
 
 
@@ -75,11 +77,14 @@ def test_load_user_file_roundtrip_and_label_optional(tmp_path) -> None:
     assert add_day(got)["day"].min() == 0
 
 
-@pytest.mark.parametrize(("column", "value", "why"), [
-    (AMOUNT, -3.0, "minimum"),
-    (TIMESTAMP, "not a time", "datetime"),
-    (LABEL, 2, "one of"),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "why"),
+    [
+        (AMOUNT, -3.0, "minimum"),
+        (TIMESTAMP, "not a time", "datetime"),
+        (LABEL, 2, "one of"),
+    ],
+)
 def test_load_rejects_bad_rows_naming_the_column(tmp_path, column: str, value, why: str) -> None:
     df = simulate(TINY_SIMULATION).head(50).drop(columns=[SCENARIO])
     df[column] = df[column].astype(object)

@@ -11,8 +11,7 @@ from apps.fraud.config import TINY_SIMULATION
 
 
 def test_cli_help_lists_commands() -> None:
-    out = subprocess.run([sys.executable, "-m", "apps.fraud", "--help"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-m", "apps.fraud", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
     for cmd in ("demo", "train", "evaluate", "serve", "predict", "batch", "monitor", "retrain", "bench"):
         assert cmd in out.stdout

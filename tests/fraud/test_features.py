@@ -44,12 +44,16 @@ def test_online_from_history_then_stream_equals_batch(tiny_raw: pd.DataFrame) ->
 def test_same_second_ties_and_label_delay() -> None:
     """Hand-made: two transactions of one card in the same second; a fraud at a terminal counts 7 days later."""
     t0 = pd.Timestamp("2024-01-01 10:00:00")
-    df = pd.DataFrame({
-        TX_ID: [1, 2, 3, 4],
-        TIMESTAMP: [t0, t0, t0 + pd.Timedelta(days=6, hours=23), t0 + pd.Timedelta(days=7, seconds=1)],
-        "customer_id": [5, 5, 6, 7], "terminal_id": [9, 8, 9, 9], "amount": [10.0, 30.0, 1.0, 1.0],
-        LABEL: [1, 0, 0, 0],
-    })
+    df = pd.DataFrame(
+        {
+            TX_ID: [1, 2, 3, 4],
+            TIMESTAMP: [t0, t0, t0 + pd.Timedelta(days=6, hours=23), t0 + pd.Timedelta(days=7, seconds=1)],
+            "customer_id": [5, 5, 6, 7],
+            "terminal_id": [9, 8, 9, 9],
+            "amount": [10.0, 30.0, 1.0, 1.0],
+            LABEL: [1, 0, 0, 0],
+        }
+    )
     f = compute_features(df, FeatureConfig())
     assert f["customer_nb_tx_1d"].tolist() == [1, 2, 1, 1]
     assert f["customer_avg_amount_1d"].tolist() == [10.0, 20.0, 1.0, 1.0]
@@ -70,7 +74,7 @@ def test_batch_scorer_chunks_equal_whole_file(tiny_raw: pd.DataFrame, tiny_model
     """The streaming batch scorer (history carried across chunks) = features over the whole file at once."""
     df = tiny_raw.head(8000)
     scorer = BatchScorer(tiny_model)
-    chunks = [scorer(df.iloc[i:i + 1500].drop(columns=["scenario"])) for i in range(0, len(df), 1500)]
+    chunks = [scorer(df.iloc[i : i + 1500].drop(columns=["scenario"])) for i in range(0, len(df), 1500)]
     got = pd.concat(chunks)["score"].to_numpy()
     want = tiny_model.predict_proba(compute_features(df))
     np.testing.assert_allclose(got, want, rtol=1e-6)

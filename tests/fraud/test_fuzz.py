@@ -38,9 +38,16 @@ def snapshot_of(app) -> callable:
 def transactions(n: int, start: pd.Timestamp, prefix: str = "probe") -> list[dict]:
     """``n`` well-formed transactions one second apart from ``start``: unique string ids, 50 cards, 100
     terminals."""
-    return [{"tx_id": f"{prefix}-{i}", "timestamp": (start + pd.Timedelta(seconds=i)).isoformat(),
-             "customer_id": f"c{i % 50}", "terminal_id": f"t{i % 100}", "amount": round(5 + (i * 37) % 200, 2)}
-            for i in range(n)]
+    return [
+        {
+            "tx_id": f"{prefix}-{i}",
+            "timestamp": (start + pd.Timedelta(seconds=i)).isoformat(),
+            "customer_id": f"c{i % 50}",
+            "terminal_id": f"t{i % 100}",
+            "amount": round(5 + (i * 37) % 200, 2),
+        }
+        for i in range(n)
+    ]
 
 
 def recent() -> pd.Timestamp:
@@ -60,13 +67,22 @@ def test_fuzzing_the_api_finds_no_5xx_and_no_state_change_on_rejection(tiny_mode
     app = build_app(None, model=tiny_model, serving_cfg=wide)
     snapshot = snapshot_of(app)
     start = snapshot()
-    report = fuzz.fuzz_app(app, snapshot=snapshot, max_examples=25, time_budget_s=75, name=APP,
-                           rule_rejections=TIMESTAMP_WINDOW)
-    probe.record([probe.Probe(
-        APP, "OpenAPI fuzzing (schemathesis)", f"{report.cases} cases, {len(report.operations)} operations, "
-        "valid + invalid", "0 5xx, answers as documented, 4xx change nothing",
-        f"{report.server_errors} 5xx, {len(report.failures)} failures ({report.rule_rejections} refused by the "
-        "timestamp window)", report.ok)])
+    report = fuzz.fuzz_app(
+        app, snapshot=snapshot, max_examples=25, time_budget_s=75, name=APP, rule_rejections=TIMESTAMP_WINDOW
+    )
+    probe.record(
+        [
+            probe.Probe(
+                APP,
+                "OpenAPI fuzzing (schemathesis)",
+                f"{report.cases} cases, {len(report.operations)} operations, valid + invalid",
+                "0 5xx, answers as documented, 4xx change nothing",
+                f"{report.server_errors} 5xx, {len(report.failures)} failures ({report.rule_rejections} refused by the "
+                "timestamp window)",
+                report.ok,
+            )
+        ]
+    )
     assert report.cases >= 100 and len(report.operations) >= 7, report.summary()
     assert report.server_errors == 0, report.summary()
     assert report.ok, report.summary()
@@ -78,8 +94,9 @@ def test_hostile_requests_are_refused_cleanly(tiny_model, monkeypatch: pytest.Mo
     app = build_app(None, model=tiny_model)
     body = transactions(1, recent())[0]
     with TestClient(app) as client:
-        rows = probe.http_probes(APP, client, path="/v1/transactions/score", body=body, number_field="amount",
-                                 snapshot=snapshot_of(app))
+        rows = probe.http_probes(
+            APP, client, path="/v1/transactions/score", body=body, number_field="amount", snapshot=snapshot_of(app)
+        )
     probe.record(rows)
     assert all(r.ok for r in rows), probe.failed(rows)
 
@@ -90,11 +107,19 @@ def test_open_loop_load(tiny_raw, tiny_model) -> None:
     bodies = transactions(300, tiny_raw[TIMESTAMP].max() + pd.Timedelta(minutes=1), prefix="load")
     with serving.BackgroundServer(app) as srv:
         res = load.run_load(srv.url, "/v1/transactions/score", bodies, rate=100, n=len(bodies), clients=4)
-    probe.record([probe.Probe(
-        APP, "load (open loop, separate process)", f"{res.requests} transactions at {res.target_rate_per_s:g}/s",
-        "0 errors; p99 < 30 ms on a quiet machine",
-        f"p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms, {res.errors} errors, "
-        f"{res.achieved_rate_per_s:.0f}/s, load avg {res.loadavg_before[0] if res.loadavg_before else '?'} "
-        f"on {res.cpu_count} CPUs", res.errors == 0)])
+    probe.record(
+        [
+            probe.Probe(
+                APP,
+                "load (open loop, separate process)",
+                f"{res.requests} transactions at {res.target_rate_per_s:g}/s",
+                "0 errors; p99 < 30 ms on a quiet machine",
+                f"p50 {res.p50_ms:.1f} ms, p99 {res.p99_ms:.1f} ms, {res.errors} errors, "
+                f"{res.achieved_rate_per_s:.0f}/s, load avg {res.loadavg_before[0] if res.loadavg_before else '?'} "
+                f"on {res.cpu_count} CPUs",
+                res.errors == 0,
+            )
+        ]
+    )
     assert res.errors == 0, res.summary()
     assert len(app.state.scorer.store) >= 300  # every transaction was scored and added once

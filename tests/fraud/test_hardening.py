@@ -29,8 +29,13 @@ def split(tiny_raw: pd.DataFrame):
 
 
 def _body(r) -> dict:
-    return {"tx_id": int(r.tx_id), "timestamp": r.timestamp.isoformat(), "customer_id": int(r.customer_id),
-            "terminal_id": int(r.terminal_id), "amount": float(r.amount)}
+    return {
+        "tx_id": int(r.tx_id),
+        "timestamp": r.timestamp.isoformat(),
+        "customer_id": int(r.customer_id),
+        "terminal_id": int(r.terminal_id),
+        "amount": float(r.amount),
+    }
 
 
 def _busiest(history: pd.DataFrame) -> tuple[int, int]:
@@ -59,8 +64,13 @@ def test_out_of_window_timestamps_are_refused_and_change_nothing(split, tiny_mod
         n_before, last_before = len(app.state.scorer.store), app.state.scorer.store.last_t
         assert before[names.index("customer_nb_tx_30d")] > 20
         for i, when in enumerate(["2001-01-01T00:00:00", "9999-12-31T23:59:59", "2100-01-01T00:00:00Z"]):
-            body = {"tx_id": f"bad-{i}", "timestamp": when, "customer_id": card, "terminal_id": terminal,
-                    "amount": 10.0}
+            body = {
+                "tx_id": f"bad-{i}",
+                "timestamp": when,
+                "customer_id": card,
+                "terminal_id": terminal,
+                "amount": 10.0,
+            }
             r = client.post("/v1/transactions/score", json=body)
             assert r.status_code == 422, r.text
             assert r.json()["message"].startswith("body.timestamp:")
@@ -90,8 +100,7 @@ def test_late_transaction_inside_the_window_is_scored_on_its_own_past(split, tin
     np.testing.assert_allclose([got[p] for p in check], want[check], rtol=1e-5)
 
 
-@pytest.mark.parametrize("amount", [1e39, 3.5e307, math.inf, -math.inf, math.nan, -1.0, False, True, "12.5",
-                                    1e9 + 1])
+@pytest.mark.parametrize("amount", [1e39, 3.5e307, math.inf, -math.inf, math.nan, -1.0, False, True, "12.5", 1e9 + 1])
 def test_bad_amounts_are_refused_before_any_state_change(split, tiny_model, amount) -> None:
     """Issue #8 defect 2: 1e39 answered 500 but was written into the card's state (then 30 days of alerts)."""
     history, future = split
@@ -102,8 +111,9 @@ def test_bad_amounts_are_refused_before_any_state_change(split, tiny_model, amou
         n_before = len(app.state.scorer.store)
         body = {**_body(future.iloc[0]), "customer_id": card, "terminal_id": terminal, "amount": amount}
         # json.dumps writes inf/nan as Infinity/NaN, which the server's JSON parser reads as floats
-        r = client.post("/v1/transactions/score", content=json.dumps(body),
-                        headers={"Content-Type": "application/json"})
+        r = client.post(
+            "/v1/transactions/score", content=json.dumps(body), headers={"Content-Type": "application/json"}
+        )
         assert r.status_code == 422, r.text
         assert r.json()["message"].startswith("body.amount:")
         np.testing.assert_array_equal(_probe(app, card, terminal), before)
@@ -113,15 +123,18 @@ def test_bad_amounts_are_refused_before_any_state_change(split, tiny_model, amou
         assert ok.status_code == 200
 
 
-@pytest.mark.parametrize(("patch", "field"), [
-    ({"tx_id": True}, "tx_id"),
-    ({"customer_id": False}, "customer_id"),
-    ({"terminal_id": 1.5}, "terminal_id"),
-    ({"customer_id": -3}, "customer_id"),
-    ({"tx_id": 10**70}, "tx_id"),
-    ({"customer_id": "C 171"}, "customer_id"),
-    ({"customer_id": ""}, "customer_id"),
-])
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"tx_id": True}, "tx_id"),
+        ({"customer_id": False}, "customer_id"),
+        ({"terminal_id": 1.5}, "terminal_id"),
+        ({"customer_id": -3}, "customer_id"),
+        ({"tx_id": 10**70}, "tx_id"),
+        ({"customer_id": "C 171"}, "customer_id"),
+        ({"customer_id": ""}, "customer_id"),
+    ],
+)
 def test_ids_are_bounded_strings_without_boolean_coercion(split, tiny_model, patch, field) -> None:
     history, future = split
     with TestClient(build_app(history, model=tiny_model)) as client:
@@ -138,15 +151,20 @@ def test_string_and_huge_ids_round_trip_to_monitoring(split, tiny_model) -> None
     huge = 10**30
     with TestClient(build_app(history, model=tiny_model)) as client:
         r1 = client.post("/v1/transactions/score", json={**_body(rows[0]), "tx_id": huge})
-        r2 = client.post("/v1/transactions/score", json={**_body(rows[1]), "tx_id": "TX-0001", "customer_id": "C171",
-                                                        "terminal_id": "T9"})
+        r2 = client.post(
+            "/v1/transactions/score",
+            json={**_body(rows[1]), "tx_id": "TX-0001", "customer_id": "C171", "terminal_id": "T9"},
+        )
         assert r1.status_code == 200 and r1.json()["tx_id"] == str(huge)
         assert r2.status_code == 200 and r2.json()["tx_id"] == "TX-0001"
         labels = [{"tx_id": huge, "label": 1}, {"tx_id": "TX-0001", "label": 0}]
         lab = client.post("/v1/labels", json={"labels": labels})
         assert lab.json() == {"received": 2, "applied": 2, "unknown": 0}
-        for bad in ({"tx_id": "TX-0001", "label": True}, {"tx_id": "TX-0001", "label": "1"},
-                    {"tx_id": True, "label": 1}):
+        for bad in (
+            {"tx_id": "TX-0001", "label": True},
+            {"tx_id": "TX-0001", "label": "1"},
+            {"tx_id": True, "label": 1},
+        ):
             r = client.post("/v1/labels", json={"labels": [bad]})
             assert r.status_code == 422 and "body.labels.0" in r.json()["message"]
     stats = alert_precision_from_logs()
@@ -180,7 +198,7 @@ def test_too_many_labels_are_refused_without_applying_any(split, tiny_model) -> 
     history, _ = split
     app = build_app(history, model=tiny_model)
     store = app.state.scorer.store
-    known = list(history.tx_id.iloc[-(MAX_LABELS_PER_REQUEST + 1):])
+    known = list(history.tx_id.iloc[-(MAX_LABELS_PER_REQUEST + 1) :])
     with TestClient(app) as client:
         before = dict(store._labels)
         too_many = [{"tx_id": int(t), "label": 1} for t in known]

@@ -100,8 +100,14 @@ def test_evaluation_report_is_a_model_card_with_pr_and_calibration_curves(tiny_p
     cands = select_models(tiny_prepared, cfg, kinds=("xgboost", "logreg"), grids={"logreg": {"C": [1.0]}})
     out = new_report_dir("fraud", "tiny", "evaluation")
     md = report_selection(cands, cfg, out, dataset="tiny simulation", data=tiny_prepared).read_text()
-    for section in ("## Intended use", "## Data", "## Metrics", "## Limitations", "### precision_recall",
-                    "### calibration"):
+    for section in (
+        "## Intended use",
+        "## Data",
+        "## Metrics",
+        "## Limitations",
+        "### precision_recall",
+        "### calibration",
+    ):
         assert section in md
     assert f"| transactions | {len(tiny_prepared)} |" in md and "| amount | float64 |" in md
     assert "| logreg | baseline |" in md and "± = standard deviation over 2 prequential test folds" in md
@@ -128,9 +134,13 @@ def test_retrain_challenger_takes_the_champion_kind_and_params(tiny_prepared) ->
     d = retrain(tiny_prepared, cfg)  # no params: the champion's, not the config's 60 trees
     challenger = registry.get(MODEL_NAME, d.challenger_version)
     assert (challenger.params["kind"], challenger.params["n_estimators"], challenger.params["max_depth"]) == (
-        "xgboost", "7", "2")
+        "xgboost",
+        "7",
+        "2",
+    )
     assert d.window_start is not None and challenger.last_training_timestamp < d.window_start <= (
-        retraining.unix_seconds(tiny_prepared[TIMESTAMP].max()))
+        retraining.unix_seconds(tiny_prepared[TIMESTAMP].max())
+    )
 
 
 def test_retrain_refuses_a_champion_it_cannot_prove_fair(tiny_prepared) -> None:
@@ -141,7 +151,8 @@ def test_retrain_refuses_a_champion_it_cannot_prove_fair(tiny_prepared) -> None:
     tracking.client().delete_model_version_tag(MODEL_NAME, mv.version, registry.LAST_TRAINING_TIMESTAMP_TAG)
     d = retrain(tiny_prepared, cfg, params=cfg.xgb.params())
     assert not d.promoted and d.reason.startswith(
-        f"no fair comparison: champion v{mv.version} has no last_training_timestamp tag")
+        f"no fair comparison: champion v{mv.version} has no last_training_timestamp tag"
+    )
     assert len(registry.list_versions(MODEL_NAME)) == 1
 
 

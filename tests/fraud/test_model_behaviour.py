@@ -22,14 +22,21 @@ def test_renaming_ids_consistently_changes_no_score(split, tiny_model) -> None:
     path and in the online path."""
     history, future = split
     both = pd.concat([history, future])
-    renamed = both.assign(**{CUSTOMER: "C" + both[CUSTOMER].astype(str), TERMINAL: "T" + both[TERMINAL].astype(str),
-                             TX_ID: "X" + both[TX_ID].astype(str)})
+    renamed = both.assign(
+        **{
+            CUSTOMER: "C" + both[CUSTOMER].astype(str),
+            TERMINAL: "T" + both[TERMINAL].astype(str),
+            TX_ID: "X" + both[TX_ID].astype(str),
+        }
+    )
     feats, feats_renamed = compute_features(both), compute_features(renamed)
     pd.testing.assert_frame_equal(feats, feats_renamed)
     want = tiny_model.predict_proba(feats.loc[future.index])
     store = OnlineFeatureStore.from_history(renamed.loc[history.index])
-    online = [store.score_and_update(Transaction(r.tx_id, r.timestamp, r.customer_id, r.terminal_id, r.amount))
-              for r in renamed.loc[future.index].itertuples(index=False)]
+    online = [
+        store.score_and_update(Transaction(r.tx_id, r.timestamp, r.customer_id, r.terminal_id, r.amount))
+        for r in renamed.loc[future.index].itertuples(index=False)
+    ]
     np.testing.assert_allclose(tiny_model.predict_proba(np.array(online)), want, rtol=1e-6)
 
 
@@ -59,8 +66,9 @@ def test_a_terminal_with_recent_frauds_scores_higher(split, tiny_model) -> None:
     genuine = history.assign(label=0)
     frauds_at = set(future[TERMINAL].head(100))
     t_end = to_seconds(future[TIMESTAMP].iloc[0])
-    window = (to_seconds(history[TIMESTAMP]) > t_end - 30 * DAY_S) & (to_seconds(history[TIMESTAMP]) <= t_end
-                                                                      - 8 * DAY_S)
+    window = (to_seconds(history[TIMESTAMP]) > t_end - 30 * DAY_S) & (
+        to_seconds(history[TIMESTAMP]) <= t_end - 8 * DAY_S
+    )
     compromised = genuine.assign(label=(history[TERMINAL].isin(frauds_at) & window).astype(int))
     clean, risky = OnlineFeatureStore.from_history(genuine), OnlineFeatureStore.from_history(compromised)
     lower, higher = [], []

@@ -62,8 +62,9 @@ def test_unlabelled_rows_feed_the_history_and_stay_out_of_training(own_csv: Path
     v = score_validation(prepared, "xgboost", cfg.xgb.params(), feature_names(), p)
     assert np.isfinite(v["average_precision"])
     model = train_model(prepared, cfg)
-    assert model.info["train_rows"] == int(prepared.loc[prepared[DAY].between(*model.info["train_days"]),
-                                                        LABEL].notna().sum())
+    assert model.info["train_rows"] == int(
+        prepared.loc[prepared[DAY].between(*model.info["train_days"]), LABEL].notna().sum()
+    )
 
 
 def test_string_ids_end_to_end_with_the_recorded_history(own_csv: Path, tmp_path: Path) -> None:
@@ -83,10 +84,14 @@ def test_string_ids_end_to_end_with_the_recorded_history(own_csv: Path, tmp_path
     last = raw[TIMESTAMP].max()
     card = raw.loc[raw[TIMESTAMP] > last - pd.Timedelta(days=30), CUSTOMER].value_counts().idxmax()
     terminal = raw.loc[raw[CUSTOMER] == card, TERMINAL].iloc[-1]
-    new = {TX_ID: "NEW-1", TIMESTAMP: last + pd.Timedelta(minutes=5), CUSTOMER: card, TERMINAL: terminal,
-           "amount": 180.0}
-    want = model.predict_proba(compute_features(pd.concat([raw, pd.DataFrame([new])], ignore_index=True)
-                                                ).iloc[[-1]])[0]
+    new = {
+        TX_ID: "NEW-1",
+        TIMESTAMP: last + pd.Timedelta(minutes=5),
+        CUSTOMER: card,
+        TERMINAL: terminal,
+        "amount": 180.0,
+    }
+    want = model.predict_proba(compute_features(pd.concat([raw, pd.DataFrame([new])], ignore_index=True)).iloc[[-1]])[0]
     with TestClient(build_app(history, refresh_interval_s=None)) as client:
         body = {**new, TIMESTAMP: new[TIMESTAMP].isoformat()}
         r = client.post("/v1/transactions/score", json=body)
@@ -102,25 +107,31 @@ def test_string_ids_end_to_end_with_the_recorded_history(own_csv: Path, tmp_path
     src = tmp_path / "new.csv"
     shifted.drop(columns=[LABEL]).to_csv(src, index=False)
     loaded, _ = registry.load(MODEL_NAME, registry.CHAMPION, load_model)
-    res = batch.score_file(src, tmp_path / "scored.csv", BatchScorer(loaded, cfg.features, history,
-                                                                       reasons=True, n_reasons=2),
-                           chunksize=700, progress=False)
+    res = batch.score_file(
+        src,
+        tmp_path / "scored.csv",
+        BatchScorer(loaded, cfg.features, history, reasons=True, n_reasons=2),
+        chunksize=700,
+        progress=False,
+    )
     scored = pd.read_csv(res.output)
     whole = compute_features(pd.concat([raw, shifted.drop(columns=[LABEL])], ignore_index=True))
-    np.testing.assert_allclose(scored["score"], model.predict_proba(whole.iloc[len(raw):]), rtol=1e-5)
+    np.testing.assert_allclose(scored["score"], model.predict_proba(whole.iloc[len(raw) :]), rtol=1e-5)
     assert scored[TX_ID].str.startswith("N").all()
     reasons = scored.loc[scored["decision"] == "alert", "reasons"]
     assert len(reasons) and reasons.str.split(",").map(len).eq(2).all()  # n_reasons honoured
 
     # monitor on the user's data (unlabelled days included)
-    verdict = monitor(model, registry.fetch_model_dir(mv), prepared[prepared[DAY] > prepared[DAY].max() - 7],
-                      tmp_path / "monitor")
+    verdict = monitor(
+        model, registry.fetch_model_dir(mv), prepared[prepared[DAY] > prepared[DAY].max() - 7], tmp_path / "monitor"
+    )
     assert not verdict.warnings or "history" not in " ".join(verdict.warnings)
     assert "amount" not in verdict.drifted_features
 
 
-def test_a_version_without_recorded_history_is_refused_with_a_clear_message(tiny_prepared, tiny_model,
-                                                                              tmp_path) -> None:
+def test_a_version_without_recorded_history_is_refused_with_a_clear_message(
+    tiny_prepared, tiny_model, tmp_path
+) -> None:
     from apps.fraud.train import save_with_reference
 
     model_dir = save_with_reference(tiny_model, tmp_path / "old", tiny_prepared.head(2000))  # no history
@@ -133,8 +144,7 @@ def test_too_few_days_is_one_clear_line_suggesting_n_folds(tiny_raw: pd.DataFram
     short = tiny_raw[tiny_raw[TIMESTAMP] < tiny_raw[TIMESTAMP].min() + pd.Timedelta(days=20)]
     prepared = prepare(short)
     p = FraudConfig().protocol.fitted(20)
-    with pytest.raises(DataError, match=r"^the data spans 20 days, too few .*\(1 fold needs 35\).*--n-folds 1"
-                       ) as err:
+    with pytest.raises(DataError, match=r"^the data spans 20 days, too few .*\(1 fold needs 35\).*--n-folds 1") as err:
         score_validation(prepared, "xgboost", {}, feature_names(), p)
     assert "\n" not in str(err.value)
     assert ProtocolConfig(n_folds=1).days_needed() == 35
@@ -152,13 +162,16 @@ def test_header_only_and_all_unlabelled_files_are_data_errors(tmp_path: Path, ti
     assert len(load(blank, require_label=False)) == 50
 
 
-@pytest.mark.parametrize(("column", "value", "why"), [
-    (CUSTOMER, True, "true/false"),
-    (TERMINAL, "T 9", "not an id"),
-    (TX_ID, "X" * 65, "longer than 64"),
-    ("amount", 1e39, "maximum"),
-    (LABEL, "true", "valid int"),
-])
+@pytest.mark.parametrize(
+    ("column", "value", "why"),
+    [
+        (CUSTOMER, True, "true/false"),
+        (TERMINAL, "T 9", "not an id"),
+        (TX_ID, "X" * 65, "longer than 64"),
+        ("amount", 1e39, "maximum"),
+        (LABEL, "true", "valid int"),
+    ],
+)
 def test_bad_ids_amounts_and_labels_in_a_file_are_named(tmp_path, tiny_raw, column, value, why) -> None:
     df = tiny_raw.head(30)[COLUMNS].copy()
     if isinstance(value, bool):
@@ -196,8 +209,9 @@ def test_card_precision_at_any_k(tiny_prepared) -> None:
     assert "card_precision@100" not in res["logreg"].test
 
 
-def test_monitor_warns_instead_of_drift_when_the_history_is_short(tiny_raw, tiny_model, tiny_prepared,
-                                                                  tmp_path) -> None:
+def test_monitor_warns_instead_of_drift_when_the_history_is_short(
+    tiny_raw, tiny_model, tiny_prepared, tmp_path
+) -> None:
     """A 12-day file truncates the 30-day and terminal windows: those features (and the score) are left out of
     the drift check with a warning, instead of being reported as drift."""
     mv = register_model(tiny_model, tiny_prepared, work_dir=tmp_path / "m", alias=registry.CHAMPION)

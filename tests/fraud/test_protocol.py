@@ -24,8 +24,13 @@ def test_split_days_and_known_compromised_cards() -> None:
     rows = []
     for day in range(21):
         for card in (1, 2, 3):
-            rows.append({"day": day, "customer_id": card, "label": int(
-                (card == 1 and day == 3) or (card == 2 and day == 8) or (card == 3 and day == 16))})
+            rows.append(
+                {
+                    "day": day,
+                    "customer_id": card,
+                    "label": int((card == 1 and day == 3) or (card == 2 and day == 8) or (card == 3 and day == 16)),
+                }
+            )
     df = pd.DataFrame(rows)
     fold = train_test_split(df, 0, ProtocolConfig())
     train, test = df.iloc[fold.train], df.iloc[fold.test]
@@ -78,8 +83,10 @@ def test_model_save_load_roundtrip(tmp_path, tiny_prepared, kind: str) -> None:
     if kind == "xgboost":  # TreeSHAP contributions + bias sum to the margin
         import xgboost as xgb
 
-        contrib = back.estimator.predict(xgb.DMatrix(rows[feats].to_numpy()[:3], feature_names=feats),
-                                         pred_contribs=True)
-        margin = back.estimator.predict(xgb.DMatrix(rows[feats].to_numpy()[:3], feature_names=feats),
-                                        output_margin=True)
+        contrib = back.estimator.predict(
+            xgb.DMatrix(rows[feats].to_numpy()[:3], feature_names=feats), pred_contribs=True
+        )
+        margin = back.estimator.predict(
+            xgb.DMatrix(rows[feats].to_numpy()[:3], feature_names=feats), output_margin=True
+        )
         np.testing.assert_allclose(contrib.sum(axis=1), margin, rtol=1e-4, atol=1e-4)

@@ -17,8 +17,13 @@ def split(tiny_raw: pd.DataFrame):
 
 
 def _body(r) -> dict:
-    return {"tx_id": int(r.tx_id), "timestamp": r.timestamp.isoformat(), "customer_id": int(r.customer_id),
-            "terminal_id": int(r.terminal_id), "amount": float(r.amount)}
+    return {
+        "tx_id": int(r.tx_id),
+        "timestamp": r.timestamp.isoformat(),
+        "customer_id": int(r.customer_id),
+        "terminal_id": int(r.terminal_id),
+        "amount": float(r.amount),
+    }
 
 
 def test_score_good_request(split, tiny_model) -> None:
@@ -51,22 +56,26 @@ def test_score_good_request(split, tiny_model) -> None:
         # state was updated: the same card's count grows
         assert len(app.state.scorer.store) > 0
         text = client.get("/metrics").text
-        assert 'mlref_requests_total{app="fraud",method="POST",route="/v1/transactions/score",status="200"} 31.0' \
-            in text
+        assert (
+            'mlref_requests_total{app="fraud",method="POST",route="/v1/transactions/score",status="200"} 31.0' in text
+        )
         assert "mlref_prediction_count" in text
 
 
-@pytest.mark.parametrize(("patch", "field"), [
-    ({"amount": -1.0}, "body.amount"),
-    ({"timestamp": "31/02/2018 25:00"}, "body.timestamp"),
-    ({"customer_id": True}, "body.customer_id"),
-    ({"customer_id": "has space"}, "body.customer_id"),
-    ({"terminal_id": "T" * 65}, "body.terminal_id"),
-    ({"amount": False}, "body.amount"),
-    ({"amount": "12.5"}, "body.amount"),
-    ({"amount": 3.5e307}, "body.amount"),
-    ({"amount": None}, "body.amount"),
-])
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"amount": -1.0}, "body.amount"),
+        ({"timestamp": "31/02/2018 25:00"}, "body.timestamp"),
+        ({"customer_id": True}, "body.customer_id"),
+        ({"customer_id": "has space"}, "body.customer_id"),
+        ({"terminal_id": "T" * 65}, "body.terminal_id"),
+        ({"amount": False}, "body.amount"),
+        ({"amount": "12.5"}, "body.amount"),
+        ({"amount": 3.5e307}, "body.amount"),
+        ({"amount": None}, "body.amount"),
+    ],
+)
 def test_bad_transactions_get_422_naming_the_field(split, tiny_model, patch: dict, field: str) -> None:
     history, future = split
     body = {**_body(next(future.itertuples(index=False))), **patch}
@@ -109,5 +118,6 @@ def test_no_model_is_503(split) -> None:
     app = build_app(history, refresh_interval_s=None)  # empty registry: nothing to load
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 503
-        assert client.post("/v1/transactions/score", json=_body(next(future.itertuples(index=False)))
-                           ).status_code == 503
+        assert (
+            client.post("/v1/transactions/score", json=_body(next(future.itertuples(index=False)))).status_code == 503
+        )
