@@ -36,12 +36,13 @@ $(MAIN_STAMP): requirements/main.txt
 
 setup-chatbot: $(CHATBOT_STAMP)
 
-$(CHATBOT_STAMP): requirements/chatbot.txt
+$(CHATBOT_STAMP): requirements/chatbot.txt requirements/chatbot-nodeps.txt
 	@py310=$${PY310:-$$(scripts/find-python.sh 3.10)} || exit 1; [ -n "$$py310" ] || exit 1; \
 	  echo "using $$py310 for $(CHATBOT_VENV)"; \
 	  $$py310 -m venv $(CHATBOT_VENV) && \
 	  $(CHATBOT_VENV)/bin/python -m pip install --quiet --upgrade 'pip<25' && \
-	  $(CHATBOT_VENV)/bin/python -m pip install --quiet -r requirements/chatbot.txt
+	  $(CHATBOT_VENV)/bin/python -m pip install --quiet -r requirements/chatbot.txt && \
+	  $(CHATBOT_VENV)/bin/python -m pip install --quiet --no-deps -r requirements/chatbot-nodeps.txt
 	@touch $@
 
 demo: setup-main  ## every app's demo, offline, on embedded data (and the lifecycle example)
@@ -54,7 +55,7 @@ demo-lifecycle: setup-main  ## the common/ lifecycle on a tiny scikit-learn mode
 $(addprefix demo-,$(APPS)): demo-%: setup-main  ## demo-<app>: one app's demo
 	$(PY) -m apps.$* demo
 
-test: setup-main  ## unit + end-to-end tests (no real data, no network)
+test: setup-main setup-chatbot  ## unit + end-to-end tests (no real data, no network)
 	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
 
 test-fast: setup-main  ## unit tests only
@@ -77,6 +78,9 @@ $(addprefix bench-,$(APPS)): bench-%: setup-main  ## bench-<app>: one app's benc
 
 $(addprefix serve-,$(APPS)): serve-%: setup-main  ## serve-<app>: the app's champion on 127.0.0.1:8000
 	$(PY) -m apps.$* serve
+
+# the chatbot drives Rasa in .venv-chatbot: its targets build that environment too
+demo-chatbot serve-chatbot bench-chatbot: setup-chatbot
 
 lint: setup-main  ## ruff
 	$(VENV)/bin/ruff check $(wildcard common apps tests bench scripts)

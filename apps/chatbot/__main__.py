@@ -1,0 +1,371 @@
+"""``python -m apps.chatbot <command>``: the Mlref Shop's Rasa assistant, trained, tested, served, monitored, retrained.
+
+This process runs in the main environment; Rasa 3.6 runs in ``.venv-chatbot`` (``make setup-chatbot``) as
+subprocesses and servers. The assistant is the Rasa project in ``apps/chatbot/project`` (YAML training data, test
+stories, custom actions); ``retrain --dataset`` and ``nlu-bench`` take CSVs of labelled messages (``text,intent``).
+The commands and options follow the contract in ``common/cli.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from apps.chatbot.config import APP, REGISTRY_NAME, Config
+from common import cli
+
+app = cli.create_app(APP, REGISTRY_NAME, __doc__)
+TEXT_COLUMN = typer.Option("text", "--text-column", help="CSV column with the message text")
+INTENT_COLUMN = typer.Option("intent", "--intent-column", help="CSV column with the intent (Banking77: category)")
+
+
+def _config(config: Path | None, seed: int | None = None, *, quick: bool = False) -> Config:
+    cfg = Config.from_file(config) if config else (Config.quick() if quick else Config())
+    if seed is not None:
+        cfg.seed = seed
+    return cfg
+
+
+@app.command()
+def demo(seed: int = typer.Option(42, "--seed")) -> None:
+    """Train (few epochs), run the test stories, serve, hold a scripted REST conversation, monitor; stop the
+    servers. Offline, in $MLREF_HOME/demo/chatbot (your registry untouched)."""
+    from apps.chatbot.demo import run_demo
+
+    with cli.demo_home(APP) as home:
+        summary = run_demo(seed=seed)
+    cli.echo_json(summary)
+    typer.echo(f"demo home: {home} (your own registry is untouched). Model card: {summary['model_card']}", err=True)
+
+
+@app.command()
+def train(
+    dataset: Path | None = typer.Option(
+        None, "--dataset", "-d", help="extra labelled messages (CSV text,intent) added to the project's training data"
+    ),
+    config: Path | None = cli.CONFIG,
+    tune: int = cli.TUNE,
+    promote: bool | None = cli.PROMOTE,
+    seed: int | None = cli.SEED,
+    quick: bool = typer.Option(False, "--quick", help="few epochs, no cross-validation (demo/tests)"),
+    text_column: str = TEXT_COLUMN,
+    intent_column: str = INTENT_COLUMN,
+) -> None:
+    """Validate the data, train, run the end-to-end test stories and the held-out NLU test, cross-validate,
+    register the model archive (champion if none yet). Refuses to register when a test story fails."""
+    from apps.chatbot import lifecycle
+    from apps.chatbot.data import read_labelled
+
+    if tune:
+        typer.echo(
+            "note: --tune is not used by the chatbot (the intent classifier has one setting, classifier_c in --config)",
+            err=True,
+        )
+    cfg = _config(config, seed, quick=quick)
+    extra = read_labelled(dataset, text_column=text_column, intent_column=intent_column) if dataset else None
+    trained = lifecycle.build(cfg, extra=extra)
+    if not trained.stories["all_passed"]:
+        raise cli.fail(
+            f"{trained.stories['total'] - trained.stories['passed']} test stories failed "
+            f"({trained.stories['failed']}); see {trained.workdir / 'results'}. Not registered."
+        )
+    mv = lifecycle.register(
+        trained, cfg, dataset=str(dataset) if dataset else "project", alias=cli.choose_alias(REGISTRY_NAME, promote)
+    )
+    cli.echo_json(
+        {"version": mv.version, "aliases": mv.aliases, "metrics": trained.metrics(), "workdir": str(trained.workdir)}
+    )
+    typer.echo(cli.train_summary(REGISTRY_NAME, APP, mv.version), err=True)
+
+
+@app.command()
+def evaluate(
+    dataset: Path | None = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="labelled messages (CSV text,intent; default: the held-out set tests/nlu_holdout.yml)",
+    ),
+    config: Path | None = cli.CONFIG,
+    seed: int | None = cli.SEED,
+    ref: str = cli.REF,
+    text_column: str = TEXT_COLUMN,
+    intent_column: str = INTENT_COLUMN,
+) -> None:
+    """The registered model (champion or --ref) on labelled messages vs the majority-intent baseline."""
+    from apps.chatbot import lifecycle, nlu
+    from apps.chatbot.data import holdout_file, read_labelled, read_rasa_nlu, training_messages
+    from common import reports
+
+    cfg = _config(config, seed)
+    model, mv = lifecycle.model_path(ref)
+    df = (
+        read_labelled(dataset, text_column=text_column, intent_column=intent_column)
+        if dataset
+        else read_rasa_nlu(holdout_file())
+    )
+    with nlu.Parser(model, cfg) as parser:
+        scores, preds = nlu.score_frame(parser, df)
+    top = training_messages()["intent"].str.split("/").str[0].value_counts().index[0]
+    baseline = nlu.intent_scores([i.split("/")[0] for i in df["intent"]], [top] * len(df))
+    out = reports.new_report_dir(APP, str(dataset) if dataset else "holdout")
+    reports.write_text(out / "predictions.csv", preds.to_csv(index=False))
+    path = reports.write_report(
+        out,
+        title=f"{REGISTRY_NAME} v{mv.version}: intents on {dataset or 'the held-out set'}",
+        metrics={f"v{mv.version}": scores, "majority intent": baseline},
+        baselines=["majority intent"],
+        higher_is_better={"accuracy": True, "macro_f1": True},
+    )
+    cli.echo_json({"version": mv.version, "report": str(path), "metrics": {"model": scores, "majority": baseline}})
+
+
+@app.command()
+def serve(
+    host: str | None = cli.HOST,
+    port: int | None = cli.PORT,
+    actions_port: int | None = typer.Option(None, "--actions-port", help="action server port (default 5055)"),
+    ref: str = cli.REF,
+    config: Path | None = cli.CONFIG,
+    refresh_s: float = typer.Option(
+        10.0,
+        "--refresh-s",
+        min=0.0,
+        help="check the registry this often; load a new champion without restart (0: never)",
+    ),
+) -> None:
+    """Serve the champion: ``rasa run --enable-api`` (REST channel) on 127.0.0.1 and the action server; a SQLite
+    tracker store in $MLREF_HOME/chatbot/tracker.db. Ctrl-C (or SIGTERM) stops both."""
+    import httpx
+
+    from apps.chatbot import lifecycle, rasa_env
+    from common import registry
+
+    if host not in (None, "127.0.0.1", "localhost"):
+        raise cli.fail("the Rasa server binds 127.0.0.1 only (put a reverse proxy in front to expose it)")
+    cfg = _config(config)
+    model, mv = lifecycle.model_path(ref)
+
+    def on_sigterm(*_: object) -> None:
+        raise KeyboardInterrupt  # leave the `with` block: both servers are stopped on the way out
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    run_dir = lifecycle.workdir("serve")
+    with rasa_env.servers(
+        model,
+        run_dir,
+        cfg,
+        tracker_db=lifecycle.tracker_db(),
+        rasa_port=port or cfg.rasa_port,
+        actions_port=actions_port,
+        handoff_log=lifecycle.tracker_db().with_name("handoffs.jsonl"),
+    ) as srv:
+        typer.echo(
+            f"chatbot v{mv.version} on {srv.url} (REST: POST {srv.url}/webhooks/rest/webhook), actions on "
+            f"{srv.actions_url}; loaded in {srv.load_s:.0f} s; logs in {run_dir}. Ctrl-C stops.",
+            err=True,
+        )
+        current = mv.version
+        try:
+            while True:
+                time.sleep(refresh_s or 3600)
+                if not refresh_s or ref != registry.CHAMPION:
+                    continue
+                now = registry.version_of(REGISTRY_NAME, registry.CHAMPION)
+                if now and now != current:
+                    new_model, _ = lifecycle.model_path(now)
+                    r = httpx.put(f"{srv.url}/model", json={"model_file": str(new_model)}, timeout=600)
+                    if r.status_code == 204:
+                        typer.echo(f"now serving champion v{now}", err=True)
+                        current = now
+                    else:
+                        typer.echo(f"could not load v{now}: HTTP {r.status_code} {r.text[:200]}", err=True)
+        except KeyboardInterrupt:
+            typer.echo("stopping the servers", err=True)
+
+
+@app.command()
+def chat(
+    url: str = typer.Option("http://127.0.0.1:5005", "--url", help="a running `serve`"),
+    sender: str = typer.Option("alice", "--sender", help="your customer id (the shop's demo customers: alice, bob)"),
+) -> None:
+    """A terminal client for a running assistant (REST channel). Type /quit to leave."""
+    import httpx
+
+    from apps.chatbot.rasa_env import say
+
+    typer.echo(f"talking to {url} as {sender!r}; /quit to leave", err=True)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if text in ("/quit", "/exit"):
+            break
+        if not text:
+            continue
+        try:
+            for m in say(url, sender, text):
+                typer.echo("bot> " + (m.get("text") or json.dumps({k: v for k, v in m.items() if k != "recipient_id"})))
+        except httpx.HTTPError as exc:
+            raise cli.fail(f"no answer from {url}: {exc} (is `python -m apps.chatbot serve` running?)") from None
+
+
+@app.command()
+def predict(
+    text: str = typer.Argument(..., help="a user message, e.g. 'where is my order SH12345?'"), ref: str = cli.REF
+) -> None:
+    """Intent, confidence and entities of one message (champion or --ref)."""
+    from apps.chatbot import lifecycle, nlu
+
+    if not text.strip():
+        raise cli.fail("TEXT: empty message")
+    model, mv = lifecycle.model_path(ref)
+    with nlu.Parser(model) as parser:
+        result = parser.parse([text])[0]
+    cli.echo_json({"version": mv.version, **result})
+
+
+@app.command()
+def batch(
+    input_path: Path = typer.Option(
+        ..., "--input", "-i", help="messages to classify (CSV/parquet with a 'text' column)"
+    ),
+    output: Path = cli.OUTPUT_FILE,
+    ref: str = cli.REF,
+    chunksize: int = cli.CHUNKSIZE,
+) -> None:
+    """Classify a file of messages with the champion: ``text, intent, confidence`` (chunked; written atomically)."""
+    import pandas as pd
+
+    from apps.chatbot import lifecycle, nlu
+    from common import batch as batch_lib
+    from common.data import DataError
+
+    model, mv = lifecycle.model_path(ref)
+    with nlu.Parser(model) as parser:
+
+        def score(chunk: pd.DataFrame) -> pd.DataFrame:
+            if "text" not in chunk.columns:
+                raise DataError(f"{input_path}: no 'text' column (found {list(chunk.columns)})")
+            texts = chunk["text"].fillna("").astype(str).tolist()
+            preds = parser.parse(texts)
+            return pd.DataFrame(
+                {
+                    "text": texts,
+                    "intent": [p.get("intent") for p in preds],
+                    "confidence": [p.get("confidence") for p in preds],
+                }
+            )
+
+        res = batch_lib.score_file(input_path, output, score, chunksize=chunksize)
+    cli.echo_json({"version": mv.version, "rows": res.rows, "output": str(res.output)})
+
+
+@app.command()
+def monitor(
+    dataset: Path | None = typer.Option(
+        None, "--dataset", "-d", help="a Rasa SQLite tracker store (default: the one `serve` writes)"
+    ),
+    days: float | None = typer.Option(None, "--days", min=0.0, help="only the last N days"),
+    ref: str = cli.REF,
+    low_confidence: float = typer.Option(
+        0.6, "--low-confidence", min=0.0, max=1.0, help="export messages whose best intent is below this"
+    ),
+    max_fallback_rate: float = typer.Option(0.15, "--max-fallback-rate", min=0.0, max=1.0),
+    max_handoff_rate: float = typer.Option(0.2, "--max-handoff-rate", min=0.0, max=1.0),
+) -> None:
+    """Intent drift, fallback and handoff rates from the tracker store; low-confidence messages -> CSV for
+    labelling (then `retrain --dataset` it). Exit 1 on an alert."""
+    from apps.chatbot import lifecycle
+    from common import registry, reports
+
+    mv = registry.get(REGISTRY_NAME, ref)
+    db = dataset or lifecycle.tracker_db()
+    out = reports.new_report_dir(APP, "tracker", kind="monitor")
+    result = lifecycle.monitor(
+        registry.fetch_model_dir(mv),
+        db,
+        out,
+        days=days,
+        low_confidence=low_confidence,
+        max_fallback_rate=max_fallback_rate,
+        max_handoff_rate=max_handoff_rate,
+    )
+    cli.echo_json({"version": mv.version, **result.to_dict()})
+    cli.exit_monitor(bool(result.alerts))
+
+
+@app.command()
+def retrain(
+    dataset: Path = typer.Option(..., "--dataset", "-d", help="newly labelled messages (CSV text,intent)"),
+    config: Path | None = cli.CONFIG,
+    margin: float = cli.MARGIN,
+    quick: bool = typer.Option(False, "--quick", help="few epochs, no cross-validation"),
+    text_column: str = TEXT_COLUMN,
+    intent_column: str = INTENT_COLUMN,
+) -> None:
+    """Add labelled messages, train a challenger; promote it only if every test story passes and its held-out NLU
+    accuracy is at least the champion's (+ --margin)."""
+    from apps.chatbot import lifecycle
+
+    cli.echo_json(
+        lifecycle.retrain(
+            dataset, _config(config, quick=quick), margin=margin, text_column=text_column, intent_column=intent_column
+        )
+    )
+
+
+@app.command(name="nlu-bench")
+def nlu_bench(
+    train_csv: Path = typer.Option(..., "--train", help="training messages (CSV)"),
+    test_csv: Path = typer.Option(..., "--test", help="test messages (CSV)"),
+    text_column: str = TEXT_COLUMN,
+    intent_column: str = INTENT_COLUMN,
+    name: str | None = typer.Option(
+        None, "--name", help="dataset name in the results (default: the training file's folder)"
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="results JSON (default bench/results/chatbot-nlu-<name>.json)"
+    ),
+    config: Path | None = cli.CONFIG,
+) -> None:
+    """Train the app's NLU pipeline on any intent dataset and report accuracy, macro-F1, training seconds, peak
+    memory -> bench/results/."""
+    from apps.chatbot.bench import run_nlu_bench
+
+    cfg = _config(config)
+    cli.echo_json(
+        run_nlu_bench(
+            train_csv, test_csv, cfg, text_column=text_column, intent_column=intent_column, name=name, output=output
+        )
+    )
+
+
+@app.command()
+def bench(
+    dataset: Path | None = typer.Option(
+        None, "--dataset", "-d", help="a folder with train.csv and test.csv (default: $MLREF_DATA_DIR/banking77)"
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o"),
+    intent_column: str = typer.Option("category", "--intent-column"),
+    latency_requests: int = typer.Option(200, "--latency-requests", min=10),
+) -> None:
+    """NLU accuracy/macro-F1/training time on Banking77 (or --dataset), plus the REST webhook latency and model
+    load time of the assistant -> bench/results/chatbot.json."""
+    from apps.chatbot.bench import run_bench
+
+    cli.echo_json(run_bench(dataset, output=output, intent_column=intent_column, latency_requests=latency_requests))
+
+
+def main() -> None:  # pragma: no cover
+    cli.run(app)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Benchmarks: the NLU pipeline on any intent dataset (``nlu-bench``), and the assistant's serving latency (``bench``).
+
+``nlu-bench`` trains the app's intent pipeline (the project's config.yml without ResponseSelector and
+FallbackClassifier: a plain intent dataset has no retrieval intents, and accuracy is measured on the classifier's
+own top intent) with ``rasa train nlu`` in .venv-chatbot, then classifies the test CSV through the trained model.
+Training seconds are the wall time of ``rasa train nlu`` (including its ~10-30 s of TensorFlow start-up); peak memory
+is the largest resident size of a finished child process.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from apps.chatbot import lifecycle, nlu, rasa_env
+from apps.chatbot.config import APP, Config
+from apps.chatbot.data import read_labelled, to_rasa_nlu
+from common import cli
+from common.config import get_settings, machine_info
+from common.data import DataError
+from common.reports import write_json
+
+log = logging.getLogger(__name__)
+REFERENCE_DATASET = "banking77"
+PUBLISHED = {  # accuracy on the full test sets, as published
+    "banking77": {
+        "BERT-large fine-tuned (Casanueva et al. 2020)": {"accuracy": 0.937},
+        "USE+ConveRT (Casanueva et al. 2020)": {"accuracy": 0.934},
+    },
+    "clinc150": {
+        "BERT-large, in-scope (Larson et al. 2019)": {"accuracy": 0.969},
+        "Rasa, in-scope (Larson et al. 2019)": {"accuracy": 0.915},
+    },
+}
+MODEL_NAME = "MiniLM-L6 sentence embeddings + logistic regression (Rasa NLU)"
+
+
+def _published(name: str) -> dict[str, Any]:
+    key = name.lower().replace("-", "").replace("_", "")
+    return next((v for k, v in PUBLISHED.items() if k in key), {})
+
+
+def run_nlu_bench(
+    train_csv: Path,
+    test_csv: Path,
+    cfg: Config,
+    *,
+    text_column: str = "text",
+    intent_column: str = "intent",
+    name: str | None = None,
+    output: Path | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Train the intent pipeline on ``train_csv``, score ``test_csv``; returns (and writes) the results document."""
+    train_df = read_labelled(train_csv, text_column=text_column, intent_column=intent_column)
+    test_df = read_labelled(test_csv, text_column=text_column, intent_column=intent_column)
+    if train_df["intent"].nunique() < 2:
+        raise DataError(f"{train_csv}: need at least 2 intents, found {train_df['intent'].nunique()}")
+    unseen = sorted(set(test_df["intent"]) - set(train_df["intent"]))
+    if unseen:
+        log.warning("%d test intents never occur in training (counted as errors): %s", len(unseen), unseen[:5])
+    name = name or Path(train_csv).resolve().parent.name
+    wd = lifecycle.workdir("nlu-bench")
+    to_rasa_nlu(train_df, wd / "data" / "nlu.yml")
+    (wd / "config.yml").write_text(yaml.safe_dump(rasa_env.pipeline_config(cfg, nlu_only=True), sort_keys=False))
+    t0 = time.perf_counter()
+    rasa_env.run_rasa(
+        [
+            "train",
+            "nlu",
+            "--config",
+            "config.yml",
+            "--nlu",
+            "data/nlu.yml",
+            "--out",
+            "models",
+            "--fixed-model-name",
+            "nlu",
+        ],
+        cwd=wd,
+        cfg=cfg,
+        timeout_s=cfg.train_timeout_s,
+        log_file=wd / "logs" / "train.log",
+    )
+    train_s = time.perf_counter() - t0
+    peak_mb = rasa_env.child_peak_rss_mb()
+    t0 = time.perf_counter()
+    with nlu.Parser(wd / "models" / "nlu.tar.gz", cfg) as parser:
+        load_s = parser.load_s
+        scores, preds = nlu.score_frame(parser, test_df)
+    predict_s = time.perf_counter() - t0 - load_s
+    preds.to_csv(wd / "predictions.csv", index=False)
+    doc = {
+        "app": APP,
+        "dataset": name,
+        "protocol": f"train {Path(train_csv).name} ({len(train_df)} messages, {train_df['intent'].nunique()} "
+        f"intents) -> test {Path(test_csv).name} ({len(test_df)}); accuracy and macro-F1 of the top intent",
+        "models": {
+            MODEL_NAME: {
+                "metrics": {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]},
+                "train_s": round(train_s, 1),
+                "predict_s": round(predict_s, 1),
+                "peak_rss_mb": round(peak_mb),
+                "model_load_s": round(load_s, 1),
+                "parse_ms_median": round(float(preds["parse_ms"].median()), 2),
+                "n_train": len(train_df),
+                "n_test": len(test_df),
+            }
+        },
+        "published": _published(name),
+        "machine": machine_info(),
+        "workdir": str(wd),
+    }
+    if write:
+        path = write_json(output or cli.bench_output(f"{APP}-nlu", name, None), doc)
+        doc["output"] = str(path)
+    return doc
+
+
+LATENCY_SCRIPT = [
+    "hi",
+    "what is your return policy?",
+    "how much is delivery?",
+    "are you a bot?",
+    "where is my order?",
+    "SH12345",
+    "tell me a joke",
+    "thanks",
+    "bye",
+]
+
+
+def webhook_latency(url: str, n: int, *, warmup: int = 20) -> dict[str, float]:
+    """p50/p95/max milliseconds of the REST webhook over ``n`` messages (after ``warmup``), new sender per script."""
+    times = []
+    for i in range(warmup + n):
+        text = LATENCY_SCRIPT[i % len(LATENCY_SCRIPT)]
+        sender = f"bench-{i // len(LATENCY_SCRIPT)}"
+        t0 = time.perf_counter()
+        rasa_env.say(url, sender, text)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    q = np.percentile(times, [50, 95])
+    return {
+        "p50_ms": float(q[0]),
+        "p95_ms": float(q[1]),
+        "max_ms": float(max(times)),
+        "mean_ms": statistics.fmean(times),
+        "requests": n,
+    }
+
+
+def run_bench(
+    dataset: Path | None,
+    *,
+    output: Path | None = None,
+    intent_column: str = "category",
+    latency_requests: int = 200,
+    cfg: Config | None = None,
+) -> dict[str, Any]:
+    """Banking77 (or ``dataset``: a folder with train.csv/test.csv) NLU results + REST latency and model load time
+    of the assistant trained with ``cfg`` -> ``bench/results/chatbot.json``."""
+    cfg = cfg or Config(cv_folds=0)
+    folder = Path(dataset) if dataset else get_settings().data_path / REFERENCE_DATASET
+    if not (folder / "train.csv").is_file() or not (folder / "test.csv").is_file():
+        raise DataError(
+            f"{folder}: expected train.csv and test.csv (Banking77: set MLREF_DATA_DIR to the folder "
+            "holding banking77/)"
+        )
+    doc = run_nlu_bench(
+        folder / "train.csv", folder / "test.csv", cfg, intent_column=intent_column, name=folder.name, write=False
+    )
+    trained = lifecycle.build(cfg, validate=False)
+    run_dir = lifecycle.workdir("bench-serve")
+    with rasa_env.servers(
+        trained.model,
+        run_dir,
+        cfg,
+        tracker_db=run_dir / "tracker.db",
+        rasa_port=rasa_env.free_port(),
+        actions_port=rasa_env.free_port(),
+    ) as srv:
+        latency = webhook_latency(srv.url, latency_requests)
+        load_s = srv.load_s
+    doc["serving"] = {
+        "rest_webhook": latency,
+        "model_load_s": round(load_s, 1),
+        "assistant_test_stories": trained.stories,
+        "assistant_holdout": {k: trained.holdout[k] for k in ("accuracy", "macro_f1", "n")},
+    }
+    doc["models"][MODEL_NAME]["metrics"]["rest_p95_ms"] = latency["p95_ms"]
+    doc.pop("workdir", None)
+    path = write_json(cli.bench_output(APP, folder.name, REFERENCE_DATASET, output), doc)
+    return {**doc, "output": str(path)}

@@ -1,0 +1,70 @@
+"""Settings and defaults of the chatbot app: one place to read what it does out of the box.
+
+Override with flags or a JSON file (``--config my.json`` with any field of :class:`Config`). The Rasa project itself
+(pipeline, policies, domain, training data, test stories) is ``apps/chatbot/project/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from common.data import DataError
+
+APP = "chatbot"
+REGISTRY_NAME = "chatbot"  # the model's name in the registry
+PROJECT = Path(__file__).resolve().parent / "project"  # the Rasa project (runs in .venv-chatbot)
+REPO = Path(__file__).resolve().parents[2]
+MODEL_FILE = "model.tar.gz"  # Rasa's model archive inside a registered version's directory
+
+
+def chatbot_venv() -> Path:
+    """The Python 3.10 + Rasa environment: ``$MLREF_CHATBOT_VENV`` or ``<repo>/.venv-chatbot``."""
+    return Path(os.environ.get("MLREF_CHATBOT_VENV", REPO / ".venv-chatbot"))
+
+
+@dataclass
+class Config:
+    """Everything a training, test or serving run needs besides the data."""
+
+    classifier_c: float | None = None  # intent logistic regression's inverse L2 strength; None: 3-fold CV picks it
+    response_selector_epochs: int = 60  # FAQ/chitchat ResponseSelector
+    ted_epochs: int = 40  # TEDPolicy (rules + memoization carry the test stories; TED generalises)
+    fallback_threshold: float = 0.4  # below this intent confidence -> nlu_fallback (two-stage fallback)
+    cv_folds: int = 3  # NLU cross-validation for the model card (0: skip)
+    rasa_port: int = 5005
+    actions_port: int = 5055
+    recommender_url: str = "http://127.0.0.1:8001"
+    fraud_url: str = "http://127.0.0.1:8002"
+    http_timeout_s: float = 2.0  # the custom actions' calls to the other apps
+    startup_timeout_s: float = 600.0  # rasa run loads TensorFlow and the model: minutes on a busy machine
+    train_timeout_s: float = 3600.0
+    seed: int = 42
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> Config:
+        """Defaults, updated from a JSON file (unknown keys are an error)."""
+        cfg = cls()
+        if path is None:
+            return cfg
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"config {path}: {exc}") from None
+        known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) - known:
+            raise DataError(f"config {path}: expected an object with keys from {sorted(known)}")
+        for key, value in data.items():
+            setattr(cfg, key, value)
+        return cfg
+
+    @classmethod
+    def quick(cls) -> Config:
+        """Few epochs and no cross-validation: the demo's and the tests' settings."""
+        return cls(response_selector_epochs=15, ted_epochs=5, cv_folds=0)

@@ -1,0 +1,407 @@
+"""Train, test, register, monitor and retrain the assistant on top of ``common/``.
+
+A registered version is a directory holding Rasa's model archive (``model.tar.gz``, hashed with the rest by the
+registry), its test results (``evaluation.json``: end-to-end test stories, held-out NLU, cross-validation), the
+monitoring reference (``reference.json``: the intent mix of its training data) and its model card
+(``model_card.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from apps.chatbot import rasa_env
+from apps.chatbot.config import APP, MODEL_FILE, PROJECT, REGISTRY_NAME, Config
+from apps.chatbot.data import holdout_file, read_labelled, read_rasa_nlu, to_rasa_nlu, training_messages
+from common import monitoring, registry, reports, retraining
+from common.config import get_settings
+from common.data import DataError, fingerprint
+
+log = logging.getLogger(__name__)
+REFERENCE = "reference.json"
+EVALUATION = "evaluation.json"
+HANDOFF = "handoff"  # what read_tracker calls a bot message carrying a handoff summary
+HANDOFF_ACTIONS = ("action_handoff", "action_default_fallback", HANDOFF)
+FALLBACK_INTENT = "nlu_fallback"
+
+
+@dataclass
+class Trained:
+    """A trained and tested model in its work directory."""
+
+    model: Path
+    workdir: Path
+    train_s: float
+    stories: dict[str, Any]
+    holdout: dict[str, Any]
+    cross_validation: dict[str, Any] | None = None
+    data: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["text", "intent"]))
+
+    def metrics(self) -> dict[str, float]:
+        m = {
+            "holdout_accuracy": self.holdout["accuracy"],
+            "holdout_macro_f1": self.holdout["macro_f1"],
+            "test_stories_passed": float(self.stories["passed"]),
+            "test_stories_total": float(self.stories["total"]),
+            "train_s": self.train_s,
+        }
+        if self.cross_validation:
+            m |= {"cv_accuracy": self.cross_validation["accuracy"], "cv_macro_f1": self.cross_validation["macro_f1"]}
+        return m
+
+
+def workdir(kind: str) -> Path:
+    """A fresh directory under ``$MLREF_HOME/work/chatbot/`` for one run."""
+    root = get_settings().path("work", APP, "x").parent
+    return Path(tempfile.mkdtemp(prefix=f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=root))
+
+
+def build(cfg: Config, *, extra: pd.DataFrame | None = None, validate: bool = True) -> Trained:
+    """Copy the project (plus ``extra`` labelled messages), validate the data, train, run the test stories and the
+    held-out NLU test in one ``rasa test``, and cross-validate when ``cfg.cv_folds`` > 1."""
+    wd = workdir("train")
+    extra_file = None
+    if extra is not None and len(extra):
+        extra_file = to_rasa_nlu(extra, wd / "added_nlu.yml")
+    rasa_env.prepare_workdir(wd, cfg, extra_nlu=extra_file)
+    if validate:
+        rasa_env.validate_data(wd, cfg)
+    model, train_s = rasa_env.train(wd, cfg)
+    results = wd / "results"
+    rasa_env.run_rasa(
+        [
+            "test",
+            "--model",
+            str(model),
+            "--stories",
+            "tests/test_stories.yml",
+            "--nlu",
+            "tests/nlu_holdout.yml",
+            "--out",
+            str(results),
+            "--no-plot",
+        ],
+        cwd=wd,
+        cfg=cfg,
+        timeout_s=3600,
+        log_file=results / "rasa_test.log",
+    )
+    stories = rasa_env.story_results(results)
+    holdout = rasa_env.intent_report(results / "intent_report.json")
+    cv = rasa_env.cross_validate(wd, cfg, wd / "cv") if cfg.cv_folds > 1 else None
+    return Trained(
+        model=model,
+        workdir=wd,
+        train_s=train_s,
+        stories=stories,
+        holdout=holdout,
+        cross_validation=cv,
+        data=training_messages(wd / "data"),
+    )
+
+
+def model_card(trained: Trained, cfg: Config, out_dir: Path, *, version: str | None = None) -> Path:
+    """The model card (markdown) of a trained model: test stories, held-out NLU, cross-validation, data."""
+    rows = {
+        "held-out NLU": {
+            "accuracy": trained.holdout["accuracy"],
+            "macro_f1": trained.holdout["macro_f1"],
+            "n": trained.holdout["n"],
+        }
+    }
+    if trained.cross_validation:
+        cv = trained.cross_validation
+        rows[f"{cfg.cv_folds}-fold cross-validation"] = {
+            "accuracy": cv["accuracy"],
+            "macro_f1": cv["macro_f1"],
+            "n": cv["n"],
+        }
+    majority = trained.data["intent"].str.split("/").str[0].value_counts()
+    holdout = read_rasa_nlu(holdout_file())
+    top = majority.index[0] if len(majority) else ""
+    rows["majority intent (baseline)"] = {
+        "accuracy": float((holdout["intent"].str.split("/").str[0] == top).mean()) if len(holdout) else 0.0
+    }
+    s = trained.stories
+    failed = "\n".join(f"- {name}" for name in s["failed"]) or "none"
+    per_intent = pd.DataFrame(trained.holdout["per_intent"]).T.sort_values("f1")
+    sections = {
+        "End-to-end test stories": f"{s['passed']} of {s['total']} passed (`rasa test` with user text through NLU)."
+        f" Failed:\n{failed}",
+        "Held-out NLU, per intent (worst first)": reports.markdown_table(per_intent.reset_index(names="intent")),
+        "Pipeline": "```yaml\n" + (trained.workdir / "config.yml").read_text() + "```",
+    }
+    return reports.write_report(
+        out_dir,
+        title=f"{REGISTRY_NAME} model card" + (f" (version {version})" if version else ""),
+        metrics=rows,
+        sections=sections,
+        higher_is_better={"accuracy": True, "macro_f1": True},
+        baselines=["majority intent (baseline)"],
+        model_info={"archive": MODEL_FILE, "train_s": round(trained.train_s, 1), **cfg.to_dict()},
+        data={"training messages": len(trained.data), "intents": trained.data["intent"].nunique()},
+        intended_use="The Mlref Shop's customer-service assistant: order status, returns/delivery FAQs, product "
+        "recommendations (recommender app), unrecognised card charges (fraud app), handoff to humans.",
+        limitations="English only; intents are classified from a frozen sentence encoder, so phrasing far from "
+        "the training examples falls back to the two-stage fallback and a human.",
+    )
+
+
+def register(trained: Trained, cfg: Config, *, dataset: str, alias: str | None = None) -> registry.ModelVersion:
+    """Register the model archive with its test results, monitoring reference and model card."""
+
+    def build_dir(d: Path) -> None:
+        import shutil
+
+        shutil.copy2(trained.model, d / MODEL_FILE)
+        (d / EVALUATION).write_text(
+            json.dumps(
+                {
+                    "stories": trained.stories,
+                    "holdout": trained.holdout,
+                    "cross_validation": trained.cross_validation,
+                    "config": cfg.to_dict(),
+                },
+                indent=2,
+            )
+        )
+        intents = pd.DataFrame({"intent": trained.data["intent"].str.split("/").str[0]})
+        monitoring.ReferenceProfile.from_frame(intents, categorical=["intent"], top_n=50).save(d / REFERENCE)
+        card_dir = Path(tempfile.mkdtemp(dir=trained.workdir))
+        shutil.copy2(model_card(trained, cfg, card_dir), d / "model_card.md")
+
+    return registry.register_dir(
+        REGISTRY_NAME,
+        build_dir,
+        metrics=trained.metrics(),
+        params=cfg.to_dict(),
+        data_fingerprint=fingerprint(trained.data),
+        tags={"dataset": dataset},
+        alias=alias,
+    )
+
+
+def model_path(ref: str = registry.CHAMPION) -> tuple[Path, registry.ModelVersion]:
+    """The (hash-verified) model archive of an alias or version number."""
+    mv = registry.get(REGISTRY_NAME, ref)
+    return registry.fetch_model_dir(mv) / MODEL_FILE, mv
+
+
+def tracker_db() -> Path:
+    """The SQLite tracker store ``serve`` writes: ``$MLREF_HOME/chatbot/tracker.db``."""
+    return get_settings().path(APP, "tracker.db")
+
+
+# ----------------------------------------------------------------------------------------------------- monitor
+def read_tracker(db: Path, *, days: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """User messages and executed actions of the SQLite tracker store (the last ``days`` only, when given).
+
+    Returns ``(messages, actions)``: messages ``timestamp, sender_id, text, intent, confidence, top_intent,
+    top_confidence``; actions ``timestamp, sender_id, action``.
+    """
+    if not Path(db).is_file():
+        raise DataError(f"{db}: no tracker store (start the assistant with `python -m apps.chatbot serve` first)")
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            events = pd.read_sql_query(
+                "SELECT sender_id, type_name, timestamp, intent_name, action_name, data FROM events ORDER BY id", con
+            )
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise DataError(f"{db}: not a Rasa SQLite tracker store ({exc})") from None
+    if days is not None and len(events):
+        events = events[events["timestamp"] >= time.time() - days * 86400]
+    rows = []
+    for r in events[events["type_name"] == "user"].itertuples():
+        data = json.loads(r.data or "{}")
+        parse = data.get("parse_data") or {}
+        intent = parse.get("intent") or {}
+        ranking = parse.get("intent_ranking") or [intent]
+        top = next((x for x in ranking if x.get("name") != FALLBACK_INTENT), intent)
+        rows.append(
+            {
+                "timestamp": r.timestamp,
+                "sender_id": r.sender_id,
+                "text": data.get("text"),
+                "intent": intent.get("name"),
+                "confidence": float(intent.get("confidence") or 0.0),
+                "top_intent": top.get("name"),
+                "top_confidence": float(top.get("confidence") or 0.0),
+            }
+        )
+    messages = pd.DataFrame(
+        rows, columns=["timestamp", "sender_id", "text", "intent", "confidence", "top_intent", "top_confidence"]
+    )
+    messages = messages[~messages["text"].fillna("").str.startswith("/")]  # buttons/payloads are not language
+    actions = events[events["type_name"] == "action"][["timestamp", "sender_id", "action_name"]]
+    actions = actions.rename(columns={"action_name": "action"})
+    # a handoff is a bot message carrying the summary payload (action_handoff, or action_default_fallback run
+    # inside the two-stage fallback, which logs no action event of its own)
+    handoffs = [
+        {"timestamp": r.timestamp, "sender_id": r.sender_id, "action": HANDOFF}
+        for r in events[events["type_name"] == "bot"].itertuples()
+        if "handoff" in ((json.loads(r.data or "{}").get("data") or {}).get("custom") or {})
+    ]
+    if handoffs:
+        actions = pd.concat([actions, pd.DataFrame(handoffs)], ignore_index=True)
+    return messages.reset_index(drop=True), actions.reset_index(drop=True)
+
+
+@dataclass
+class MonitorResult:
+    messages: int
+    conversations: int
+    fallback_rate: float
+    handoff_rate: float
+    low_confidence: int
+    intent_drift: bool
+    alerts: list[str]
+    report: Path
+    low_confidence_csv: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+def monitor(
+    model_dir: Path,
+    db: Path,
+    out_dir: Path,
+    *,
+    days: float | None = None,
+    low_confidence: float = 0.6,
+    max_fallback_rate: float = 0.15,
+    max_handoff_rate: float = 0.2,
+) -> MonitorResult:
+    """Intent drift (recent predicted intents vs the training intent mix), fallback and handoff rates, and the
+    low-confidence messages as ``text,intent`` CSV (intent = the model's guess, to correct) for labelling."""
+    messages, actions = read_tracker(db, days=days)
+    if messages.empty:
+        raise DataError(f"{db}: no user messages" + (f" in the last {days:g} days" if days else ""))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    conversations = messages["sender_id"].nunique()
+    fallback_rate = float((messages["intent"] == FALLBACK_INTENT).mean())
+    handed_off = actions.loc[actions["action"].isin(HANDOFF_ACTIONS), "sender_id"].nunique()
+    handoff_rate = handed_off / conversations
+    low = messages[(messages["intent"] == FALLBACK_INTENT) | (messages["top_confidence"] < low_confidence)]
+    csv = out_dir / "low_confidence.csv"
+    reports.write_text(
+        csv,
+        low.assign(intent=low["top_intent"])[["text", "intent", "top_confidence", "sender_id", "timestamp"]].to_csv(
+            index=False
+        ),
+    )
+    reference = monitoring.ReferenceProfile.load(model_dir / REFERENCE)
+    current = pd.DataFrame({"intent": messages["top_intent"].fillna("none")})
+    drift = monitoring.detect_drift(reference, current)
+    alerts = []
+    if drift.drift:
+        alerts.append("the intent mix drifted from the training data")
+    if fallback_rate > max_fallback_rate:
+        alerts.append(f"fallback rate {fallback_rate:.1%} > {max_fallback_rate:.0%}")
+    if handoff_rate > max_handoff_rate:
+        alerts.append(f"handoff rate {handoff_rate:.1%} > {max_handoff_rate:.0%}")
+    drift.save(out_dir, title=f"{REGISTRY_NAME}: recent intents vs training data", alerts=alerts)
+    summary = {
+        "messages": len(messages),
+        "conversations": int(conversations),
+        "fallback_rate": fallback_rate,
+        "handoff_rate": handoff_rate,
+        "low_confidence_messages": len(low),
+        "alerts": alerts,
+    }
+    reports.write_json(out_dir / "monitor.json", summary)
+    return MonitorResult(
+        messages=len(messages),
+        conversations=int(conversations),
+        fallback_rate=fallback_rate,
+        handoff_rate=handoff_rate,
+        low_confidence=len(low),
+        intent_drift=bool(drift.drift),
+        alerts=alerts,
+        report=out_dir / "drift.md",
+        low_confidence_csv=csv,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- retrain
+def _holdout_accuracy(model: Path, cfg: Config) -> float:
+    out = Path(tempfile.mkdtemp(dir=get_settings().path("work", APP, "x").parent, prefix="holdout-"))
+    return rasa_env.evaluate_nlu(model, holdout_file(), out, cwd=PROJECT, cfg=cfg)["accuracy"]
+
+
+def retrain(
+    labelled: Path, cfg: Config, *, margin: float = 0.0, text_column: str = "text", intent_column: str = "intent"
+) -> dict[str, Any]:
+    """Add newly labelled messages, train a challenger, and promote it only if every test story passes and its
+    held-out NLU accuracy is at least the champion's plus ``margin`` (so ``margin`` 0 = at least as good)."""
+    added = read_labelled(labelled, text_column=text_column, intent_column=intent_column)
+    domain_intents = set(_domain_intents())
+    unknown = sorted(set(added["intent"].str.split("/").str[0]) - domain_intents)
+    if unknown:
+        raise DataError(f"{labelled}: intents not in the assistant's domain: {unknown[:5]}")
+    held = set(read_rasa_nlu(holdout_file())["text"].str.lower())
+    leaked = added["text"].str.lower().isin(held)
+    if leaked.any():
+        log.warning("dropping %d labelled messages that are in the held-out test set", int(leaked.sum()))
+        added = added[~leaked]
+    trained = build(cfg, extra=added)
+    mv = register(trained, cfg, dataset=str(labelled))
+    champion = registry.find(REGISTRY_NAME, registry.CHAMPION)
+    if not trained.stories["all_passed"]:
+        registry.set_alias(REGISTRY_NAME, registry.CHALLENGER, mv.version)
+        d = retraining.Decision(
+            app=REGISTRY_NAME,
+            champion_version=champion.version if champion else None,
+            challenger_version=mv.version,
+            metric="holdout_accuracy",
+            champion_score=None,
+            challenger_score=trained.holdout["accuracy"],
+            margin=margin,
+            higher_is_better=True,
+            promoted=False,
+            reason=f"test stories failed: {trained.stories['failed']}",
+        )
+        retraining.record(d)
+        return {**d.to_dict(), "added_messages": len(added)}
+    scores = {mv.version: trained.holdout["accuracy"]}
+
+    def evaluate(version: registry.ModelVersion) -> float:
+        if version.version not in scores:
+            scores[version.version] = _holdout_accuracy(model_path(version.version)[0], cfg)
+        return scores[version.version]
+
+    # "at least as good": a tie passes, so the rule's strict "gain > margin" gets margin - epsilon
+    d = retraining.champion_vs_challenger(REGISTRY_NAME, mv, evaluate, metric="holdout_accuracy", margin=margin - 1e-9)
+    return {**d.to_dict(), "added_messages": len(added)}
+
+
+def _domain_intents() -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load((PROJECT / "domain.yml").read_text())["intents"])
+
+
+def labelled_from_tracker(db: Path) -> pd.DataFrame:  # pragma: no cover - convenience for notebooks
+    return read_tracker(db)[0][["text", "top_intent"]].rename(columns={"top_intent": "intent"})
+
+
+__all__ = [
+    "Trained",
+    "build",
+    "model_path",
+    "monitor",
+    "read_labelled",
+    "read_tracker",
+    "register",
+    "retrain",
+    "tracker_db",
+]

@@ -1,0 +1,1 @@
+"""Custom actions of the shop assistant (run by the rasa_sdk action server in .venv-chatbot)."""

@@ -1,0 +1,236 @@
+# ruff: noqa: ARG002 - the signatures are rasa_sdk's interface
+"""The shop assistant's custom actions (rasa_sdk action server, ``rasa run actions --actions actions``).
+
+They reach the recommender and fraud apps over HTTP only (``services.py``); when one is down or slow the user gets
+a polite message and the conversation goes on. ``action_default_fallback`` (the end of the two-stage fallback) and
+``action_handoff`` hand the conversation to a human with a summary, appended to ``MLREF_HANDOFF_LOG`` (JSONL) when
+that is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from rasa_sdk import Action, FormValidationAction, Tracker
+from rasa_sdk.events import EventType, SlotSet, UserUtteranceReverted
+from rasa_sdk.executor import CollectingDispatcher
+from rasa_sdk.types import DomainDict
+
+from actions import services
+
+log = logging.getLogger(__name__)
+
+ORDER_FORMAT_HINT = "Order numbers are SH followed by 5 digits, like SH12345."
+
+
+class ValidateOrderStatusForm(FormValidationAction):
+    def name(self) -> str:
+        return "validate_order_status_form"
+
+    def validate_order_id(
+        self, value: Any, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict
+    ) -> dict[str, Any]:
+        order_id = services.normalise_order_id(value if isinstance(value, str) else (value or [""])[0])
+        if not services.ORDER_ID.match(order_id):
+            dispatcher.utter_message(text=f"'{value}' doesn't look like an order number. {ORDER_FORMAT_HINT}")
+            return {"order_id": None}
+        if services.find_order(order_id) is None:
+            dispatcher.utter_message(text=f"I can't find an order {order_id}. Could you check the number?")
+            return {"order_id": None}
+        return {"order_id": order_id}
+
+
+class ActionOrderStatus(Action):
+    def name(self) -> str:
+        return "action_order_status"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        order_id = tracker.get_slot("order_id")
+        order = services.find_order(order_id) if order_id else None
+        if order is None:
+            dispatcher.utter_message(text="I couldn't look that order up. " + ORDER_FORMAT_HINT)
+            return [SlotSet("order_id", None)]
+        items = ", ".join(order["items"])
+        text = f"Order {order_id} ({items}) is {order['status']}."
+        if order.get("eta"):
+            text += f" Expected delivery: {order['eta']}."
+        if order.get("tracking"):
+            text += f" Tracking number: {order['tracking']}."
+        dispatcher.utter_message(text=text)
+        return [SlotSet("order_id", None)]
+
+
+class ActionRecommendProducts(Action):
+    def name(self) -> str:
+        return "action_recommend_products"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        user = services.customer(tracker.sender_id).get("recommender_user", tracker.sender_id)
+        try:
+            titles = await services.recommendations(str(user), k=3)
+        except services.ServiceUnavailable as exc:
+            log.warning("recommender unavailable: %s", exc)
+            dispatcher.utter_message(
+                text="Sorry, I can't fetch recommendations right now; our recommendation "
+                "service isn't answering. Please try again in a few minutes. "
+                "Anything else I can help with?"
+            )
+            return []
+        if not titles:
+            dispatcher.utter_message(text="I don't have any suggestions for you yet. Anything else?")
+            return []
+        dispatcher.utter_message(text="You might like: " + "; ".join(titles) + ".")
+        return []
+
+
+def _pick_transaction(transactions: list[dict[str, Any]], text: str) -> dict[str, Any] | None:
+    """The charge the user means: one whose amount they typed (``12.50``), else the latest."""
+    amounts = {float(a.replace(",", ".")) for a in re.findall(r"\d+(?:[.,]\d{1,2})?", text or "")}
+    for tx in sorted(transactions, key=lambda t: t["timestamp"], reverse=True):
+        if round(float(tx["amount"]), 2) in amounts:
+            return tx
+    return max(transactions, key=lambda t: t["timestamp"]) if transactions else None
+
+
+class ActionCheckCharge(Action):
+    def name(self) -> str:
+        return "action_check_charge"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        transactions = services.customer(tracker.sender_id).get("transactions", [])
+        tx = _pick_transaction(transactions, tracker.latest_message.get("text", ""))
+        if tx is None:
+            dispatcher.utter_message(
+                text="I can't find card payments for your account. Say 'talk to a human' and "
+                "a colleague will look into it with you."
+            )
+            return []
+        what = f"the charge of {tx['amount']:.2f} EUR on {tx['timestamp'][:10]} ({tx.get('merchant', 'a shop')})"
+        body = {k: tx[k] for k in ("tx_id", "timestamp", "customer_id", "terminal_id", "amount")}
+        try:
+            verdict = await services.score_transaction(body)
+        except services.ServiceUnavailable as exc:
+            log.warning("fraud service unavailable: %s", exc)
+            dispatcher.utter_message(
+                text=f"I found {what}, but our fraud check isn't available right now. "
+                "If you didn't make it, say 'talk to a human' and we'll block the card "
+                "for you. Anything else?"
+            )
+            return []
+        reasons = [services.explain_reason(r) for r in verdict.get("reasons", [])[:3] if isinstance(r, dict)]
+        why = (" The main reasons: " + "; ".join(reasons) + ".") if reasons else ""
+        if verdict["decision"] == "alert":
+            dispatcher.utter_message(
+                text=f"Our fraud check flags {what} as suspicious (risk score "
+                f"{verdict['score']:.2f}).{why} Our fraud team will contact you; "
+                "say 'talk to a human' to reach them now."
+            )
+        else:
+            dispatcher.utter_message(
+                text=f"Our fraud check finds {what} consistent with your usual payments (risk "
+                f"score {verdict['score']:.2f}).{why} If you still don't recognise it, "
+                "say 'talk to a human'."
+            )
+        return []
+
+
+def conversation_summary(tracker: Tracker, max_turns: int = 6) -> dict[str, Any]:
+    """What a human agent needs: the customer, the intents and slots seen, and the last user messages."""
+    users = [e for e in tracker.events if e.get("event") == "user"]
+    intents = [(e.get("parse_data") or {}).get("intent", {}).get("name") for e in users]
+    return {
+        "sender_id": tracker.sender_id,
+        "turns": len(users),
+        "intents": [i for i in intents if i],
+        "last_messages": [e.get("text") for e in users[-max_turns:]],
+        "slots": {k: v for k, v in tracker.current_slot_values().items() if v not in (None, [], "")},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> list[EventType]:
+    summary = {**conversation_summary(tracker), "reason": reason}
+    path = os.environ.get("MLREF_HANDOFF_LOG")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(summary) + "\n")
+    recent = "; ".join(m for m in summary["last_messages"][-3:] if m)
+    dispatcher.utter_message(
+        text="I'm passing you to a colleague, who will reply here shortly. I've sent them a "
+        f"summary: {summary['turns']} messages, topics "
+        f"{', '.join(dict.fromkeys(summary['intents'])) or 'none'}; "
+        f'you said: "{recent}".',
+        json_message={"handoff": summary},
+    )
+    return []
+
+
+INTENT_DESCRIPTIONS = {
+    "greet": "say hello",
+    "goodbye": "say goodbye",
+    "thank": "say thanks",
+    "affirm": "say yes",
+    "deny": "say no",
+    "bot_challenge": "ask whether I'm a bot",
+    "order_status": "check an order",
+    "inform_order_id": "give an order number",
+    "stop": "stop what we're doing",
+    "faq": "ask about returns or delivery",
+    "chitchat": "have a chat",
+    "recommend_products": "get product suggestions",
+    "dispute_charge": "ask about a card charge",
+    "human_handoff": "talk to a person",
+    "out_of_scope": "ask something I can't help with",
+    "start_over": "start over",
+}
+
+
+class ActionDefaultAskAffirmation(Action):
+    """The two-stage fallback's question, in words instead of an intent name: "Did you want to check an order?"."""
+
+    def name(self) -> str:
+        return "action_default_ask_affirmation"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        ranking = tracker.latest_message.get("intent_ranking") or []
+        guess = next((r["name"] for r in ranking if r.get("name") not in (None, "nlu_fallback")), None)
+        if guess is None:
+            dispatcher.utter_message(
+                text="Sorry, I didn't get that. Could you say it another way?",
+                buttons=[{"title": "Talk to a person", "payload": "/human_handoff"}],
+            )
+            return []
+        what = INTENT_DESCRIPTIONS.get(guess, guess.replace("_", " "))
+        dispatcher.utter_message(
+            text=f"Sorry, I'm not sure I understood. Did you want to {what}?",
+            buttons=[{"title": "Yes", "payload": f"/{guess}"}, {"title": "No", "payload": "/out_of_scope"}],
+        )
+        return []
+
+
+class ActionHandoff(Action):
+    def name(self) -> str:
+        return "action_handoff"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        return _hand_off(dispatcher, tracker, "asked for a human")
+
+
+class ActionDefaultFallback(Action):
+    """The end of the two-stage fallback (the user rejected the guesses twice): a human takes over."""
+
+    def name(self) -> str:
+        return "action_default_fallback"
+
+    def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        _hand_off(dispatcher, tracker, "not understood (two-stage fallback)")
+        # like Rasa's own default fallback: the message that was not understood does not steer what comes next
+        # (without this, the policies would predict the fallback again and again)
+        return [UserUtteranceReverted()]

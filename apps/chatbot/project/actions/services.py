@@ -1,0 +1,136 @@
+"""The shop's data and the other apps' HTTP APIs, as the custom actions see them (no Rasa imports here).
+
+Settings come from the environment of the action server:
+
+- ``MLREF_RECOMMENDER_URL`` (default ``http://127.0.0.1:8001``): ``python -m apps.recommender serve --port 8001``
+- ``MLREF_FRAUD_URL`` (default ``http://127.0.0.1:8002``): ``python -m apps.fraud serve --port 8002``
+- ``MLREF_CHATBOT_HTTP_TIMEOUT_S`` (default 2.0): total seconds for one call to another app
+- ``MLREF_API_KEY``: sent as ``X-API-Key`` when set (the apps require it when they have one)
+- ``MLREF_SHOP_STORE``: the order/customer store (JSON; default ``shop.json`` beside this file)
+
+Every call has a timeout, and every failure (refused connection, timeout, non-2xx, a body that is not what the API
+documents) becomes :class:`ServiceUnavailable` with a short reason, which the actions turn into a polite message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+ORDER_ID = re.compile(r"^SH\d{5}$")
+STORE = Path(__file__).with_name("shop.json")
+
+
+class ServiceUnavailable(Exception):
+    """Another app could not answer (down, slow, or an unexpected answer)."""
+
+
+def setting(name: str, default: str) -> str:
+    return os.environ.get(name, default).rstrip("/")
+
+
+def timeout_s() -> float:
+    try:
+        return max(0.05, float(os.environ.get("MLREF_CHATBOT_HTTP_TIMEOUT_S", "2.0")))
+    except ValueError:
+        return 2.0
+
+
+def load_store() -> dict[str, Any]:
+    """The shop's orders and customers (read on every call: small, and editable while the server runs)."""
+    path = Path(os.environ.get("MLREF_SHOP_STORE", STORE))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def normalise_order_id(raw: str | None) -> str:
+    """``'sh-12345 '`` -> ``'SH12345'`` (spaces and dashes removed, upper case)."""
+    return re.sub(r"[\s\-]", "", str(raw or "")).upper()
+
+
+def find_order(order_id: str) -> dict[str, Any] | None:
+    return load_store()["orders"].get(order_id)
+
+
+def customer(sender_id: str) -> dict[str, Any]:
+    """The customer record of a conversation (the REST sender id is the customer id); ``{}`` if unknown."""
+    return load_store()["customers"].get(sender_id, {})
+
+
+async def _call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    headers = {"Accept": "application/json"}
+    if os.environ.get("MLREF_API_KEY"):
+        headers["X-API-Key"] = os.environ["MLREF_API_KEY"]
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s())) as session,
+            session.request(method, url, json=body, headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                text = (await resp.text())[:200]
+                raise ServiceUnavailable(f"{method} {url} -> HTTP {resp.status}: {text}")
+            data = await resp.json(content_type=None)
+    except (asyncio.TimeoutError, TimeoutError) as exc:  # two different types on Python 3.10
+        raise ServiceUnavailable(f"{method} {url}: no answer within {timeout_s():g} s") from exc
+    except aiohttp.ClientError as exc:
+        raise ServiceUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+    except ValueError as exc:
+        raise ServiceUnavailable(f"{method} {url}: the answer is not JSON") from exc
+    if not isinstance(data, dict):
+        raise ServiceUnavailable(f"{method} {url}: expected a JSON object")
+    return data
+
+
+async def recommendations(user: str, k: int = 3) -> list[str]:
+    """Titles (or ids) of the recommender's top ``k`` items for ``user``."""
+    base = setting("MLREF_RECOMMENDER_URL", "http://127.0.0.1:8001")
+    data = await _call("GET", f"{base}/v1/users/{quote(user, safe='')}/recommendations?k={k}")
+    items = data.get("items")
+    if not isinstance(items, list):
+        raise ServiceUnavailable("recommender: no 'items' list in the answer")
+    return [str(i.get("title") or i.get("item")) for i in items if isinstance(i, dict)][:k]
+
+
+async def score_transaction(tx: dict[str, Any]) -> dict[str, Any]:
+    """The fraud app's verdict on one transaction, with reasons (``?explain=true``)."""
+    base = setting("MLREF_FRAUD_URL", "http://127.0.0.1:8002")
+    data = await _call("POST", f"{base}/v1/transactions/score?explain=true", tx)
+    if data.get("decision") not in ("alert", "pass") or not isinstance(data.get("score"), (int, float)):
+        raise ServiceUnavailable("fraud: the answer has no decision/score")
+    return data
+
+
+_REASONS = [
+    (re.compile(r"^amount$|^tx_amount$", re.I), "the amount of the charge"),
+    (re.compile(r"^amount_to_customer_avg_(\d+)d$"), "how the amount compares with your usual spending over {} days"),
+    (re.compile(r"^customer_nb_tx_(\d+)d$"), "how many card payments you made in the last {} days"),
+    (re.compile(r"^customer_avg_amount_(\d+)d$"), "your average payment over the last {} days"),
+    (re.compile(r"^terminal_nb_tx_(\d+)d$"), "how busy the shop's card terminal was over {} days"),
+    (re.compile(r"^terminal_risk_(\d+)d$"), "recent fraud at that card terminal ({} days)"),
+    (re.compile(r"^is_night$"), "the time of day (night)"),
+    (re.compile(r"^is_weekend$"), "the day of the week (weekend)"),
+]
+
+
+def explain_reason(reason: dict[str, Any]) -> str:
+    """One reason of the fraud API in plain words, e.g. ``'the amount of the charge (raises the risk)'``."""
+    feature = str(reason.get("feature", "?"))
+    words = feature.replace("_", " ")
+    for pattern, text in _REASONS:
+        m = pattern.match(feature)
+        if m:
+            words = text.format(*m.groups())
+            break
+    contribution = reason.get("contribution")
+    if isinstance(contribution, (int, float)):
+        words += " (raises the risk)" if contribution > 0 else " (lowers the risk)"
+    return words
