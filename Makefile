@@ -82,12 +82,13 @@ $(addprefix serve-,$(APPS)): serve-%: setup-main  ## serve-<app>: the app's cham
 # the chatbot drives Rasa in .venv-chatbot: its targets build that environment too
 demo-chatbot serve-chatbot bench-chatbot: setup-chatbot
 
-lint: setup-main  ## ruff
+lint: setup-main  ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check $(wildcard common apps tests bench scripts)
-	@true
+	$(VENV)/bin/ruff format --check $(wildcard common apps tests bench scripts)
 
-format: setup-main
-	$(VENV)/bin/ruff check --fix $(wildcard common apps tests bench)
+format: setup-main  ## ruff format + safe fixes
+	$(VENV)/bin/ruff format $(wildcard common apps tests bench scripts)
+	$(VENV)/bin/ruff check --fix $(wildcard common apps tests bench scripts)
 
 new-app: setup-main  ## new-app NAME=churn: scaffold apps/NAME with every standard command, a README and tests
 	@[ -n "$(NAME)" ] || { echo "usage: make new-app NAME=churn" >&2; exit 2; }
