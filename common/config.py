@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import platform
 import random
@@ -21,10 +23,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+T = TypeVar("T")
 
 
 class Settings(BaseSettings):
@@ -93,6 +97,31 @@ def override(**values: Any) -> Iterator[Settings]:
         with _overrides_lock:
             _overrides.clear()
             _overrides.update(saved)
+
+
+def from_json_file(cls: type[T], path: str | Path | None) -> T:
+    """An instance of the dataclass ``cls`` with defaults, updated from the JSON object in ``path`` (when given).
+
+    Unknown keys and unreadable files raise :class:`common.data.DataError` (a user error: exit code 2); JSON
+    lists become tuples where the field's default is a tuple.
+    """
+    from common.data import DataError
+
+    cfg = cls()
+    if path is None:
+        return cfg
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"config {path}: {exc}") from None
+    known = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(data, dict) or set(data) - known:
+        unknown = sorted(set(data) - known) if isinstance(data, dict) else []
+        raise DataError(f"config {path}: expected an object with keys from {sorted(known)}; unknown: {unknown}")
+    for key, value in data.items():
+        as_tuple = isinstance(value, list) and isinstance(getattr(cfg, key), tuple)
+        setattr(cfg, key, tuple(value) if as_tuple else value)
+    return cfg
 
 
 def seed_everything(seed: int | None = None) -> int:

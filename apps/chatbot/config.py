@@ -6,13 +6,12 @@ Override with flags or a JSON file (``--config my.json`` with any field of :clas
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from common.data import DataError
+from common.config import from_json_file
 
 APP = "chatbot"
 REGISTRY_NAME = "chatbot"  # the model's name in the registry
@@ -50,19 +49,7 @@ class Config:
     @classmethod
     def from_file(cls, path: str | Path | None) -> Config:
         """Defaults, updated from a JSON file (unknown keys are an error)."""
-        cfg = cls()
-        if path is None:
-            return cfg
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"config {path}: {exc}") from None
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
-            raise DataError(f"config {path}: expected an object with keys from {sorted(known)}")
-        for key, value in data.items():
-            setattr(cfg, key, value)
-        return cfg
+        return from_json_file(cls, path)
 
     @classmethod
     def quick(cls) -> Config:

@@ -5,11 +5,11 @@ Override with flags (``--epochs 40``) or a JSON file (``--config my.json`` with 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from common.config import from_json_file
 from common.data import DataError
 
 APP = "maintenance"
@@ -66,20 +66,7 @@ class Config:
     @classmethod
     def from_file(cls, path: str | Path | None) -> Config:
         """Defaults, updated from a JSON file (unknown keys are an error)."""
-        cfg = cls()
-        if path is None:
-            return cfg
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"config {path}: {exc}") from None
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
-            raise DataError(f"config {path}: expected an object with keys from {sorted(known)}")
-        for key, value in data.items():
-            setattr(cfg, key, value)
-        cfg.check()
-        return cfg
+        return from_json_file(cls, path).check()
 
     def check(self) -> Config:
         """Raise DataError on values no run can use."""

@@ -6,12 +6,11 @@ Override with flags (``--arch resnet18 --epochs 5``) or a JSON file (``--config 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from common.data import DataError
+from common.config import from_json_file
 
 APP = "vision"
 REGISTRY_NAME = "vision"  # the model's name in the registry
@@ -77,17 +76,4 @@ class Config:
     @classmethod
     def from_file(cls, path: str | Path | None) -> Config:
         """Defaults, updated from a JSON file (unknown keys are an error)."""
-        cfg = cls()
-        if path is None:
-            return cfg
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"config {path}: {exc}") from None
-        known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
-            unknown = sorted(set(data) - known) if isinstance(data, dict) else []
-            raise DataError(f"config {path}: expected an object with keys from {sorted(known)}; unknown: {unknown}")
-        for key, value in data.items():
-            setattr(cfg, key, tuple(value) if isinstance(value, list) else value)
-        return cfg
+        return from_json_file(cls, path)

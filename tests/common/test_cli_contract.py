@@ -182,3 +182,27 @@ def test_typer_bad_parameter_is_exit_2() -> None:
         pass
 
     assert runner.invoke(app, ["go", "--k", "0"]).exit_code == 2
+
+
+def test_config_files_unknown_keys_and_lists(tmp_path: Path) -> None:
+    from dataclasses import dataclass
+
+    from common.config import from_json_file
+    from common.data import DataError
+
+    @dataclass
+    class Toy:
+        lr: float = 0.1
+        widths: tuple[int, ...] = (8, 16)
+
+    assert from_json_file(Toy, None) == Toy()
+    good = tmp_path / "good.json"
+    good.write_text('{"lr": 0.5, "widths": [4, 4]}')
+    assert from_json_file(Toy, good) == Toy(lr=0.5, widths=(4, 4))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"lr": 0.5, "wdiths": [4]}')
+    with pytest.raises(DataError, match=r"unknown: \['wdiths'\]"):
+        from_json_file(Toy, bad)
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="config .*bad.json"):
+        from_json_file(Toy, bad)
