@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 import typer
@@ -141,8 +141,6 @@ def serve(
 ) -> None:
     """Serve the champion: ``rasa run --enable-api`` (REST channel) on 127.0.0.1 and the action server; a SQLite
     tracker store in $MLREF_HOME/chatbot/tracker.db. Ctrl-C (or SIGTERM) stops both."""
-    import httpx
-
     from apps.chatbot import lifecycle, rasa_env
     from common import registry
 
@@ -151,42 +149,50 @@ def serve(
     cfg = _config(config)
     model, mv = lifecycle.model_path(ref)
 
-    def on_sigterm(*_: object) -> None:
-        raise KeyboardInterrupt  # leave the `with` block: both servers are stopped on the way out
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    stop = threading.Event()  # SIGTERM only sets it: the servers are stopped by the `with` block, exit code 0
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     run_dir = lifecycle.workdir("serve")
-    with rasa_env.servers(
-        model,
-        run_dir,
-        cfg,
-        tracker_db=lifecycle.tracker_db(),
-        rasa_port=port or cfg.rasa_port,
-        actions_port=actions_port,
-        handoff_log=lifecycle.tracker_db().with_name("handoffs.jsonl"),
-    ) as srv:
-        typer.echo(
-            f"chatbot v{mv.version} on {srv.url} (REST: POST {srv.url}/webhooks/rest/webhook), actions on "
-            f"{srv.actions_url}; loaded in {srv.load_s:.0f} s; logs in {run_dir}. Ctrl-C stops.",
-            err=True,
-        )
-        current = mv.version
-        try:
-            while True:
-                time.sleep(refresh_s or 3600)
-                if not refresh_s or ref != registry.CHAMPION:
-                    continue
-                now = registry.version_of(REGISTRY_NAME, registry.CHAMPION)
-                if now and now != current:
-                    new_model, _ = lifecycle.model_path(now)
-                    r = httpx.put(f"{srv.url}/model", json={"model_file": str(new_model)}, timeout=600)
-                    if r.status_code == 204:
-                        typer.echo(f"now serving champion v{now}", err=True)
-                        current = now
-                    else:
-                        typer.echo(f"could not load v{now}: HTTP {r.status_code} {r.text[:200]}", err=True)
-        except KeyboardInterrupt:
+    try:
+        with rasa_env.servers(
+            model,
+            run_dir,
+            cfg,
+            tracker_db=lifecycle.tracker_db(),
+            rasa_port=port or cfg.rasa_port,
+            actions_port=actions_port,
+            handoff_log=lifecycle.tracker_db().with_name("handoffs.jsonl"),
+        ) as srv:
+            typer.echo(
+                f"chatbot v{mv.version} on {srv.url} (REST: POST {srv.url}/webhooks/rest/webhook), actions on "
+                f"{srv.actions_url}; loaded in {srv.load_s:.0f} s; logs in {run_dir}. Ctrl-C stops.",
+                err=True,
+            )
+            current = mv.version
+            while not stop.wait(refresh_s or 3600):
+                if refresh_s and ref == registry.CHAMPION:
+                    current = _swap_if_new_champion(srv.url, current)
             typer.echo("stopping the servers", err=True)
+    except KeyboardInterrupt:  # Ctrl-C: the `with` block has stopped both servers on the way out
+        typer.echo("stopped the servers", err=True)
+
+
+def _swap_if_new_champion(url: str, current: str) -> str:
+    """Load the registry's champion into the running Rasa server if it changed; returns the served version."""
+    import httpx
+
+    from apps.chatbot import lifecycle
+    from common import registry
+
+    now = registry.version_of(REGISTRY_NAME, registry.CHAMPION)
+    if not now or now == current:
+        return current
+    new_model, _ = lifecycle.model_path(now)
+    r = httpx.put(f"{url}/model", json={"model_file": str(new_model)}, timeout=600)
+    if r.status_code == 204:
+        typer.echo(f"now serving champion v{now}", err=True)
+        return now
+    typer.echo(f"could not load v{now}: HTTP {r.status_code} {r.text[:200]}", err=True)
+    return current
 
 
 @app.command()
