@@ -58,8 +58,8 @@ def run_nlu_bench(
     write: bool = True,
 ) -> dict[str, Any]:
     """Train the intent pipeline on ``train_csv``, score ``test_csv``; returns (and writes) the results document."""
-    train_df = read_labelled(train_csv, text_column=text_column, intent_column=intent_column)
-    test_df = read_labelled(test_csv, text_column=text_column, intent_column=intent_column)
+    train_df = read_labelled(train_csv, text_column=text_column, intent_column=intent_column, rename_intents=True)
+    test_df = read_labelled(test_csv, text_column=text_column, intent_column=intent_column, rename_intents=True)
     if train_df["intent"].nunique() < 2:
         raise DataError(f"{train_csv}: need at least 2 intents, found {train_df['intent'].nunique()}")
     unseen = sorted(set(test_df["intent"]) - set(train_df["intent"]))

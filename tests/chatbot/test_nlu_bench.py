@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from apps.chatbot.__main__ import app
@@ -94,3 +95,18 @@ def test_nlu_bench_names_the_missing_column(tmp_path: Path) -> None:
     r = runner.invoke(app, ["nlu-bench", "--train", str(train), "--test", str(train)])
     assert r.exit_code != 0
     assert "missing column(s) ['intent']" in str(r.exception) and "--intent-column" in str(r.exception)
+
+
+def test_public_intent_names_rasa_cannot_use_are_renamed_for_benchmarks(tmp_path) -> None:
+    from apps.chatbot.data import read_labelled
+    from common.data import DataError
+
+    csv = tmp_path / "b.csv"
+    csv.write_text("text,category\nmy payment came back,reverted_card_payment?\nhello,greet\n")
+    with pytest.raises(DataError, match=r"intent names may only use"):
+        read_labelled(csv, intent_column="category")
+    out = read_labelled(csv, intent_column="category", rename_intents=True)
+    assert out["intent"].tolist() == ["reverted_card_payment_", "greet"]
+    csv.write_text("text,category\na,x?\nb,x!\n")
+    with pytest.raises(DataError, match="would merge two"):
+        read_labelled(csv, intent_column="category", rename_intents=True)
