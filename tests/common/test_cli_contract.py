@@ -204,5 +204,5 @@ def test_config_files_unknown_keys_and_lists(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"unknown: \['wdiths'\]"):
         from_json_file(Toy, bad)
     bad.write_text("{not json")
-    with pytest.raises(DataError, match="config .*bad.json"):
+    with pytest.raises(DataError, match=r"config .*bad\.json"):
         from_json_file(Toy, bad)
