@@ -141,15 +141,18 @@ def fairness_problem(
     return f"{NO_FAIR_COMPARISON}: {'; '.join(problems)}; bring newer labelled data"
 
 
-def guard(
-    name: str, window_start: float, *, metric: str, margin: float = 0.0, higher_is_better: bool = True
-) -> Decision | None:
-    """Check the current champion before a challenger is trained: ``None`` when it did not see the window, else
-    the recorded refusal (nothing trained, nothing promoted)."""
+def refuse(
+    name: str,
+    reason: str,
+    *,
+    metric: str,
+    margin: float = 0.0,
+    higher_is_better: bool = True,
+    window_start: float | None = None,
+) -> Decision:
+    """Record a retraining refused before any challenger was trained (nothing trained, nothing promoted) and return
+    it. ``reason`` starts with :data:`NO_FAIR_COMPARISON` when the data cannot give a fair comparison."""
     champion = registry.find(name, registry.CHAMPION)
-    reason = fairness_problem(champion, None, window_start)
-    if reason is None:
-        return None
     decision = Decision(
         app=name,
         champion_version=champion.version if champion else None,
@@ -166,6 +169,19 @@ def guard(
     record(decision)
     log.warning("%s retraining refused: %s", name, reason)
     return decision
+
+
+def guard(
+    name: str, window_start: float, *, metric: str, margin: float = 0.0, higher_is_better: bool = True
+) -> Decision | None:
+    """Check the current champion before a challenger is trained: ``None`` when it did not see the window, else
+    the recorded refusal (:func:`refuse`)."""
+    reason = fairness_problem(registry.find(name, registry.CHAMPION), None, window_start)
+    if reason is None:
+        return None
+    return refuse(
+        name, reason, metric=metric, margin=margin, higher_is_better=higher_is_better, window_start=window_start
+    )
 
 
 # ------------------------------------------------------------------ the comparison
@@ -303,5 +319,6 @@ __all__ = [
     "history",
     "last_training_timestamp",
     "record",
+    "refuse",
     "unix_seconds",
 ]

@@ -20,6 +20,7 @@ too large) is skipped and reported with its path and reason (:attr:`ImageSet.pro
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import tarfile
@@ -375,6 +376,16 @@ def load(
             test = read_folder(te, classes=train.classes, **kw)
             return Dataset(name, train, test)
     return Dataset(name, read_folder(root, **kw))
+
+
+def content_hashes(images: ImageSet) -> np.ndarray:
+    """A 64-bit BLAKE2b digest of each decoded image's pixels, ``uint64[N]``: the same picture decoded at the same
+    size gets the same digest whatever its file name, so retraining can tell images a model was trained on."""
+    arr = images.images.contiguous().numpy()
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(a.tobytes(), digest_size=8).digest(), "little") for a in arr],
+        dtype=np.uint64,
+    )
 
 
 def split(labels: torch.Tensor | np.ndarray, fractions: tuple[float, ...], seed: int = 0) -> list[np.ndarray]:

@@ -9,7 +9,10 @@
 - :func:`monitor` compares new images with that reference through :func:`common.monitoring.run_check` (PSI per
   statistic and component, prediction drift) and adds a confidence-drop alert.
 - :func:`retrain` fine-tunes the champion on newly labelled images and promotes the result only if it beats the
-  champion on the latest labelled images (a stratified hold-out of the new set neither model trained on).
+  champion on the latest labelled images (a stratified hold-out of the new set neither model trained on). Images
+  have no timestamps, so "neither model saw the window" is checked by content: each version stores the hashes of
+  every image it was trained on (``seen_images.npy``), the hold-out is drawn only from images the champion never
+  saw, and a set without such images to hold out is refused ("no fair comparison").
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pandas as pd
 import torch
 
 from apps.vision.config import REGISTRY_NAME, Config
-from apps.vision.data import ImageSet, read_folder, split
+from apps.vision.data import ImageSet, content_hashes, read_folder, split
 from apps.vision.evaluate import calibrate, evaluate_model
 from apps.vision.export import export
 from apps.vision.model import VisionModel
@@ -35,6 +38,7 @@ from common.data import DataError, fingerprint, write_table
 log = logging.getLogger(__name__)
 
 PCA_FILE = "pca.json"
+SEEN_FILE = "seen_images.npy"  # content hashes of every image the model was trained on (retrain fairness)
 N_COMPONENTS = 3
 STAT_FEATURES = ["brightness", "contrast", "sharpness", "width", "height", "mean_r", "mean_g", "mean_b"]
 REFERENCE_IMAGES = 5000
@@ -92,9 +96,20 @@ def monitoring_frame(model: VisionModel, images: ImageSet, pca: dict[str, list])
 
 
 def register(
-    model: VisionModel, train: ImageSet, *, metrics: dict[str, float], dataset: str, alias: str | None = None
+    model: VisionModel,
+    train: ImageSet,
+    *,
+    metrics: dict[str, float],
+    dataset: str,
+    alias: str | None = None,
+    seen: np.ndarray | None = None,
 ) -> registry.ModelVersion:
-    """Save ``model`` + exports + monitoring reference (from up to 5,000 training images) and register it."""
+    """Save ``model`` + exports + monitoring reference (from up to 5,000 training images) and register it.
+
+    ``seen``: content hashes of images the model learnt from before ``train`` (a fine-tuned model inherits its
+    parent's); stored with ``train``'s in ``seen_images.npy``.
+    """
+    seen_all = np.union1d(content_hashes(train), seen if seen is not None else np.zeros(0, np.uint64))
     g = torch.Generator().manual_seed(0)
     ref = train.subset(torch.randperm(len(train), generator=g)[:REFERENCE_IMAGES].sort().values.numpy())
     pca = fit_pca(model.embed(ref.images).numpy())
@@ -105,6 +120,7 @@ def register(
         model.save(path)
         export(path)
         (path / PCA_FILE).write_text(json.dumps(pca))
+        np.save(path / SEEN_FILE, seen_all.astype(np.uint64), allow_pickle=False)
         monitoring.ReferenceProfile.from_frame(frame, categorical=["prediction"]).save(path / monitoring.REFERENCE_FILE)
 
     clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and np.isfinite(v)}
@@ -125,6 +141,12 @@ def register(
         tags={"dataset": dataset, "classes": ",".join(model.classes)[:500]},
         alias=alias,
     )
+
+
+def seen_images(version: registry.ModelVersion) -> np.ndarray | None:
+    """Content hashes of the images ``version`` was trained on, or ``None`` for a version without the record."""
+    path = registry.fetch_model_dir(version) / SEEN_FILE
+    return np.load(path, allow_pickle=False) if path.is_file() else None
 
 
 def load_version(ref: str = registry.CHAMPION, backend: str = "torch") -> tuple[VisionModel, registry.ModelVersion]:
@@ -239,11 +261,42 @@ def retrain(
     new: ImageSet, cfg: Config, *, dataset: str, margin: float = 0.0, holdout: float = 0.3, progress: bool = False
 ) -> retraining.Decision:
     """Fine-tune the champion on ``new`` labelled images (minus a stratified ``holdout``) and promote the result
-    only if its accuracy on that hold-out (the latest labelled images, unseen by both) beats the champion's."""
+    only if its accuracy on that hold-out (the latest labelled images, unseen by both) beats the champion's.
+
+    The hold-out comes only from images the champion was not trained on (by content hash); images it has seen
+    go to the fine-tuning part. No unseen image left to hold out: the retrain is refused and recorded, nothing
+    trained.
+    """
     champion, mv = load_version()
     if len(new) < 4:
         raise DataError(f"{dataset}: {len(new)} labelled image(s); need at least 4 to fine-tune and compare")
-    tune_idx, hold_idx = split(new.labels, (holdout,), cfg.seed)
+    metric = "latest_accuracy"
+    seen = seen_images(mv)
+    if seen is None:
+        reason = f"champion v{mv.version} has no {SEEN_FILE}, so it may have been trained on any of these images"
+        return retraining.refuse(
+            REGISTRY_NAME, f"{retraining.NO_FAIR_COMPARISON}: {reason}", metric=metric, margin=margin
+        )
+    hashes = content_hashes(new)
+    fresh = np.flatnonzero(~np.isin(hashes, seen))
+    hold_idx = fresh[split(new.labels[fresh], (holdout,), cfg.seed)[1]] if len(fresh) else fresh
+    tune_idx = np.setdiff1d(np.arange(len(new)), hold_idx)
+    hold_idx = hold_idx[~np.isin(hashes[hold_idx], hashes[tune_idx])]  # a duplicate file must not leak across
+    if len(hold_idx) == 0:
+        reason = (
+            f"{len(new) - len(fresh)} of the {len(new)} labelled images are in champion v{mv.version}'s training "
+            "images, too few new ones are left to hold out; bring newly labelled images"
+        )
+        return retraining.refuse(
+            REGISTRY_NAME, f"{retraining.NO_FAIR_COMPARISON}: {reason}", metric=metric, margin=margin
+        )
+    if len(fresh) < len(new):
+        log.warning(
+            "%d of %d images were in champion v%s's training images: used for fine-tuning, never for the comparison",
+            len(new) - len(fresh),
+            len(new),
+            mv.version,
+        )
     tune, hold = new.subset(tune_idx), new.subset(hold_idx)
     base = Config.from_dict(champion.meta.get("config", {}))
     base.fine_tune_epochs, base.fine_tune_lr_scale, base.seed = cfg.fine_tune_epochs, cfg.fine_tune_lr_scale, cfg.seed
@@ -254,9 +307,8 @@ def retrain(
     challenger = to_vision_model(net, tune, base, fine_tuned_from=mv.version)
     challenger.classes = list(champion.classes)
     calibrate(challenger, hold)
-    metric = "latest_accuracy"
     acc = evaluate_model(challenger, hold)["accuracy"]
-    cv = register(challenger, tune, metrics={metric: acc}, dataset=dataset)
+    cv = register(challenger, tune, metrics={metric: acc}, dataset=dataset, seen=seen)
 
     def evaluate(version: registry.ModelVersion) -> float:
         model, _ = load_version(version.version)
