@@ -2,7 +2,7 @@
 
 | variable | default | meaning |
 |---|---|---|
-| ``MLREF_HOME`` | ``./.mlref`` | runs, registry, reports, prediction logs, decisions |
+| ``MLREF_HOME`` | ``./.mlref`` | runs, registry, reports, prediction logs, decisions (made absolute) |
 | ``MLREF_DATA_DIR`` | ``$MLREF_HOME/data`` | downloaded / user-provided datasets |
 | ``MLREF_TRACKING_URI`` | ``sqlite:///$MLREF_HOME/mlflow.db`` | any MLflow tracking server |
 | ``MLREF_SEED`` | ``42`` | default seed for every random thing |
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 T = TypeVar("T")
@@ -44,6 +45,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1_048_576
+
+    @field_validator("home", "data_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Relative paths are taken from the working directory once, here: every path handed to a subprocess
+        that runs elsewhere (Rasa, torchrun, a server) then still points at the same place."""
+        return None if value is None else value.expanduser().absolute()
 
     @property
     def data_path(self) -> Path:

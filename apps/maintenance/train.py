@@ -3,7 +3,9 @@ the DCNN members with ``common.training.fit`` and calibrate the conformal interv
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,18 +76,62 @@ def _rmse_metric(out: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.sqrt(torch.mean((out.float() - target.float()) ** 2)))
 
 
+def epochs_for_budget(
+    net: nn.Module, data: Prepared, cfg: Config, budget_s: float, *, steps: int = 4
+) -> tuple[int, float]:
+    """``(epochs, seconds per epoch)``: how many of ``cfg.epochs`` fit in ``budget_s`` on this machine now.
+
+    Times ``steps`` training steps (after one warm-up) of a copy of ``net`` at the configured batch size, plus a
+    validation pass, so that a time-capped run gets a complete learning-rate schedule sized to its budget instead
+    of a long schedule cut off half-way (on a CPU twice as slow, half the epochs, each with the full decay)."""
+    probe = copy.deepcopy(net).train()
+    opt = torch.optim.Adam(probe.parameters(), lr=cfg.lr)
+    n = min(cfg.batch_size, len(data.x_fit))
+    x, y = torch.from_numpy(data.x_fit[:n]), torch.from_numpy(data.y_fit[:n])
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        nn.functional.mse_loss(probe(x), y).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    step_s = float(np.median(times[1:]))
+    probe.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(data.x_val), 4096):
+            probe(torch.from_numpy(data.x_val[i : i + 4096]))
+    epoch_s = step_s * math.ceil(len(data.x_fit) / cfg.batch_size) + (time.perf_counter() - t0)
+    return max(1, min(cfg.epochs, int(budget_s / epoch_s))), epoch_s
+
+
 def fit_member(
     data: Prepared, cfg: Config, seed: int, *, checkpoint_dir: Path | None = None, progress: bool = False
 ) -> tuple[nn.Module, training.FitResult]:
-    """One DCNN trained on the fit windows; the epoch with the best validation RMSE is kept."""
+    """One DCNN trained on the fit windows; the epoch with the best validation RMSE is kept.
+
+    With ``cfg.max_train_s``, the epoch count is first sized to each member's share of that budget
+    (:func:`epochs_for_budget`); the cap still stops the loop should the machine slow down meanwhile."""
     torch.manual_seed(seed)
     net = make_net(data.x_fit.shape[2], cfg.to_dict())
     with torch.no_grad():  # start at the mean target: the first epochs learn shape, not the offset
         net.head[-1].bias.fill_(float(np.mean(data.y_fit)) / net.out_scale)
     train_ds = TensorDataset(torch.from_numpy(data.x_fit), torch.from_numpy(data.y_fit))
     val_ds = TensorDataset(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
+    epochs = cfg.epochs
+    budget = cfg.max_train_s / cfg.n_seeds if cfg.max_train_s else None
+    if budget is not None and checkpoint_dir is None:  # a resumed run keeps the schedule it started with
+        epochs, epoch_s = epochs_for_budget(net, data, cfg, budget)
+        if epochs < cfg.epochs:
+            log.info(
+                "%.1f s per epoch here: %d of %d epochs fit in %.0f s, the schedule is sized to them",
+                epoch_s,
+                epochs,
+                cfg.epochs,
+                budget,
+            )
     tc = training.TrainConfig(
-        epochs=cfg.epochs,
+        epochs=epochs,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         batch_size=cfg.batch_size,
@@ -101,7 +147,7 @@ def fit_member(
         seed=seed,
         device="cpu",
         progress=progress,
-        max_time_s=cfg.max_train_s / cfg.n_seeds if cfg.max_train_s else None,
+        max_time_s=budget,
         ema_decay=cfg.ema_decay,
     )
     result = training.fit(net, train_ds, val_ds, nn.MSELoss(), tc, metrics={"rmse": _rmse_metric})

@@ -92,3 +92,21 @@ def test_training_stops_at_its_time_budget() -> None:
     cfg = training.TrainConfig(epochs=50, max_time_s=0.0, progress=False, device="cpu", batch_size=32)
     result = training.fit(DCNN(3, 10, channels=2, kernel=3, hidden=4), ds, ds, torch.nn.MSELoss(), cfg)
     assert len(result.history) == 1 and result.stopped_early  # common.training's max_time_s (added for this app)
+
+
+def test_a_time_budget_sizes_the_schedule_instead_of_cutting_it(fleet) -> None:
+    from apps.maintenance.model import make_net
+    from apps.maintenance.train import epochs_for_budget, fit_member
+
+    cfg = tiny_config(epochs=10_000)
+    data = prepare(fleet.train, cfg)
+    net = make_net(data.x_fit.shape[2], cfg.to_dict())
+    epochs, epoch_s = epochs_for_budget(net, data, cfg, budget_s=1e9)
+    assert epochs == cfg.epochs and epoch_s > 0  # a budget that does not bind leaves the schedule alone
+    few, _ = epochs_for_budget(net, data, cfg, budget_s=5 * epoch_s)
+    assert 1 <= few <= 50  # about 5 (the probe is noisy on a shared machine), never 10,000
+    assert epochs_for_budget(net, data, cfg, budget_s=0.0)[0] == 1
+    # the cosine schedule spans the ~10 epochs that fit, not 10,000 (after one epoch of 10,000 the rate would still
+    # be within 3e-8 of its start; after one of even 1,000 it has decayed by 2.5e-6)
+    _, result = fit_member(data, tiny_config(epochs=10_000, max_train_s=10 * epoch_s), seed=0)
+    assert len(result.history) < 100 and result.history[0]["lr"] < (1 - 1e-6) * cfg.lr
