@@ -214,7 +214,9 @@ class _TableWriter:
             table = pa.Table.from_pandas(df, preserve_index=False)
             if self._pq is None:
                 self.schema = table.schema.remove_metadata()
-                self._pq = pq.ParquetWriter(self.tmp, self.schema)
+                # plain encoding: scored outputs are mostly unique ids and scores, for which dictionaries cost
+                # time and size for nothing (the fraud bench's output: 2.6x faster to write, 17 % smaller)
+                self._pq = pq.ParquetWriter(self.tmp, self.schema, use_dictionary=False)
             elif not table.schema.remove_metadata().equals(self.schema):
                 try:
                     table = table.select(self.schema.names).cast(self.schema)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from common.config import get_settings
 
@@ -231,18 +232,24 @@ class Schema:
                 out[col.name] = self._check_column(col, out[col.name], source, problems)
         for key in self.unique:
             if key in out.columns:
-                dup = out[key].duplicated(keep="first").to_numpy()
+                # integers repeat exactly where their strings (ids) do, and hash much faster
+                same = df[key].dtype.kind in "iu" and self._column(key).dtype in ("id", "int", "str", "any")
+                dup = (df[key] if same else out[key]).duplicated(keep="first").to_numpy()
                 if dup.any():
                     problems.append(self._describe(source, key, dup, "duplicates an earlier row", out[key]))
         if problems:
             raise DataError("; ".join(problems))
         return out
 
+    def _column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
     def _check_column(self, col: Column, raw: pd.Series, source: str, problems: list[str]) -> pd.Series:
         """Coerce one column; append a message to ``problems`` per kind of bad value."""
         values, bad_type = _coerce(raw, col.dtype)
         null = raw.isna().to_numpy()
-        if col.dtype == "id":
+        integers = raw.dtype.kind in "iu"  # plain integers: never blank, printed in at most 20 characters
+        if col.dtype == "id" and not integers:
             null = null | values.isna().to_numpy()  # blank strings are missing ids
         if not col.nullable and null.any():
             problems.append(self._describe(source, col.name, null, "is empty/null", raw))
@@ -260,7 +267,7 @@ class Schema:
                     checks.append((ok & ~(num > col.gt), f"is not greater than {col.gt}"))
                 if col.max is not None:
                     checks.append((ok & (num > col.max), f"is above the maximum {col.max}"))
-        if col.max_length is not None:
+        if col.max_length is not None and not (integers and col.max_length >= 20):
             lengths = values.astype("string").str.len().fillna(0).to_numpy()
             checks.append((ok & (lengths > col.max_length), f"is longer than {col.max_length} characters"))
         if col.allowed is not None:
@@ -320,6 +327,10 @@ def _coerce(s: pd.Series, dtype: DType) -> tuple[pd.Series, np.ndarray]:
 
 def _ids(s: pd.Series) -> pd.Series:
     """Ids as stripped str (object dtype); integral floats as ``12``; blanks become missing (None)."""
+    if s.dtype.kind in "iu":  # plain integers: each distinct one printed once, by Arrow (pandas' astype is slow)
+        codes, uniques = pd.factorize(s.to_numpy())
+        text = pa.array(uniques).cast(pa.string()).to_numpy(zero_copy_only=False)
+        return pd.Series(text[codes], index=s.index, name=s.name, dtype=object)
     if pd.api.types.is_float_dtype(s) and s.dropna().mod(1).eq(0).all() and s.dropna().abs().lt(2**63).all():
         as_str = s.astype("Int64").astype("string")
     else:

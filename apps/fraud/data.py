@@ -222,10 +222,14 @@ def validate(df: pd.DataFrame, *, source: str = "transactions", require_label: b
     bools = [c for c in ID_COLUMNS if c in df.columns and pd.api.types.is_bool_dtype(df[c])]
     if bools:
         raise DataError(f"{source}: column(s) {bools} hold true/false values; ids are strings or integers")
+    # integers print as digits (and "-"), at most 20 characters: always a valid id, no need to check
+    integers = {c for c in ID_COLUMNS if c in df.columns and df[c].dtype.kind in "iu"}
     df = SCHEMA.validate(df, source=source)
     if df.empty:
         raise DataError(f"{source}: no transactions (only a header?); expected rows of {SCHEMA.header}")
     for col in ID_COLUMNS:
+        if col in integers:
+            continue
         ids = df[col].astype(str)
         bad = ~ids.str.fullmatch(ID_PATTERN).to_numpy()
         if bad.any():

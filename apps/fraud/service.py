@@ -35,6 +35,8 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, PlainValidator, WithJsonSchema
@@ -381,9 +383,9 @@ class BatchScorer:
     """Stateful ``score_fn`` for :func:`common.batch.score_file`: chunks of a time-sorted transaction file in,
     ``tx_id, score, decision[, label][, reasons]`` out (reasons: the top ``n_reasons`` features of each alert).
 
-    Features need each card's and terminal's history, which crosses chunk boundaries: the scorer keeps the last
-    ``history_days`` of transactions of earlier chunks and computes each chunk's features on (tail + chunk), so
-    the result equals :func:`apps.fraud.features.compute_features` on the whole file. ``history`` optionally
+    Features need each card's and terminal's history, which crosses chunk boundaries:
+    :class:`~apps.fraud.features.ChunkedFeatures` carries the last ``history_days`` of earlier chunks, so the
+    result equals :func:`apps.fraud.features.compute_features` on the whole file. ``history`` optionally
     prepends earlier transactions (e.g. :func:`history_for`) so the first rows see their past too.
     """
 
@@ -396,7 +398,8 @@ class BatchScorer:
         reasons: bool = False,
         n_reasons: int | None = None,
     ) -> None:
-        from apps.fraud.data import ID_COLUMNS, SCHEMA, TIMESTAMP
+        from apps.fraud.data import TIMESTAMP
+        from apps.fraud.features import ChunkedFeatures
 
         self.model, self.cfg = model, feature_cfg or FeatureConfig()
         self.reasons = reasons
@@ -404,48 +407,43 @@ class BatchScorer:
         if self.n_reasons < 1:
             raise ValueError(f"n_reasons must be >= 1, got {self.n_reasons}")
         self._ts = TIMESTAMP
-        self.tail = None
-        if history is not None and len(history):
-            cols = [c for c in SCHEMA.names if c in history.columns]
-            start = history[TIMESTAMP].max() - pd.Timedelta(days=self.cfg.history_days)
-            self.tail = history.loc[history[TIMESTAMP] > start, cols].reset_index(drop=True)
-            for c in ID_COLUMNS:  # ids as strings, like the validated chunks they are concatenated with
-                ids = self.tail[c]
-                self.tail[c] = ids.astype(str).astype(object) if pd.api.types.is_integer_dtype(ids) else ids.map(id_key)
+        self.features = ChunkedFeatures(self.cfg, history)
         self._last: pd.Timestamp | None = None
 
     def __call__(self, chunk: pd.DataFrame) -> pd.DataFrame:
         from apps.fraud.data import LABEL, TX_ID, validate
-        from apps.fraud.features import compute_features
 
         chunk = validate(chunk, source="batch input")
         first = chunk[self._ts].iloc[0] if len(chunk) else None
         if self._last is not None and first is not None and first < self._last:
             raise DataError(f"batch input is not sorted by {self._ts}: {first} comes after {self._last}; sort the file")
-        frame = chunk if self.tail is None else pd.concat([self.tail, chunk], ignore_index=True)
-        feats = compute_features(frame, self.cfg, start=len(frame) - len(chunk))
-        scores = self.model.predict_proba(feats[self.model.features])
+        feats = self.features.arrays(chunk)
+        # the model's input, built once; column-major: each feature is one contiguous write
+        X = np.empty((len(chunk), len(self.model.features)), dtype=np.float32, order="F")
+        for j, name in enumerate(self.model.features):
+            X[:, j] = feats[name]
+        scores = self.model.predict_proba(X)
+        alert = scores >= self.model.threshold
         out = pd.DataFrame(
             {
                 TX_ID: chunk[TX_ID].to_numpy(),
                 "score": scores,
-                "decision": np.where(scores >= self.model.threshold, "alert", "pass"),
+                # the strings np.where(alert, "alert", "pass") gives, built by Arrow: 5x faster
+                "decision": pc.if_else(pa.array(alert), "alert", "pass").to_pandas(),
             }
         )
         if LABEL in chunk.columns:
             out[LABEL] = chunk[LABEL].to_numpy()
         if self.reasons:  # exact TreeSHAP costs ~1 ms a row: explain the alerts only
             out["reasons"] = ""
-            alert = np.flatnonzero(scores >= self.model.threshold)
-            contrib = self.model.contributions(feats[self.model.features].iloc[alert]) if alert.size else None
+            rows = np.flatnonzero(alert)
+            contrib = self.model.contributions(X[rows]) if rows.size else None
             if contrib is not None:
                 names = np.asarray(self.model.features)
                 top = np.argsort(-contrib, axis=1, kind="stable")[:, : self.n_reasons]
-                out.loc[out.index[alert], "reasons"] = [",".join(names[r]) for r in top]
+                out.loc[out.index[rows], "reasons"] = [",".join(names[r]) for r in top]
         if len(chunk):
             self._last = chunk[self._ts].iloc[-1]
-            keep_from = self._last - pd.Timedelta(days=self.cfg.history_days)
-            self.tail = frame[frame[self._ts] > keep_from].reset_index(drop=True)
         return out
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from apps.fraud.config import FeatureConfig
 from apps.fraud.data import LABEL, TIMESTAMP, TX_ID
-from apps.fraud.features import OnlineFeatureStore, Transaction, compute_features, feature_names
+from apps.fraud.features import ChunkedFeatures, OnlineFeatureStore, Transaction, compute_features, feature_names
 from apps.fraud.service import BatchScorer
 
 
@@ -78,3 +78,55 @@ def test_batch_scorer_chunks_equal_whole_file(tiny_raw: pd.DataFrame, tiny_model
     got = pd.concat(chunks)["score"].to_numpy()
     want = tiny_model.predict_proba(compute_features(df))
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_chunked_features_equal_the_whole_file(tiny_raw: pd.DataFrame) -> None:
+    """ChunkedFeatures (batch scoring's carried history) = compute_features on history + every chunk at once:
+    integer ids in the history and the same ids as strings in the chunks, uneven chunks."""
+    cut = tiny_raw[TIMESTAMP].min() + pd.Timedelta(days=40)
+    history = tiny_raw[tiny_raw[TIMESTAMP] < cut].drop(columns=["scenario"])
+    later = tiny_raw[tiny_raw[TIMESTAMP] >= cut].head(9000).drop(columns=["scenario"])
+    later = later.assign(**{c: later[c].astype(str).astype(object) for c in ("tx_id", "customer_id", "terminal_id")})
+    want = compute_features(pd.concat([history, later], ignore_index=True)).iloc[len(history) :]
+    for size in (997, 4000):
+        chunked = ChunkedFeatures(history=history)
+        got = pd.concat([chunked(later.iloc[i : i + size]) for i in range(0, len(later), size)])
+        np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-9)
+        assert list(got.columns) == list(want.columns) and got.index.equals(later.index)
+
+
+def test_chunked_features_a_chunk_overlapping_the_history(tiny_raw: pd.DataFrame) -> None:
+    """A first chunk that starts before the history ends (sorted with it, not merged after it) sees the
+    history's last ``history_days``, like every chunk."""
+    cut = tiny_raw[TIMESTAMP].min() + pd.Timedelta(days=40)
+    history = tiny_raw[tiny_raw[TIMESTAMP] < cut].drop(columns=["scenario"])
+    later = tiny_raw[tiny_raw[TIMESTAMP] >= cut - pd.Timedelta(hours=6)].head(3000).drop(columns=["scenario"])
+    kept = history[history[TIMESTAMP] > history[TIMESTAMP].max() - pd.Timedelta(days=FeatureConfig().history_days)]
+    want = compute_features(pd.concat([kept, later], ignore_index=True)).iloc[len(kept) :]
+    chunked = ChunkedFeatures(history=history)
+    got = pd.concat([chunked(later.iloc[i : i + 1000]) for i in range(0, len(later), 1000)])
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_chunked_features_forget_ids_that_left_the_window() -> None:
+    """Cards and terminals seen once, long ago, are dropped from the id codes (memory stays bounded), and the
+    renumbering changes no feature."""
+    rng = np.random.default_rng(0)
+    days, per_day = 30, 400
+    day = np.repeat(np.arange(days), per_day)
+    df = pd.DataFrame(
+        {
+            TX_ID: np.arange(days * per_day),
+            TIMESTAMP: pd.Timestamp("2024-01-01")
+            + pd.to_timedelta(day * 86_400 + np.sort(rng.integers(0, 86_400, day.size)), unit="s"),
+            "customer_id": [f"C{d}-{k}" for d, k in zip(day, rng.integers(0, 150, day.size), strict=True)],
+            "terminal_id": [f"T{d}-{k}" for d, k in zip(day, rng.integers(0, 300, day.size), strict=True)],
+            "amount": rng.uniform(1, 100, day.size).round(2),
+            LABEL: (rng.random(day.size) < 0.05).astype(int),
+        }
+    )
+    cfg = FeatureConfig(customer_windows=(1, 2), terminal_windows=(1,), delay_days=1)  # 2 days of history
+    chunked = ChunkedFeatures(cfg)
+    got = pd.concat([chunked(df[day == d]) for d in range(days)])
+    np.testing.assert_allclose(got.to_numpy(), compute_features(df, cfg).to_numpy(), rtol=1e-9, atol=1e-9)
+    assert len(chunked._ids[0].ids) < 2 * len(chunked.tail) + 1024 + per_day < days * 150
