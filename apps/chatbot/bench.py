@@ -9,6 +9,7 @@ is the largest resident size of a finished child process.
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import time
@@ -163,9 +164,11 @@ def run_bench(
     intent_column: str = "category",
     latency_requests: int = 200,
     cfg: Config | None = None,
+    nlu_from: Path | None = None,
 ) -> dict[str, Any]:
     """Banking77 (or ``dataset``: a folder with train.csv/test.csv) NLU results + REST latency and model load time
-    of the assistant trained with ``cfg`` -> ``bench/results/chatbot.json``."""
+    of the assistant trained with ``cfg`` -> ``bench/results/chatbot.json``. ``nlu_from``: an earlier
+    ``nlu-bench`` result file whose NLU part is reused (the serving half is measured again)."""
     cfg = cfg or Config(cv_folds=0)
     folder = Path(dataset) if dataset else get_settings().data_path / REFERENCE_DATASET
     if not (folder / "train.csv").is_file() or not (folder / "test.csv").is_file():
@@ -173,9 +176,18 @@ def run_bench(
             f"{folder}: expected train.csv and test.csv (Banking77: set MLREF_DATA_DIR to the folder "
             "holding banking77/)"
         )
-    doc = run_nlu_bench(
-        folder / "train.csv", folder / "test.csv", cfg, intent_column=intent_column, name=folder.name, write=False
-    )
+    if nlu_from is not None:
+        try:
+            doc = json.loads(Path(nlu_from).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{nlu_from}: cannot read an nlu-bench result ({exc})") from exc
+        if not isinstance(doc, dict) or MODEL_NAME not in doc.get("models", {}) or doc.get("dataset") != folder.name:
+            raise DataError(f"{nlu_from}: not an nlu-bench result of {MODEL_NAME!r} on {folder.name}")
+        doc["nlu_from"] = str(nlu_from)
+    else:
+        doc = run_nlu_bench(
+            folder / "train.csv", folder / "test.csv", cfg, intent_column=intent_column, name=folder.name, write=False
+        )
     trained = lifecycle.build(cfg, validate=False)
     run_dir = lifecycle.workdir("bench-serve")
     with rasa_env.servers(

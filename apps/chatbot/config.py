@@ -31,7 +31,7 @@ class Config:
 
     classifier_c: float | None = None  # intent logistic regression's inverse L2 strength; None: 3-fold CV picks it
     response_selector_epochs: int = 60  # FAQ/chitchat ResponseSelector
-    ted_epochs: int = 40  # TEDPolicy (rules + memoization carry the test stories; TED generalises)
+    ted_epochs: int = 40  # TEDPolicy (rules + memoization carry the test stories; TED generalises); 0 = no TED
     fallback_threshold: float = 0.4  # below this intent confidence -> nlu_fallback (two-stage fallback)
     cv_folds: int = 3  # NLU cross-validation for the model card (0: skip)
     rasa_port: int = 5005

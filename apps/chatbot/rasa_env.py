@@ -133,6 +133,8 @@ def pipeline_config(cfg: Config, *, nlu_only: bool = False) -> dict[str, Any]:
     for pol in doc.get("policies", []):
         if pol["name"] == "TEDPolicy":
             pol["epochs"], pol["random_seed"] = cfg.ted_epochs, cfg.seed
+    if cfg.ted_epochs == 0:  # rules + memoization alone: unseen dialogue paths go to the core fallback
+        doc["policies"] = [p for p in doc.get("policies", []) if p["name"] != "TEDPolicy"]
     if nlu_only:
         doc["pipeline"] = [
             c

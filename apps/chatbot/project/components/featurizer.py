@@ -24,7 +24,10 @@ from rasa.shared.nlu.training_data.features import Features
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from components import speedups
 from components.minilm import MiniLM
+
+speedups.install()  # loaded with every model of this project: Rasa's server gets the cached response check
 
 log = logging.getLogger(__name__)
 _ENCODERS: Dict[str, MiniLM] = {}  # one copy of the weights per process, shared by every loaded model
