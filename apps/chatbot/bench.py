@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
@@ -184,6 +185,8 @@ def run_bench(
         if not isinstance(doc, dict) or MODEL_NAME not in doc.get("models", {}) or doc.get("dataset") != folder.name:
             raise DataError(f"{nlu_from}: not an nlu-bench result of {MODEL_NAME!r} on {folder.name}")
         doc["nlu_from"] = str(nlu_from)
+        doc["nlu_machine"] = doc.pop("machine", None)  # the NLU half's machine; the serving half's is below
+        doc["machine"] = machine_info()
     else:
         doc = run_nlu_bench(
             folder / "train.csv", folder / "test.csv", cfg, intent_column=intent_column, name=folder.name, write=False
@@ -201,6 +204,7 @@ def run_bench(
         latency = webhook_latency(srv.url, latency_requests)
         load_s = srv.load_s
     doc["serving"] = {
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "rest_webhook": latency,
         "model_load_s": round(load_s, 1),
         "assistant_test_stories": trained.stories,
