@@ -167,7 +167,7 @@ def load_cmapss(subset: str = "FD001", directory: str | Path | None = None) -> F
     else:
         paths = [cmapss_file(n) for n in names]
     train, test = read_cmapss_text(paths[0]), read_cmapss_text(paths[1])
-    test_units = list(dict.fromkeys(test[UNIT]))
+    test_units = sorted(dict.fromkeys(test[UNIT]), key=int)  # RUL_FD00x.txt is in numeric unit order (1, 2, ..., 10)
     return Fleet(subset, train, test, read_rul_text(paths[2], test_units))
 
 

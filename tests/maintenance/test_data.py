@@ -51,6 +51,14 @@ def test_cmapss_loader_on_a_tiny_fixture(tmp_path) -> None:
     assert fleet.test_rul.to_dict() == {"1": 12.0, "2": 30.0}
 
 
+def test_true_rul_follows_the_numeric_unit_order_past_unit_9(tmp_path) -> None:
+    """RUL_FD00x.txt lists units 1, 2, ..., 10, 11; unit ids are strings, whose order would pair unit 10 with
+    line 2 (the bug that made FD001's test RMSE 50 with a validation RMSE of 13)."""
+    write_cmapss(tmp_path / "cmapss", test_cycles=(2,) * 12, rul=[10 * u for u in range(1, 13)])
+    rul = load_cmapss("FD001", tmp_path / "cmapss").test_rul
+    assert {u: rul[str(u)] for u in (1, 2, 9, 10, 11, 12)} == {1: 10, 2: 20, 9: 90, 10: 100, 11: 110, 12: 120}
+
+
 def test_cmapss_bad_files_are_named(tmp_path) -> None:
     root = tmp_path / "cmapss"
     write_cmapss(root)
