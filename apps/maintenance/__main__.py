@@ -27,9 +27,16 @@ DATASET = typer.Option(
 
 
 def _config(
-    config: Path | None, *, seed: int | None = None, epochs: int | None = None, n_seeds: int | None = None
+    config: Path | None,
+    *,
+    seed: int | None = None,
+    epochs: int | None = None,
+    n_seeds: int | None = None,
+    model: str | None = None,
 ) -> Config:
     cfg = Config.from_file(config)
+    if model is not None:
+        cfg.model = model
     if seed is not None:
         cfg.seed = seed
     if epochs is not None:
@@ -44,7 +51,10 @@ def _name(dataset: str | None) -> str:
 
 
 EPOCHS = typer.Option(None, "--epochs", min=1, help="training epochs of each DCNN member (default: config, 250)")
-N_SEEDS = typer.Option(None, "--n-seeds", min=1, help="DCNN members (seeds) averaged (default: config, 1)")
+N_SEEDS = typer.Option(None, "--n-seeds", min=1, help="members (seeds) averaged (default: config, 1)")
+MODEL = typer.Option(
+    None, "--model", help="boost (trees on health features; the default) or dcnn (Li et al.'s CNN; minutes)"
+)
 
 
 @app.command()
@@ -65,6 +75,7 @@ def demo(
 def train(
     dataset: str | None = DATASET,
     config: Path | None = cli.CONFIG,
+    model: str | None = MODEL,
     epochs: int | None = EPOCHS,
     n_seeds: int | None = N_SEEDS,
     tune: int = cli.TUNE,
@@ -80,17 +91,17 @@ def train(
 
     if tune:
         raise cli.fail(
-            "--tune is not supported by the maintenance app: the DCNN recipe is fixed (Li et al. 2018); "
-            "change epochs/lr/window with --config"
+            "--tune is not supported by the maintenance app: the recipes are fixed (measured on C-MAPSS FD001); "
+            "change boost_*, epochs, lr or window with --config"
         )
-    cfg = _config(config, seed=seed, epochs=epochs, n_seeds=n_seeds)
+    cfg = _config(config, seed=seed, epochs=epochs, n_seeds=n_seeds, model=model)
     fleet = load(dataset, seed=cfg.seed)
-    model = fit(fleet.train, cfg)
+    rul_model = fit(fleet.train, cfg)
     held_out: dict[str, float] = {}
     if fleet.test is not None and fleet.test_rul is not None:
-        held_out, _ = evaluate_last_cycle(model, fleet.test, fleet.test_rul, cfg.rul_cap)
+        held_out, _ = evaluate_last_cycle(rul_model, fleet.test, fleet.test_rul, cfg.rul_cap)
     mv = register(
-        model,
+        rul_model,
         fleet.train,
         metrics={f"test_{k}": v for k, v in held_out.items()},
         dataset=_name(dataset),
@@ -101,7 +112,7 @@ def train(
             "version": mv.version,
             "aliases": mv.aliases,
             "test": held_out,
-            "info": {k: v for k, v in model.info.items() if k not in ("sensors",)},
+            "info": {k: v for k, v in rul_model.info.items() if k not in ("sensors",)},
         }
     )
     typer.echo(cli.train_summary(REGISTRY_NAME, APP, mv.version), err=True)
@@ -111,24 +122,25 @@ def train(
 def evaluate(
     dataset: str | None = DATASET,
     config: Path | None = cli.CONFIG,
+    model: str | None = MODEL,
     epochs: int | None = EPOCHS,
     n_seeds: int | None = N_SEEDS,
     seed: int | None = cli.SEED,
 ) -> None:
-    """The DCNN against the baselines on the test units' last cycles: metrics JSON + report with figures."""
+    """The configured model against the baselines on the test units' last cycles: metrics JSON + report with figures."""
     from apps.maintenance.data import load
     from apps.maintenance.evaluate import alert_tradeoff, evaluate_last_cycle, write_evaluation
     from apps.maintenance.train import fit_baselines, prepare
     from apps.maintenance.train import train as fit
     from common.reports import new_report_dir
 
-    cfg = _config(config, seed=seed, epochs=epochs, n_seeds=n_seeds)
+    cfg = _config(config, seed=seed, epochs=epochs, n_seeds=n_seeds, model=model)
     fleet = load(dataset, seed=cfg.seed)
     assert fleet.test is not None and fleet.test_rul is not None
     data = prepare(fleet.train, cfg)
-    model = fit(fleet.train, cfg, data=data)
+    rul_model = fit(fleet.train, cfg, data=data)
     table, per_unit = {}, None
-    table["dcnn"], per_unit = evaluate_last_cycle(model, fleet.test, fleet.test_rul, cfg.rul_cap)
+    table[cfg.model], per_unit = evaluate_last_cycle(rul_model, fleet.test, fleet.test_rul, cfg.rul_cap)
     for name, reg in fit_baselines(data, cfg, kinds=("mean", "linear", "summary")).items():
         table[name], _ = evaluate_last_cycle(reg, fleet.test, fleet.test_rul, cfg.rul_cap)
     curve = alert_tradeoff(per_unit, cfg.horizon)
@@ -137,12 +149,12 @@ def evaluate(
         out,
         table,
         dataset=_name(dataset),
-        model=model,
+        model=rul_model,
         test=fleet.test,
         truth=fleet.test_rul,
         per_unit=per_unit,
         curve=curve,
-        info={k: v for k, v in model.info.items() if k != "members"},
+        info={k: v for k, v in rul_model.info.items() if k != "members"},
     )
     cli.echo_json({"report": str(path), "metrics": table})
 
@@ -230,7 +242,8 @@ def bench(
         None, "--dataset", "-d", help="one C-MAPSS subset (default: every subset in the data dir)"
     ),
     output: Path | None = typer.Option(None, "--output", "-o"),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="DCNN seeds (mean ± std, and their ensemble)"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="seeds of each model (mean ± std, and their ensemble)"),
+    dcnn_seeds: int | None = typer.Option(None, "--dcnn-seeds", min=0, help="DCNN seeds if not --seeds; 0 = none"),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="DCNN epochs (default: config)"),
     max_train_s: float | None = typer.Option(None, "--max-train-s", help="time cap per DCNN seed, seconds"),
     baselines: str = typer.Option(
@@ -245,6 +258,7 @@ def bench(
     doc = run_bench(
         dataset,
         seeds=seeds,
+        dcnn_seeds=dcnn_seeds,
         epochs=epochs,
         max_train_s=max_train_s,
         baselines=tuple(b for b in baselines.split(",") if b),

@@ -196,8 +196,8 @@ def write_evaluation(
         figures=figures,
         sections=sections,
         model_info=info,
-        baselines=[k for k in table if k != "dcnn"],
-        champion="dcnn",
+        baselines=[k for k in table if k != model.kind],
+        champion=model.kind,
         higher_is_better={"rmse": False, "score": False, "rmse_capped": False},
         intended_use=(
             "Remaining-useful-life estimates with intervals for units that degrade "

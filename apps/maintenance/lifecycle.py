@@ -11,7 +11,7 @@ import pandas as pd
 
 from apps.maintenance.config import REGISTRY_NAME, Config
 from apps.maintenance.data import FAILED, UNIT, failure_times, validate_fleet
-from apps.maintenance.features import add_rul, windows
+from apps.maintenance.features import add_rul
 from apps.maintenance.model import RULModel
 from apps.maintenance.train import train
 from common import monitoring, registry, retraining
@@ -46,7 +46,9 @@ def register(
                 monitoring.ReferenceProfile.from_frame(rows).save(path / condition_reference_name(k))
 
     params = {
-        k: model.cfg[k] for k in ("window", "rul_cap", "epochs", "lr", "batch_size", "n_seeds", "alpha", "horizon")
+        k: model.cfg[k]
+        for k in ("model", "window", "rul_cap", "epochs", "lr", "batch_size", "n_seeds", "alpha", "horizon")
+        if k in model.cfg
     }
     return registry.register_dir(
         REGISTRY_NAME,
@@ -54,7 +56,7 @@ def register(
         metrics=metrics,
         params=params,
         data_fingerprint=fingerprint(histories),
-        tags={"dataset": dataset, "members": str(len(model.nets))},
+        tags={"dataset": dataset, "model": model.kind, "members": str(model.members)},
         alias=alias,
         last_training_timestamp=float(failure_times(histories).max()),
     )
@@ -98,8 +100,8 @@ def batch_score(model: RULModel, input_path: Path, output: Path, *, chunk_units:
 def observed_performance(model: RULModel, failed: pd.DataFrame) -> dict[str, float]:
     """Error and interval coverage at every cycle of units whose failure has been observed (truth = capped RUL)."""
     df = add_rul(failed, model.rul_cap)
-    x, y, _ = windows(model.pre.transform(df), df, model.window, y=df["rul"].to_numpy(float))
-    pred = model.predict_windows(x)
+    y = df["rul"].to_numpy(float)
+    pred, _ = model.predict_rows(df)
     out = {"failed_units": float(df[UNIT].nunique()), "cycles": float(len(y)), "rmse": rmse(y, pred)}
     if model.conformal is not None:
         lo, hi = model.conformal.interval(pred)

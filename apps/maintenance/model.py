@@ -3,9 +3,13 @@
 - :class:`DCNN` (Li, Ding & Sun 2018, "Remaining useful life estimation in prognostics using deep convolution
   neural networks"): per-sensor temporal convolutions (kernel 10 along time, shared over sensors) in four layers of
   10 channels, a 1-channel layer of kernel 3, dropout 0.5, a 100-unit tanh layer and a linear output.
-- :class:`RULModel`: preprocessing + one or more DCNN members (a seed ensemble, predictions averaged) + conformal
-  intervals; what is registered and served. Saved as ``model.json`` + ``weights.pt`` (tensors only, loaded with
-  ``weights_only=True`` after the registry has checked the directory's sha256).
+- :class:`Booster`: gradient-boosted trees (xgboost) on the causal health features of every cycle
+  (:func:`apps.maintenance.features.health_features`: age, rolling statistics, drift from the unit's own start);
+  the default model (FD001 RMSE 12, against 15 for the DCNN trained for 10 minutes here).
+- :class:`RULModel`: preprocessing + one or more members of one kind (a seed ensemble, predictions averaged) +
+  conformal intervals; what is registered and served. Saved as ``model.json`` + ``weights.pt`` (DCNN: tensors
+  only, loaded with ``weights_only=True`` after the registry has checked the directory's sha256) or
+  ``booster_<i>.json`` (xgboost's JSON model format; no pickle).
 - :class:`Conformal`: split-conformal intervals, Mondrian by predicted-RUL bin, calibrated on validation units.
 - Baselines: :class:`MeanBaseline` (training mean), :class:`LastWindowLinear` (ridge on the flattened last
   window); :class:`SktimeRegressor` (MiniRocket or summary features from sktime + a regressor).
@@ -26,7 +30,7 @@ import torch
 from torch import nn
 
 from apps.maintenance.data import CYCLE, UNIT
-from apps.maintenance.features import Preprocessor, windows
+from apps.maintenance.features import Preprocessor, health_features, windows
 
 log = logging.getLogger(__name__)
 # kernel 10 with padding="same" (the paper's layout) pads asymmetrically; torch warns that it copies the input
@@ -136,6 +140,51 @@ def predict_net(net: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.nda
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+class Booster:
+    """Gradient-boosted regression trees on health features ``h[n, d]`` -> RUL ``[n]`` (xgboost, ``hist`` trees).
+
+    ``params``: ``trees``, ``depth``, ``lr``, ``min_child_weight`` (rows per leaf, in hessian units = rows for
+    squared error); rows and features are subsampled at 0.8, so members with different seeds differ."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model  # xgboost.Booster
+
+    @classmethod
+    def fit(cls, h: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int, n_jobs: int | None = None) -> Booster:
+        import xgboost as xgb
+
+        reg = xgb.XGBRegressor(
+            n_estimators=int(params["trees"]),
+            max_depth=int(params["depth"]),
+            learning_rate=float(params["lr"]),
+            min_child_weight=float(params["min_child_weight"]),
+            subsample=0.8,
+            colsample_bytree=0.8,
+            reg_lambda=1.0,
+            tree_method="hist",
+            n_jobs=n_jobs,
+            random_state=seed,
+        )
+        reg.fit(h, y)
+        return cls(reg.get_booster())
+
+    def predict(self, h: np.ndarray) -> np.ndarray:
+        if len(h) == 0:
+            return np.zeros(0, np.float32)
+        return self.model.inplace_predict(np.ascontiguousarray(h, dtype=np.float32), predict_type="value")
+
+    def save(self, path: Path) -> None:
+        self.model.save_model(str(path))
+
+    @classmethod
+    def load(cls, path: Path) -> Booster:
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(str(path))  # JSON: data, not code
+        return cls(booster)
+
+
 @dataclass
 class RULModel:
     """What is registered and served: preprocessing, the ensemble members, the conformal intervals.
@@ -148,6 +197,16 @@ class RULModel:
     conformal: Conformal | None
     cfg: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
+    boosters: list[Booster] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        """``"boost"`` or ``"dcnn"``: the members' kind."""
+        return "boost" if self.boosters else "dcnn"
+
+    @property
+    def members(self) -> int:
+        return len(self.boosters) or len(self.nets)
 
     @property
     def window(self) -> int:
@@ -157,14 +216,36 @@ class RULModel:
     def rul_cap(self) -> float:
         return float(self.cfg["rul_cap"])
 
+    @property
+    def baseline_cycles(self) -> int:
+        return int(self.cfg.get("baseline_cycles", 20))
+
     def predict_windows(self, x: np.ndarray) -> np.ndarray:
-        """Mean of the members' predictions, clipped to ``[0, rul_cap]``."""
+        """DCNN members: mean of their predictions on windows ``x[n, window, f]``, clipped to ``[0, rul_cap]``."""
         preds = np.mean([predict_net(n, x) for n in self.nets], axis=0)
         return np.clip(preds, 0.0, self.rul_cap)
 
+    def predict_features(self, h: np.ndarray) -> np.ndarray:
+        """Booster members: mean of their predictions on health features ``h[n, d]``, clipped to ``[0, rul_cap]``."""
+        preds = np.mean([b.predict(h) for b in self.boosters], axis=0)
+        return np.clip(preds, 0.0, self.rul_cap)
+
+    def predict_rows(self, df: pd.DataFrame, last_only: bool = False) -> tuple[np.ndarray, list]:
+        """``(rul[n], index)``: predictions at every row of ``df`` (sorted by unit, cycle), or at each unit's last
+        row, with ``index`` the ``(unit, cycle)`` of each."""
+        x = self.pre.transform(df)
+        if not self.boosters:
+            w, _, index = windows(x, df, self.window, last_only=last_only)
+            return self.predict_windows(w), index
+        h = health_features(x, df, self.baseline_cycles)
+        units, cycles = df[UNIT].to_numpy(), df[CYCLE].to_numpy()
+        rows = np.arange(len(df))
+        if last_only:
+            rows = np.flatnonzero(np.r_[units[1:] != units[:-1], True]) if len(df) else rows
+        return self.predict_features(h[rows]), [(str(units[i]), int(cycles[i])) for i in rows]
+
     def _frame(self, df: pd.DataFrame, last_only: bool) -> pd.DataFrame:
-        x, _, index = windows(self.pre.transform(df), df, self.window, last_only=last_only)
-        pred = self.predict_windows(x)
+        pred, index = self.predict_rows(df, last_only)
         out = pd.DataFrame(index, columns=[UNIT, CYCLE])
         out["rul"] = pred
         if self.conformal is not None:
@@ -190,10 +271,15 @@ class RULModel:
             "cfg": self.cfg,
             "info": self.info,
             "conformal": self.conformal.__dict__ if self.conformal is not None else None,
-            "members": len(self.nets),
-            "arch": {"n_sensors": self.nets[0].n_sensors, "window": self.window},
+            "kind": self.kind,
+            "members": self.members,
+            "arch": {"n_sensors": len(self.pre.sensors), "window": self.window},
         }
         (path / "model.json").write_text(json.dumps(doc, indent=1))
+        for i, b in enumerate(self.boosters):
+            b.save(path / f"booster_{i}.json")
+        if self.boosters:
+            return path
         weights = {
             f"{i}.{k}": v.detach().cpu().contiguous()
             for i, n in enumerate(self.nets)
@@ -208,6 +294,11 @@ class RULModel:
         path = Path(path)
         doc = json.loads((path / "model.json").read_text())
         cfg = doc["cfg"]
+        conf = Conformal(**doc["conformal"]) if doc.get("conformal") else None
+        pre = Preprocessor.from_dict(doc["pre"])
+        if doc.get("kind", "dcnn") == "boost":
+            boosters = [Booster.load(path / f"booster_{i}.json") for i in range(int(doc["members"]))]
+            return cls(pre, [], conf, cfg, doc.get("info", {}), boosters)
         weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         nets = []
         for i in range(int(doc["members"])):
@@ -215,8 +306,7 @@ class RULModel:
             net.load_state_dict({k.split(".", 1)[1]: v for k, v in weights.items() if k.split(".", 1)[0] == str(i)})
             net.eval()
             nets.append(net)
-        conf = Conformal(**doc["conformal"]) if doc.get("conformal") else None
-        return cls(Preprocessor.from_dict(doc["pre"]), nets, conf, cfg, doc.get("info", {}))
+        return cls(pre, nets, conf, cfg, doc.get("info", {}))
 
 
 def make_net(n_sensors: int, cfg: dict[str, Any]) -> DCNN:

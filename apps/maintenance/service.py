@@ -30,7 +30,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from apps.maintenance.config import REGISTRY_NAME, Config
+from apps.maintenance.config import MAX_BASELINE_CYCLES, REGISTRY_NAME, Config
 from apps.maintenance.data import CYCLE, MAX_CYCLE, SENSOR_PREFIX, SETTING_PREFIX, UNIT
 from apps.maintenance.model import RULModel
 from common import serving
@@ -113,7 +113,8 @@ class UnitError(Exception):
 
 
 class FleetStore:
-    """Per-unit reading histories (the last ``history_cycles`` cycles), one JSON file per unit.
+    """Per-unit reading histories (the last ``history_cycles`` cycles and the first ``MAX_BASELINE_CYCLES``, the
+    unit's own baseline for the health features), one JSON file per unit.
 
     A unit's fields are fixed by its first reading; a file that cannot be read at start-up is renamed
     ``*.corrupt`` and logged, never half-used.
@@ -130,7 +131,13 @@ class FleetStore:
                 doc = json.loads(path.read_text())
                 if doc.get("format") != STATE_FORMAT or not re.match(UNIT_PATTERN, doc["unit"]):
                     raise ValueError("unknown format")
-                if len(doc["cycles"]) != len(doc["values"]) or any(len(v) != len(doc["fields"]) for v in doc["values"]):
+                head = doc.setdefault("head_cycles", doc["cycles"][:MAX_BASELINE_CYCLES])
+                doc.setdefault("head_values", doc["values"][: len(head)])
+                if (
+                    len(doc["cycles"]) != len(doc["values"])
+                    or len(doc["head_cycles"]) != len(doc["head_values"])
+                    or any(len(v) != len(doc["fields"]) for v in doc["values"] + doc["head_values"])
+                ):
                     raise ValueError("inconsistent lengths")
                 self.units[doc["unit"]] = doc
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -215,6 +222,8 @@ class FleetStore:
                 "fields": fields,
                 "cycles": ((doc["cycles"] if doc else []) + [r[CYCLE] for r in rows])[-self.history_cycles :],
                 "values": ((doc["values"] if doc else []) + values)[-self.history_cycles :],
+                "head_cycles": ((doc["head_cycles"] if doc else []) + [r[CYCLE] for r in rows])[:MAX_BASELINE_CYCLES],
+                "head_values": ((doc["head_values"] if doc else []) + values)[:MAX_BASELINE_CYCLES],
             }
             self._write(new_doc)
             self.units[unit] = new_doc
@@ -226,8 +235,11 @@ class FleetStore:
             docs = [self.units[u] for u in units]
         parts = []
         for d in docs:
-            part = pd.DataFrame(d["values"], columns=d["fields"])
-            part.insert(0, CYCLE, d["cycles"])
+            # the first readings (the unit's baseline) that fell out of the recent history, then the recent ones
+            first = d["cycles"][0] if d["cycles"] else math.inf
+            k = sum(1 for c in d["head_cycles"] if c < first)
+            part = pd.DataFrame(d["head_values"][:k] + d["values"], columns=d["fields"])
+            part.insert(0, CYCLE, d["head_cycles"][:k] + d["cycles"])
             part.insert(0, UNIT, d["unit"])
             parts.append(part)
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[UNIT, CYCLE])

@@ -1,5 +1,6 @@
 """Training: split the run-to-failure histories by unit, fit the preprocessing on the training units only, train
-the DCNN members with ``common.training.fit`` and calibrate the conformal intervals on the held-out units."""
+the members (gradient-boosted trees on health features, or DCNNs with ``common.training.fit``) and calibrate the
+conformal intervals on the held-out units."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from apps.maintenance.config import Config
-from apps.maintenance.data import RUL, UNIT
-from apps.maintenance.features import Preprocessor, add_rul, split_units, windows
+from apps.maintenance.data import CYCLE, RUL, UNIT
+from apps.maintenance.features import Preprocessor, add_rul, health_features, split_units, windows
 from apps.maintenance.model import (
+    Booster,
     Conformal,
     LastWindowLinear,
     MeanBaseline,
@@ -47,6 +49,16 @@ class Prepared:
     y_fit: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    fit_rows: pd.DataFrame | None = None  # the training units' histories with the capped ``rul`` column
+    val_rows: pd.DataFrame | None = None
+
+    def health(self, cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(h_fit, y_fit, h_val, y_val)``: health features and capped RUL at every cycle of both parts."""
+        assert self.fit_rows is not None and self.val_rows is not None
+        out = []
+        for df in (self.fit_rows, self.val_rows):
+            out += [health_features(self.pre.transform(df), df, cfg.baseline_cycles), df[RUL].to_numpy(np.float32)]
+        return out[0], out[1], out[2], out[3]
 
 
 def unit_windows(pre: Preprocessor, df: pd.DataFrame, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +81,17 @@ def prepare(histories: pd.DataFrame, cfg: Config, *, val_units: list[str] | None
     pre = Preprocessor.fit(fit_df, n_conditions=cfg.n_conditions, norm=cfg.norm, seed=cfg.seed)
     x_fit, y_fit = unit_windows(pre, fit_df, cfg)
     x_val, y_val = unit_windows(pre, val_df, cfg)
-    return Prepared(pre, fit_units, list(val_units), x_fit, y_fit, x_val, y_val)
+    return Prepared(
+        pre,
+        fit_units,
+        list(val_units),
+        x_fit,
+        y_fit,
+        x_val,
+        y_val,
+        add_rul(fit_df, cfg.rul_cap),
+        add_rul(val_df, cfg.rul_cap),
+    )
 
 
 def _rmse_metric(out: torch.Tensor, target: torch.Tensor) -> float:
@@ -163,11 +185,13 @@ def train(
     progress: bool = False,
     data: Prepared | None = None,
 ) -> RULModel:
-    """The registered model: ``cfg.n_seeds`` DCNN members on the training units, conformal intervals calibrated on
-    the held-out units. ``info`` records the split, epochs, timings and validation RMSE."""
+    """The registered model: ``cfg.n_seeds`` members of kind ``cfg.model`` on the training units, conformal
+    intervals calibrated on the held-out units. ``info`` records the split, epochs, timings and validation RMSE."""
     cfg.check()
     t0 = time.perf_counter()
     data = data or prepare(histories, cfg, val_units=val_units)
+    if cfg.model == "boost":
+        return _train_boost(data, cfg, t0)
     nets, runs = [], []
     for k in range(cfg.n_seeds):
         net, res = fit_member(data, cfg, cfg.seed + k, progress=progress)
@@ -181,23 +205,47 @@ def train(
             }
         )
     val_pred = np.clip(np.mean([predict_net(n, data.x_val) for n in nets], axis=0), 0, cfg.rul_cap)
-    conformal = Conformal.calibrate(data.y_val, val_pred, cfg.alpha)
+    conformal, info = _calibrate(data, data.y_val, val_pred, cfg, runs, t0, train_windows=len(data.x_fit))
+    return RULModel(data.pre, nets, conformal, cfg.to_dict(), info)
+
+
+def _train_boost(data: Prepared, cfg: Config, t0: float) -> RULModel:
+    """``cfg.n_seeds`` boosted-tree members on the health features of every training cycle."""
+    h_fit, y_fit, h_val, y_val = data.health(cfg)
+    boosters, runs = [], []
+    for k in range(cfg.n_seeds):
+        t1 = time.perf_counter()
+        boosters.append(Booster.fit(h_fit, y_fit, cfg.boost_params(), cfg.seed + k))
+        runs.append({"seed": cfg.seed + k, "trees": cfg.boost_trees, "fit_s": round(time.perf_counter() - t1, 2)})
+    # calibrated on the same held-out cycles as the DCNN's windows (from cycle ``window`` on): the first cycles
+    # of every unit, all at the cap and easy, would otherwise narrow the intervals where they matter
+    keep = data.val_rows[CYCLE].to_numpy() >= cfg.window
+    val_pred = np.clip(np.mean([b.predict(h_val[keep]) for b in boosters], axis=0), 0, cfg.rul_cap)
+    conformal, info = _calibrate(data, y_val[keep], val_pred, cfg, runs, t0, train_rows=len(h_fit))
+    return RULModel(data.pre, [], conformal, cfg.to_dict(), info, boosters)
+
+
+def _calibrate(
+    data: Prepared, y_val: np.ndarray, val_pred: np.ndarray, cfg: Config, runs: list, t0: float, **sizes: int
+) -> tuple[Conformal, dict[str, Any]]:
+    """Conformal intervals on the held-out units' predictions, and the model's ``info``."""
+    conformal = Conformal.calibrate(y_val, val_pred, cfg.alpha)
     lo, hi = conformal.interval(val_pred)
     info: dict[str, Any] = {
-        "model": "dcnn",
+        "model": cfg.model,
         "members": runs,
         "fit_units": len(data.fit_units),
         "val_units": len(data.val_units),
-        "train_windows": len(data.x_fit),
-        "val_rmse": rmse(data.y_val, val_pred),
-        "val_coverage_in_sample": float(np.mean((data.y_val >= lo) & (data.y_val <= hi))),
+        **sizes,
+        "val_rmse": rmse(y_val, val_pred),
+        "val_coverage_in_sample": float(np.mean((y_val >= lo) & (y_val <= hi))),
         "sensors": data.pre.sensors,
         "dropped_sensors": data.pre.dropped,
         "conditions": data.pre.n_conditions,
         "fit_s": round(time.perf_counter() - t0, 2),
     }
-    log.info("trained %d member(s) in %.1f s; validation RMSE %.2f", len(nets), info["fit_s"], info["val_rmse"])
-    return RULModel(data.pre, nets, conformal, cfg.to_dict(), info)
+    log.info("trained %d member(s) in %.1f s; validation RMSE %.2f", len(runs), info["fit_s"], info["val_rmse"])
+    return conformal, info
 
 
 BASELINES = ("mean", "linear", "summary", "minirocket")

@@ -1,4 +1,5 @@
-"""Shared fixtures of the maintenance tests: a tiny configuration, a small simulated fleet, one trained tiny model."""
+"""Shared fixtures of the maintenance tests: a tiny configuration, a small simulated fleet, one trained tiny model
+of each kind (the default boosted trees, and the DCNN)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from apps.maintenance.train import train
 
 TINY = dict(
     window=10,
+    boost_trees=150,
     epochs=4,
     channels=4,
     kernel=3,
@@ -36,3 +38,8 @@ def fleet() -> Fleet:
 @pytest.fixture(scope="session")
 def tiny_model(fleet: Fleet) -> RULModel:
     return train(fleet.train, tiny_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_dcnn(fleet: Fleet) -> RULModel:
+    return train(fleet.train, tiny_config(model="dcnn"))

@@ -46,6 +46,8 @@ def test_a_short_bench_writes_the_shared_schema(cmapss_dir, tmp_path) -> None:
             str(out),
             "--seeds",
             "2",
+            "--dcnn-seeds",
+            "1",
             "--epochs",
             "1",
             "--baselines",
@@ -56,9 +58,14 @@ def test_a_short_bench_writes_the_shared_schema(cmapss_dir, tmp_path) -> None:
     doc = json.loads(out.read_text())
     assert {"app", "dataset", "protocol", "models", "published", "machine"} <= set(doc)
     models = doc["models"]
-    assert {"FD001 dcnn (mean of 2 seeds)", "FD001 dcnn ensemble of 2 seeds", "FD001 mean", "FD001 linear"} <= set(
-        models
-    )
+    assert {
+        "FD001 boost (mean of 2 seeds)",
+        "FD001 boost ensemble of 2 seeds",
+        "FD001 dcnn (mean of 1 seeds)",
+        "FD001 mean",
+        "FD001 linear",
+    } <= set(models)
     assert models["FD001 mean"]["metrics"]["rmse"] > 35  # predicting the mean is far off (about 43)
-    assert "rmse_std" in models["FD001 dcnn (mean of 2 seeds)"]["metrics"]
+    boost = models["FD001 boost (mean of 2 seeds)"]["metrics"]
+    assert boost["rmse"] < 13.5 and boost["score"] < 300 and "rmse_std" in boost  # measured 12.2 / 200
     assert doc["published"]["DCNN (Li et al. 2018), FD001"] == {"rmse": 12.61, "score": 274.0}

@@ -15,7 +15,7 @@ def test_demo_end_to_end() -> None:
 
     out = run_demo(n_train=16, n_test=8, seed=5, config=tiny_config(seed=5, epochs=2))
     ev = out["evaluation"]
-    assert ev["dcnn"]["rmse"] < ev["mean"]["rmse"] and 0 <= ev["dcnn"]["coverage"] <= 1
+    assert ev["boost"]["rmse"] < ev["mean"]["rmse"] and 0 <= ev["boost"]["coverage"] <= 1
     report = Path(out["report"])
     assert report.exists() and {"alert_tradeoff.png", "trajectories.png", "predicted_vs_true.png"} <= {
         p.name for p in report.parent.iterdir()

@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from apps.maintenance.data import simulate_fleet
-from apps.maintenance.features import Preprocessor, add_rul, split_units, windows
+from apps.maintenance.features import (
+    Preprocessor,
+    add_rul,
+    health_feature_names,
+    health_features,
+    split_units,
+    windows,
+)
 from apps.maintenance.train import prepare
 from common.data import DataError
 from tests.maintenance.conftest import tiny_config
@@ -76,3 +83,27 @@ def test_conditions_are_clustered_from_the_settings_and_constants_dropped() -> N
     assert (means.max() - means.min()).abs().max() < 0.5
     assert Preprocessor.fit(multi, n_conditions=2).n_conditions == 2
     assert Preprocessor.from_dict(pre.to_dict()) == pre
+
+
+def test_health_features_by_hand() -> None:
+    df = _two_units()
+    x = df[["sensor_1"]].to_numpy(np.float32)
+    h = health_features(x, df, baseline_cycles=2)
+    names = health_feature_names(["sensor_1"], 2)
+    assert h.shape == (7, len(names)) == (7, 7)
+    col = {n: h[:, i].tolist() for i, n in enumerate(names)}
+    assert col["age"] == [1, 2, 3, 4, 5, 1, 2]
+    assert col["mean5_sensor_1"] == pytest.approx([10, 10.5, 11, 11.5, 12, 20, 20.5])  # never across units
+    assert col["std10_sensor_1"] == pytest.approx(
+        [0, 0.5, np.std([10, 11, 12]), np.std([10, 11, 12, 13]), np.sqrt(2), 0, 0.5]
+    )
+    # drift = 10-cycle mean minus the mean of the unit's first 2 cycles (fewer before it has 2)
+    assert col["drift2_sensor_1"] == pytest.approx([0, 0, 0.5, 1, 1.5, 0, 0])
+
+
+def test_health_features_use_only_the_past() -> None:
+    df = simulate_fleet(3, seed=2)
+    x = np.random.default_rng(0).normal(size=(len(df), 4)).astype(np.float32)
+    full = health_features(x, df)
+    cut = df.groupby("unit", sort=False).cumcount().to_numpy() < 40  # every unit's first 40 cycles only
+    np.testing.assert_allclose(health_features(x[cut], df[cut].reset_index(drop=True)), full[cut], rtol=1e-5, atol=1e-5)

@@ -1,5 +1,5 @@
 """Models and metrics: the NASA score by hand, conformal coverage on synthetic data, the alert trade-off by hand,
-the DCNN against the baselines on the simulator, and save/load."""
+each model kind against the baselines on the simulator, and save/load."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 
 from apps.maintenance.evaluate import alert_tradeoff, evaluate_last_cycle, metrics
 from apps.maintenance.model import DCNN, Conformal, RULModel, coverage
-from apps.maintenance.train import fit_baselines, prepare
+from apps.maintenance.train import fit_baselines, prepare, train
+from common.data import DataError
 from tests.maintenance.conftest import tiny_config
 
 
@@ -70,16 +71,40 @@ def test_dcnn_shapes_and_paper_layout() -> None:
     assert net(torch.zeros(7, 30, 14)).shape == (7,)
 
 
-def test_the_dcnn_beats_the_mean_and_round_trips(fleet, tiny_model, tmp_path) -> None:
+@pytest.mark.parametrize("kind", ["boost", "dcnn"])
+def test_each_model_beats_the_mean_and_round_trips(kind, fleet, request, tmp_path) -> None:
+    tiny_model = request.getfixturevalue("tiny_model" if kind == "boost" else "tiny_dcnn")
+    assert tiny_model.kind == kind
     ours, per_unit = evaluate_last_cycle(tiny_model, fleet.test, fleet.test_rul, 125)
     data = prepare(fleet.train, tiny_config())
     base = fit_baselines(data, tiny_config(), kinds=("mean", "linear"))
     mean, _ = evaluate_last_cycle(base["mean"], fleet.test, fleet.test_rul, 125)
     assert ours["rmse"] < 0.8 * mean["rmse"]
     assert {"lower", "upper", "alert"} <= set(per_unit.columns) and (per_unit.lower <= per_unit.rul).all()
-    again = RULModel.load(tiny_model.save(tmp_path / "m"))
+    saved = tiny_model.save(tmp_path / "m")
+    assert {p.name for p in saved.iterdir()} == (
+        {"model.json", "booster_0.json"} if kind == "boost" else {"model.json", "weights.pt"}
+    )
+    again = RULModel.load(saved)
     pd.testing.assert_frame_equal(again.predict(fleet.test), tiny_model.predict(fleet.test))
+    pd.testing.assert_frame_equal(again.predict_cycles(fleet.test), tiny_model.predict_cycles(fleet.test))
     assert again.info["fit_units"] == tiny_model.info["fit_units"]
+
+
+def test_boost_members_differ_by_seed_and_average(fleet) -> None:
+    two = train(fleet.train, tiny_config(n_seeds=2))
+    assert two.members == 2 and [m["seed"] for m in two.info["members"]] == [0, 1]
+    h = np.random.default_rng(0).normal(size=(50, 1 + 6 * len(two.pre.sensors))).astype(np.float32)
+    a, b = (m.predict(h) for m in two.boosters)
+    assert not np.allclose(a, b)  # row and feature subsampling differ by seed
+    np.testing.assert_allclose(two.predict_features(h), np.clip((a + b) / 2, 0, 125), rtol=1e-6)
+
+
+def test_a_config_with_an_unknown_model_is_refused() -> None:
+    with pytest.raises(DataError, match="model must be 'boost' or 'dcnn'"):
+        tiny_config(model="lstm").check()
+    with pytest.raises(DataError, match=r"baseline_cycles must be in 1\.\.50"):
+        tiny_config(baseline_cycles=80).check()
 
 
 def test_training_stops_at_its_time_budget() -> None:

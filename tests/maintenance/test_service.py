@@ -94,3 +94,24 @@ def test_unreadable_state_is_moved_aside(fleet, tiny_model, mlref_home) -> None:
     faults.truncate(path, 0.5)
     again = build_app(model=tiny_model)
     assert unit not in again.state.fleet.units and path.with_suffix(".corrupt").exists()
+
+
+def test_a_unit_keeps_its_baseline_when_its_history_is_trimmed(fleet, tiny_model, mlref_home) -> None:
+    # the health features compare recent readings (30 cycles) with the unit's first cycles; a service that kept only the
+    # recent ones would answer differently from the model on the unit's whole history
+    unit = fleet.test.groupby("unit").size().idxmax()
+    recs = readings(fleet, unit)
+    app = build_app(model=tiny_model)
+    app.state.fleet.history_cycles = 31
+    with TestClient(app) as client:
+        for i in range(0, len(recs), 7):
+            assert client.post(f"/v1/units/{unit}/readings", json={"readings": recs[i : i + 7]}).status_code == 200
+        body = client.get(f"/v1/units/{unit}/rul").json()
+    doc = json.loads((app.state.fleet.root / f"{unit}.json").read_text())
+    assert len(doc["cycles"]) == 31 and doc["head_cycles"] == [r["cycle"] for r in recs[:50]]
+    expected = tiny_model.predict(fleet.test[fleet.test["unit"] == unit].reset_index(drop=True)).iloc[0]
+    assert body["cycle"] == recs[-1]["cycle"] and body["rul"] == pytest.approx(expected["rul"], abs=0.01)
+    again = build_app(model=tiny_model)  # and after a restart, from the state files
+    again.state.fleet.history_cycles = 31
+    with TestClient(again) as client:
+        assert client.get(f"/v1/units/{unit}/rul").json()["rul"] == body["rul"]
