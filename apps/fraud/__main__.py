@@ -415,11 +415,23 @@ def bench(
         1, "--draws", min=1, help="simulator draws (seeds 0..N-1, reference size): mean ± std across draws"
     ),
     http_requests: int = typer.Option(2000, min=1),
+    serving_only: bool = typer.Option(
+        False,
+        "--serving-only",
+        help="re-measure latency and batch throughput into the existing results file (a few minutes; the model "
+        "comparison is kept)",
+    ),
 ) -> None:
     """Reference-size benchmark: handbook protocol for all models, latency, throughput -> bench/results/fraud*.json."""
     from apps.fraud import bench as bench_mod
 
     out = cli.bench_output(APP, str(dataset) if dataset else None, None, output)
+    if serving_only:
+        if dataset is not None:
+            raise cli.fail("--serving-only re-measures the reference simulation's results; drop --dataset")
+        doc = bench_mod.run_serving_only(out, http_requests=http_requests)
+        cli.echo_json({"latency": doc["latency"], "throughput": doc["throughput"]})
+        return
     res = bench_mod.run(
         tune_trials=tune,
         out_path=out,
