@@ -60,13 +60,14 @@ MODEL = typer.Option(
 @app.command()
 def demo(
     seed: int = typer.Option(42, "--seed"),
+    model: str = typer.Option("boost", "--model", help="boost (seconds) or dcnn (about 2 minutes)"),
     epochs: int = typer.Option(25, "--epochs", min=1, help="DCNN epochs in the demo"),
 ) -> None:
     """The whole lifecycle on a simulated fleet, offline, in $MLREF_HOME/demo/maintenance (your registry untouched)."""
     from apps.maintenance.demo import run_demo
 
     with cli.demo_home(APP) as home:
-        summary = run_demo(seed=seed, epochs=epochs)
+        summary = run_demo(seed=seed, epochs=epochs, model=model)
     cli.echo_json(summary)
     typer.echo(f"demo home: {home} (your own registry is untouched). Open next: {summary['report']}", err=True)
 

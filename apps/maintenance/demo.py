@@ -31,18 +31,24 @@ log = logging.getLogger(__name__)
 def demo_config(seed: int, *, epochs: int = 25, model: str = "boost") -> Config:
     """The demo's settings: the default model (boosted trees, seconds); with ``model="dcnn"`` a short schedule
     (the simulated sensors are easier than C-MAPSS, 25 epochs are plenty)."""
-    return Config(model=model, epochs=epochs, n_seeds=1, max_train_s=300, window=30, window_units=10, seed=seed)
+    return Config(model=model, epochs=epochs, n_seeds=1, max_train_s=300, window=30, window_units=10, seed=seed).check()
 
 
 def run_demo(
-    *, n_train: int = 60, n_test: int = 30, epochs: int = 25, seed: int = 42, config: Config | None = None
+    *,
+    n_train: int = 60,
+    n_test: int = 30,
+    epochs: int = 25,
+    seed: int = 42,
+    model: str = "boost",
+    config: Config | None = None,
 ) -> dict[str, Any]:
     """Run every stage; returns a summary (what the end-to-end test checks). ``config`` replaces the demo's."""
     from fastapi.testclient import TestClient
 
     seed_everything(seed)
     t0 = time.perf_counter()
-    cfg = config or demo_config(seed, epochs=epochs)
+    cfg = config or demo_config(seed, epochs=epochs, model=model)
     home = get_settings().home
     out: dict[str, Any] = {}
 
@@ -65,7 +71,8 @@ def run_demo(
         truth=fleet.test_rul,
         per_unit=per_unit,
         curve=curve,
-        info={**{k: v for k, v in model.info.items() if k != "members"}, "epochs": cfg.epochs},
+        info={k: v for k, v in model.info.items() if k != "members"}
+        | ({"epochs": cfg.epochs} if cfg.model == "dcnn" else {}),
     )
     out["evaluation"], out["report"] = table, str(report)
 

@@ -105,3 +105,8 @@ def test_draws_refuse_a_user_dataset() -> None:
         bench.run(draws=2, dataset="transactions.csv")
     with pytest.raises(DataError, match="--draws must be >= 1"):
         bench.run(draws=0)
+
+
+def test_serving_only_needs_an_earlier_result_and_says_so(tmp_path) -> None:
+    with pytest.raises(DataError, match=r"none\.json does not exist: run `python -m apps.fraud bench` first"):
+        bench.run_serving_only(tmp_path / "none.json")
