@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from apps.maintenance.config import APP, Config
-from apps.maintenance.data import CYCLE, available_subsets, load_cmapss
+from apps.maintenance.data import available_subsets, load_cmapss
 from apps.maintenance.evaluate import evaluate_last_cycle
 from apps.maintenance.model import Conformal, RULModel
 from apps.maintenance.train import Prepared, fit_baselines, prepare
@@ -81,9 +81,8 @@ def _ensemble(fleet: Any, data: Prepared, cfg: Config, members: list[RULModel]) 
     boosters = [b for m in members for b in m.boosters]
     ens = RULModel(data.pre, nets, None, ecfg.to_dict(), {}, boosters)
     if kind == "boost":
-        _, _, h_val, y_val = data.health(ecfg)
-        keep = data.val_rows[CYCLE].to_numpy() >= cfg.window
-        val_pred, y_val = ens.predict_features(h_val[keep]), y_val[keep]
+        _, _, h_cal, y_val = data.health(ecfg)
+        val_pred = ens.predict_features(h_cal)
     else:
         val_pred, y_val = ens.predict_windows(data.x_val), data.y_val
     ens.conformal = Conformal.calibrate(y_val, val_pred, cfg.alpha)

@@ -243,6 +243,7 @@ def windows(
 
 
 HEALTH_SPANS = (5, 10, 30)  # cycles of the rolling means in :func:`health_features`
+HEALTH_CLIP = 100.0  # scaled readings are clipped to +-100 training half-ranges before the running sums
 HEALTH_STD_SPANS = (10, 30)  # cycles of the rolling standard deviations
 
 
@@ -267,12 +268,15 @@ def health_features(x: np.ndarray, df: pd.DataFrame, baseline_cycles: int = 20) 
       from each unit's own start is what separates wear from that offset (on FD001 it takes gradient boosting
       from RMSE 16.4 to 12.1).
 
-    In serving, a unit's first ``baseline_cycles`` readings must be kept alongside its recent ones.
+    In serving, a unit's first ``baseline_cycles`` readings must be kept alongside its recent ones. The sums run
+    over the whole table, so readings are first clipped to +-``HEALTH_CLIP`` (a sensor 100 training half-ranges
+    off is broken): one absurd but finite reading (1e300) would otherwise overflow the running sums and turn the
+    features of every later unit in the table into NaN.
     """
     n, f = x.shape
     if n == 0:
         return np.zeros((0, len(health_feature_names(["s"] * f, baseline_cycles))), np.float32)
-    xs = x.astype(np.float64)
+    xs = np.clip(x.astype(np.float64), -HEALTH_CLIP, HEALTH_CLIP)
     c1 = np.vstack([np.zeros((1, f)), np.cumsum(xs, axis=0)])
     c2 = np.vstack([np.zeros((1, f)), np.cumsum(xs**2, axis=0)])
     start = np.zeros(n, dtype=np.int64)

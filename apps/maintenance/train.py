@@ -53,12 +53,16 @@ class Prepared:
     val_rows: pd.DataFrame | None = None
 
     def health(self, cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(h_fit, y_fit, h_val, y_val)``: health features and capped RUL at every cycle of both parts."""
+        """``(h_fit, y_fit, h_cal, y_cal)``: health features and capped RUL at every cycle of the training units,
+        and at the held-out cycles the intervals are calibrated on: from cycle ``window`` on, the same cycles as
+        the DCNN's windows (every unit's first cycles, all at the cap and easy, would narrow the intervals where
+        they matter)."""
         assert self.fit_rows is not None and self.val_rows is not None
         out = []
         for df in (self.fit_rows, self.val_rows):
             out += [health_features(self.pre.transform(df), df, cfg.baseline_cycles), df[RUL].to_numpy(np.float32)]
-        return out[0], out[1], out[2], out[3]
+        cal = self.val_rows[CYCLE].to_numpy() >= cfg.window
+        return out[0], out[1], out[2][cal], out[3][cal]
 
 
 def unit_windows(pre: Preprocessor, df: pd.DataFrame, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
@@ -211,17 +215,14 @@ def train(
 
 def _train_boost(data: Prepared, cfg: Config, t0: float) -> RULModel:
     """``cfg.n_seeds`` boosted-tree members on the health features of every training cycle."""
-    h_fit, y_fit, h_val, y_val = data.health(cfg)
+    h_fit, y_fit, h_cal, y_cal = data.health(cfg)
     boosters, runs = [], []
     for k in range(cfg.n_seeds):
         t1 = time.perf_counter()
         boosters.append(Booster.fit(h_fit, y_fit, cfg.boost_params(), cfg.seed + k))
         runs.append({"seed": cfg.seed + k, "trees": cfg.boost_trees, "fit_s": round(time.perf_counter() - t1, 2)})
-    # calibrated on the same held-out cycles as the DCNN's windows (from cycle ``window`` on): the first cycles
-    # of every unit, all at the cap and easy, would otherwise narrow the intervals where they matter
-    keep = data.val_rows[CYCLE].to_numpy() >= cfg.window
-    val_pred = np.clip(np.mean([b.predict(h_val[keep]) for b in boosters], axis=0), 0, cfg.rul_cap)
-    conformal, info = _calibrate(data, y_val[keep], val_pred, cfg, runs, t0, train_rows=len(h_fit))
+    val_pred = np.clip(np.mean([b.predict(h_cal) for b in boosters], axis=0), 0, cfg.rul_cap)
+    conformal, info = _calibrate(data, y_cal, val_pred, cfg, runs, t0, train_rows=len(h_fit))
     return RULModel(data.pre, [], conformal, cfg.to_dict(), info, boosters)
 
 

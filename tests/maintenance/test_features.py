@@ -107,3 +107,13 @@ def test_health_features_use_only_the_past() -> None:
     full = health_features(x, df)
     cut = df.groupby("unit", sort=False).cumcount().to_numpy() < 40  # every unit's first 40 cycles only
     np.testing.assert_allclose(health_features(x[cut], df[cut].reset_index(drop=True)), full[cut], rtol=1e-5, atol=1e-5)
+
+
+def test_an_absurd_reading_does_not_reach_the_next_unit() -> None:
+    df = _two_units()
+    x = df[["sensor_1"]].to_numpy(np.float64, copy=True)
+    alone = health_features(x[5:].astype(np.float32), df.iloc[5:].reset_index(drop=True))
+    x[2] = 1e300  # finite, accepted by validation; its square overflows
+    h = health_features(x.astype(np.float32), df)
+    np.testing.assert_array_equal(h[5:], alone)  # unit b is featurised as if unit a were sane
+    assert np.isfinite(h).all()
