@@ -20,7 +20,7 @@ from apps.maintenance.config import APP, Config
 from apps.maintenance.data import available_subsets, load_cmapss
 from apps.maintenance.evaluate import evaluate_last_cycle
 from apps.maintenance.model import Conformal, RULModel
-from apps.maintenance.train import Prepared, fit_baselines, prepare
+from apps.maintenance.train import Prepared, boost_calibration, fit_baselines, prepare
 from apps.maintenance.train import train as fit
 from common.config import machine_info
 from common.data import DataError, resolve_data_path
@@ -74,15 +74,14 @@ def _seed_runs(fleet: Any, data: Prepared, cfg: Config, kind: str, seeds: int) -
 
 
 def _ensemble(fleet: Any, data: Prepared, cfg: Config, members: list[RULModel]) -> dict[str, Any]:
-    """The members' predictions averaged, its intervals recalibrated on the held-out units."""
+    """The members' predictions averaged, its intervals recalibrated as :func:`train.train` does."""
     kind = members[0].kind
     ecfg = replace(cfg, model=kind, n_seeds=len(members))
     nets = [n for m in members for n in m.nets]
     boosters = [b for m in members for b in m.boosters]
     ens = RULModel(data.pre, nets, None, ecfg.to_dict(), {}, boosters)
     if kind == "boost":
-        _, _, h_cal, y_val = data.health(ecfg)
-        val_pred = ens.predict_features(h_cal)
+        y_val, val_pred, _ = boost_calibration(data, ecfg, boosters)
     else:
         val_pred, y_val = ens.predict_windows(data.x_val), data.y_val
     ens.conformal = Conformal.calibrate(y_val, val_pred, cfg.alpha)

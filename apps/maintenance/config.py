@@ -42,6 +42,7 @@ class Config:
     boost_depth: int = 4
     boost_lr: float = 0.03
     boost_min_child_weight: float = 20.0  # rows per leaf, at least
+    calibration_folds: int = 5  # boost: out-of-fold training units join the held-out ones for the intervals (0: off)
     # the sequence model (model.DCNN)
     channels: int = 10
     kernel: int = 10
@@ -99,8 +100,8 @@ class Config:
                 f"config: history_cycles ({self.history_cycles}) must cover the window ({self.window}) and the "
                 f"longest rolling feature ({max(HEALTH_SPANS)} cycles)"
             )
-        if self.boost_trees < 1 or self.boost_depth < 1 or not self.boost_lr > 0:
-            raise DataError("config: boost_trees and boost_depth must be >= 1, boost_lr > 0")
+        if self.boost_trees < 1 or self.boost_depth < 1 or not self.boost_lr > 0 or self.calibration_folds < 0:
+            raise DataError("config: boost_trees and boost_depth must be >= 1, boost_lr > 0, calibration_folds >= 0")
         if self.window < 2 or self.rul_cap <= 0 or not 0 < self.val_fraction < 1 or not 0 < self.alpha < 1:
             raise DataError("config: need window >= 2, rul_cap > 0, 0 < val_fraction < 1, 0 < alpha < 1")
         if self.norm not in ("minmax", "zscore"):

@@ -100,6 +100,17 @@ def test_boost_members_differ_by_seed_and_average(fleet) -> None:
     np.testing.assert_allclose(two.predict_features(h), np.clip((a + b) / 2, 0, 125), rtol=1e-6)
 
 
+def test_intervals_are_calibrated_on_held_out_and_out_of_fold_units(fleet) -> None:
+    cfg = tiny_config()
+    data = prepare(fleet.train, cfg)
+    held_out = len(data.health(cfg)[2])
+    both = train(fleet.train, cfg, data=data)
+    only = train(fleet.train, tiny_config(calibration_folds=0), data=data)
+    assert only.info["calibration_examples"] == held_out < both.info["calibration_examples"]
+    assert only.info["val_rmse"] == pytest.approx(both.info["val_rmse"])  # the held-out units' error either way
+    assert only.conformal.n_calibration == held_out and both.conformal.n_calibration > held_out
+
+
 def test_a_config_with_an_unknown_model_is_refused() -> None:
     with pytest.raises(DataError, match="model must be 'boost' or 'dcnn'"):
         tiny_config(model="lstm").check()
