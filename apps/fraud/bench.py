@@ -425,6 +425,14 @@ def serve_and_time(
     return model, latency, thr
 
 
+def _recorded_xgb_params(models: dict[str, Any]) -> dict[str, Any]:
+    """The default xgboost's parameters as a results file records them (one dict, or one per draw: the first),
+    without the feature list."""
+    params = models["xgboost"]["params"]
+    params = params if isinstance(params, dict) else params[0]
+    return {k: v for k, v in params.items() if k != "features"}
+
+
 def run_serving_only(out_path: Path | None = None, *, http_requests: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Re-measure latency and throughput into an existing results file (``bench --serving-only``): the reference
     draw (seed of the config) is simulated again and the serving model is retrained with the xgboost parameters
@@ -434,12 +442,10 @@ def run_serving_only(out_path: Path | None = None, *, http_requests: int = 2000,
     if not path.exists():
         raise DataError(f"{path} does not exist: run `python -m apps.fraud bench` first")
     doc = json.loads(path.read_text())
-    params = doc["models"]["xgboost"]["params"]
-    params = params if isinstance(params, dict) else params[0]
     raw = load(None, sim=cfg.simulation)
     prepared = prepare(raw, cfg.features)
     _, latency, thr = serve_and_time(
-        raw, prepared, cfg, {k: v for k, v in params.items() if k != "features"}, seed=seed, http_requests=http_requests
+        raw, prepared, cfg, _recorded_xgb_params(doc["models"]), seed=seed, http_requests=http_requests
     )
     doc.update(latency=latency, throughput=thr, serving_machine=machine_info())
     write_json(path, doc)
@@ -482,15 +488,7 @@ def run(
     if draws > 1:
         candidates = {}
         models = across.pop("models")
-        xgb_params = {
-            k: v
-            for k, v in (
-                models["xgboost"]["params"]
-                if isinstance(models["xgboost"]["params"], dict)
-                else models["xgboost"]["params"][0]
-            ).items()
-            if k != "features"
-        }
+        xgb_params = _recorded_xgb_params(models)
     else:
         candidates = select_models(prepared, cfg, tune_trials=tune_trials, extras=True, seed=seed)
         models = {

@@ -150,7 +150,7 @@ class Booster:
         self.model = model  # xgboost.Booster
 
     @classmethod
-    def fit(cls, h: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int, n_jobs: int | None = None) -> Booster:
+    def fit(cls, h: np.ndarray, y: np.ndarray, params: dict[str, Any], seed: int) -> Booster:
         import xgboost as xgb
 
         reg = xgb.XGBRegressor(
@@ -162,7 +162,6 @@ class Booster:
             colsample_bytree=0.8,
             reg_lambda=1.0,
             tree_method="hist",
-            n_jobs=n_jobs,
             random_state=seed,
         )
         reg.fit(h, y)

@@ -66,8 +66,8 @@ class Prepared:
 
 
 def unit_windows(pre: Preprocessor, df: pd.DataFrame, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
-    """Training windows of run-to-failure histories ``df`` and their capped RUL targets."""
-    df = add_rul(df, cfg.rul_cap)
+    """Training windows of run-to-failure histories ``df`` (with the capped ``rul`` column of :func:`add_rul`)
+    and their targets."""
     x, y, _ = windows(pre.transform(df), df, cfg.window, y=df[RUL].to_numpy(float), every_cycle=False)
     assert y is not None
     return x, y
@@ -83,19 +83,10 @@ def prepare(histories: pd.DataFrame, cfg: Config, *, val_units: list[str] | None
     fit_df = histories[histories[UNIT].isin(fit_units)].reset_index(drop=True)
     val_df = histories[histories[UNIT].isin(val_units)].reset_index(drop=True)
     pre = Preprocessor.fit(fit_df, n_conditions=cfg.n_conditions, norm=cfg.norm, seed=cfg.seed)
-    x_fit, y_fit = unit_windows(pre, fit_df, cfg)
-    x_val, y_val = unit_windows(pre, val_df, cfg)
-    return Prepared(
-        pre,
-        fit_units,
-        list(val_units),
-        x_fit,
-        y_fit,
-        x_val,
-        y_val,
-        add_rul(fit_df, cfg.rul_cap),
-        add_rul(val_df, cfg.rul_cap),
-    )
+    fit_rows, val_rows = add_rul(fit_df, cfg.rul_cap), add_rul(val_df, cfg.rul_cap)
+    x_fit, y_fit = unit_windows(pre, fit_rows, cfg)
+    x_val, y_val = unit_windows(pre, val_rows, cfg)
+    return Prepared(pre, fit_units, list(val_units), x_fit, y_fit, x_val, y_val, fit_rows, val_rows)
 
 
 def _rmse_metric(out: torch.Tensor, target: torch.Tensor) -> float:
