@@ -194,6 +194,7 @@ class FitResult:
     best_metric: float | None
     checkpoint_path: Path | None  # best.pt when checkpoint_dir was set
     stopped_early: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # what the caller adds about the run (e.g. its precision)
 
 
 # ---------------------------------------------------------------------------------------------- devices / DDP

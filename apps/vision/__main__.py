@@ -135,6 +135,7 @@ def train(
             "epochs": cfg.epochs,
             "train_images": len(tr),
             "temperature": round(model.temperature, 4),
+            "precision": (result.info.get("precision") or {}).get("name"),
         },
         baselines={"prior": prior_baseline(tr, te)},
     )
@@ -153,6 +154,7 @@ def train(
             "arch": cfg.arch,
             "epochs": len(result.history),
             "temperature": model.temperature,
+            "precision": result.info.get("precision"),
             "test": test,
             "skipped_files": len(ds.problems),
             "report": str(report),

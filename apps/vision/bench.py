@@ -41,13 +41,7 @@ from PIL import Image
 from apps.vision.config import APP, Config
 from apps.vision.data import CIFAR10, ImageSet, load, train_val_test
 from apps.vision.evaluate import top_k_accuracy
-from apps.vision.train import (
-    BatchAugment,
-    fit_model,
-    make_model,
-    to_vision_model,
-    use_amp,
-)
+from apps.vision.train import BatchAugment, choose_precision, fit_model, make_model, to_vision_model
 from common import cli
 from common.config import machine_info, override
 from common.reports import save_figure, write_json, write_text
@@ -86,7 +80,7 @@ def probe_throughput(cfg: Config, train: ImageSet, steps: int = 3) -> float:
     for i in range(steps + 1):
         if i == 1:
             t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_amp(cfg) and not torch.cuda.is_available()):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.amp) and not torch.cuda.is_available()):
             loss = loss_fn(net(x), y)
         opt.zero_grad()
         loss.backward()
@@ -150,9 +144,12 @@ def run_one(
 ) -> dict[str, Any]:
     """Train ``cfg`` (epochs fixed, or set from ``budget_s``) with the test accuracy after every epoch."""
     probe_s = 0.0
-    if budget_s is not None:
+    if budget_s is not None:  # precision chosen here (timed steps, counted in the budget) and its rate sizes the run
         t0 = time.perf_counter()
-        rate = probe_throughput(cfg, train)
+        augment = BatchAugment(len(train), len(train.classes), cfg, cfg.seed)
+        chosen = choose_precision(make_model(cfg, train), train, cfg, augment)
+        cfg = chosen.apply(cfg)
+        rate = chosen.rates.get(chosen.name) or probe_throughput(cfg, train)
         probe_s = time.perf_counter() - t0
         epochs = max(1, int((budget_s - probe_s) * rate * 0.97 / len(train)))
         cfg = replace(cfg, epochs=min(epochs, 200))
@@ -213,10 +210,9 @@ def run_one(
                     "flip",
                     "translate",
                     "tta",
-                    "amp",
                 )
             },
-            "amp_bfloat16": use_amp(cfg),
+            "precision": result.info.get("precision"),
             "budget_s": budget_s,
             "probe_s": round(probe_s, 1),
         },
@@ -260,7 +256,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Load average before/after: {doc['load_before']} / {doc['load_after']} "
         f"({doc['machine'].get('cpu_count')} CPUs, {doc['machine'].get('cpu_model')}); "
-        f"bfloat16 autocast: {doc['amp_bfloat16']}.",
+        "precision (measured per run): "
+        + ", ".join(f"{k} {(m.get('precision') or {}).get('name', '?')}" for k, m in doc["models"].items())
+        + ".",
         "",
         "| run | epochs | train s | test acc (TTA) | no TTA | top-5 | train img/s | infer img/s | "
         "to 85% | to 90% | to 92% |",
@@ -358,7 +356,6 @@ def run_bench(
         "data_s": round(data_s, 1),
         "problems": len(ds.problems),
         "torch_threads": torch.get_num_threads(),
-        "amp_bfloat16": use_amp(cfg),
         "load_before": load_before,
         "load_after": _load_avg(),
         "machine": machine_info(),

@@ -44,9 +44,10 @@ class Config:
     tta: int = 2  # test-time augmentation: 0 none, 1 flip, 2 flip + 1-pixel translations
     pretrained: bool = False  # torchvision ImageNet weights (needs network or the torch hub cache)
     init_from: str | None = None  # a local state_dict (.pt, loaded with weights_only=True) to fine-tune from
-    amp: bool | None = None  # None = auto: float16 on CUDA; bfloat16 on CPUs with native bf16 (AVX-512 BF16 / AMX),
-    # where it is ~3x faster; off elsewhere (on an AVX2-only CPU bf16 convolutions fall back to a ~10x slower path)
-    channels_last: bool = True
+    amp: bool | None = None  # autocast (bf16 on CPU, fp16 on CUDA); None = measured: a few timed training steps of
+    # the actual net and batch pick the faster (apps/vision/precision.py); bf16 is only tried where the CPU runs it
+    # natively (AVX-512 BF16 / AMX). MLREF_VISION_AMP=on|off pins it where the config says None.
+    channels_last: bool | None = None  # memory format of the convolutions; None = measured alongside amp
     compile: bool = False  # torch.compile (measured slower than eager on 2 CPU cores: 727 vs 1,250 images/s)
     val_fraction: float = 0.1  # of the labelled images, when the data has no test split: validation
     test_fraction: float = 0.2  # and test (stratified, deterministic)

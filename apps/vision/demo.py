@@ -67,11 +67,13 @@ def run_demo(*, seed: int = 42, tiny: bool = False) -> dict[str, Any]:
             "widths": list(cfg.widths),
             "epochs": cfg.epochs,
             "temperature": round(model.temperature, 3),
+            "precision": (fit.info.get("precision") or {}).get("name"),
         },
         baselines={"prior": prior_baseline(tr, te)},
     )
     out["evaluation"] = {k: res[k] for k in ("accuracy", "top5_accuracy", "ece", "ece_uncalibrated", "temperature")}
     out["train_seconds"] = round(sum(h["train_time_s"] for h in fit.history), 1)
+    out["precision"] = fit.info.get("precision")
     out["report"] = str(report)
 
     # 2. champion (with TorchScript + ONNX exports and the monitoring reference)

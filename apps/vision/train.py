@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,9 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from apps.vision import precision
 from apps.vision.config import Config
 from apps.vision.data import ImageSet
 from apps.vision.model import AIRNET, AirNetBackbone, ImageClassifier, VisionModel, build, load_matching
+from apps.vision.precision import Precision
 from common import training
 
 log = logging.getLogger(__name__)
@@ -225,7 +228,7 @@ def train_config(
         weight_decay=cfg.adam_weight_decay,
         batch_size=cfg.batch_size,
         grad_clip=None if airnet else 1.0,
-        amp=use_amp(cfg),
+        amp=bool(cfg.amp),  # resolved by fit_model (precision.choose) before this is called
         amp_dtype=_amp_dtype(),
         scheduler="onecycle",
         early_stopping_patience=None,
@@ -235,28 +238,13 @@ def train_config(
         checkpoint_dir=checkpoint_dir,
         seed=cfg.seed,
         progress=progress,
-        channels_last=cfg.channels_last,
+        channels_last=bool(cfg.channels_last),
         ema_decay=None if airnet else cfg.ema_decay,
     )
 
 
 def _amp_dtype() -> str:
     return "float16" if torch.cuda.is_available() else "bfloat16"
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def use_amp(cfg: Config) -> bool:
-    """``cfg.amp``, or when None: on for CUDA and for CPUs with native bfloat16, off otherwise."""
-    if cfg.amp is not None:
-        return bool(cfg.amp)
-    return torch.cuda.is_available() or cpu_has_native_bf16()
 
 
 def fit_model(
@@ -277,10 +265,13 @@ def fit_model(
 
         raise DataError(f"{len(train)} training image(s): need at least 2")
     run_cfg = Config(**{**cfg.to_dict(), "lr": cfg.lr * lr_scale, "adam_lr": cfg.adam_lr * lr_scale})
+    augment = BatchAugment(len(train), len(train.classes), cfg, cfg.seed)
+    chosen = choose_precision(net, train, cfg, augment)
+    run_cfg = chosen.apply(run_cfg)
     tc = train_config(run_cfg, checkpoint_dir=checkpoint_dir, progress=progress, epochs=epochs)
     if val is None or not len(val):
         tc.monitor, tc.mode = "train_loss", "min"
-    world = int(__import__("os").environ.get("WORLD_SIZE", 1))
+    world = int(os.environ.get("WORLD_SIZE", 1))
     per_rank = math.ceil(len(train) / world)
     hooks: list[training.StepHook] = []
     kw: dict[str, Any] = {}
@@ -290,7 +281,6 @@ def fit_model(
         if cfg.lookahead:
             hooks.append(Lookahead())
     loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    augment = BatchAugment(len(train), len(train.classes), cfg, cfg.seed)
     if cfg.compile:
         net.forward = torch.compile(net.forward)  # type: ignore[method-assign]
     t0 = time.perf_counter()
@@ -306,9 +296,22 @@ def fit_model(
         on_epoch_end=on_epoch_end,
         **kw,
     )
-    log.info("trained %s for %d epoch(s) in %.1fs", cfg.arch, len(result.history), time.perf_counter() - t0)
+    log.info(
+        "trained %s for %d epoch(s) in %.1fs (%s)", cfg.arch, len(result.history), time.perf_counter() - t0, chosen.name
+    )
+    result.info["precision"] = chosen.to_dict()
     net.eval()
     return result
+
+
+def choose_precision(net: ImageClassifier, train: ImageSet, cfg: Config, augment: BatchAugment) -> Precision:
+    """The measured precision for training ``net`` on ``train`` (see :mod:`apps.vision.precision`): a few steps
+    on one real augmented batch of this rank's size."""
+    n = min(cfg.batch_size, math.ceil(len(train) / int(os.environ.get("WORLD_SIZE", 1))))
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx = torch.randperm(len(train), generator=g)[:n]
+    x, y = augment((train.images[idx], idx), train.labels[idx], 1)
+    return precision.choose(cfg, net, x, y, device=training.select_device())
 
 
 def to_vision_model(net: ImageClassifier, train: ImageSet, cfg: Config, **meta: Any) -> VisionModel:
@@ -336,7 +339,7 @@ def train(
         raise DataError(f"images are {train_set.image_size}px but the config says image_size={cfg.image_size}")
     net = make_model(cfg, train_set)
     result = fit_model(net, train_set, val, cfg, checkpoint_dir=checkpoint_dir, progress=progress)
-    return to_vision_model(net, train_set, cfg, history=result.history), result
+    return to_vision_model(net, train_set, cfg, history=result.history, **result.info), result
 
 
 def tune(train_set: ImageSet, val: ImageSet, cfg: Config, trials: int) -> Config:

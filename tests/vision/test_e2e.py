@@ -26,8 +26,10 @@ def test_demo_runs_offline_end_to_end() -> None:
         preds = pd.read_csv(out["batch"]["output"])
         assert out["batch"]["skipped"] == 1 and len(preds) == out["batch"]["scored"] + 1
         assert preds.loc[preds["error"].notna(), "path"].str.endswith("broken.png").all()
+        # the altered images are darker by construction: an image statistic, whatever the model learnt (whether a
+        # 4-epoch model's confidence drops depends on the CPU's numerics; test_monitor.py checks that alert)
         assert out["monitor"]["alerts"] and "brightness" in out["monitor"]["drifted_features"]
-        assert any("confidence dropped" in a for a in out["monitor"]["alerts"])
+        assert out["precision"]["source"].startswith(("measured", "MLREF_VISION_AMP"))
         decisions = retraining.history("vision")
         assert len(decisions) == 1 and decisions[0].challenger_version == out["retrain"]["challenger_version"]
         champion = registry.version_of("vision", registry.CHAMPION)
