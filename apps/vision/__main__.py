@@ -47,7 +47,7 @@ def _config(config: Path | None, **flags) -> Config:
         if key == "init_from":
             value = str(value)
         setattr(cfg, key, value)
-    return cfg
+    return cfg.validate()  # flags over the file: bounds checked again (DataError: one error line, exit 2)
 
 
 def _name(dataset: Path | str | None) -> str:

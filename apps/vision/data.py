@@ -20,18 +20,26 @@ too large) is skipped and reported with its path and reason (:attr:`ImageSet.pro
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import logging
+import os
+import stat
 import tarfile
+import threading
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from common.config import get_settings
@@ -109,30 +117,103 @@ class Dataset:
 # ------------------------------------------------------------------------------------------ decoding
 
 
-def decode_image(data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
+class DecodeBusy(RuntimeError):
+    """The process-wide decoding budget stayed full for longer than a caller would wait (a server answers 503)."""
+
+
+class DecodeBudget:
+    """A process-wide bound on decoding: pixels being decoded at once and concurrent decodes.
+
+    Each decode holds its cost (the pixels its decoder buffers) while it runs; a decode that
+    would take the total over ``max_pixels`` (or the count over ``max_decodes``) waits, at most ``wait_s``
+    seconds, then raises :class:`DecodeBusy`. One image costlier than the whole budget runs alone. Thread-safe.
+    """
+
+    def __init__(self, max_pixels: int, max_decodes: int) -> None:
+        if max_pixels < 1 or max_decodes < 1:
+            raise ValueError(f"decode budget: max_pixels {max_pixels} and max_decodes {max_decodes} must be >= 1")
+        self.max_pixels, self.max_decodes = max_pixels, max_decodes
+        self.pixels = 0  # held now
+        self.decodes = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, cost: int, wait_s: float) -> Iterator[None]:
+        """Hold ``cost`` pixels of the budget for the ``with`` block (waits up to ``wait_s`` s for room)."""
+        cost = min(max(int(cost), 0), self.max_pixels)
+
+        def room() -> bool:
+            return self.pixels + cost <= self.max_pixels and self.decodes < self.max_decodes
+
+        with self._cond:
+            if not self._cond.wait_for(room, timeout=max(wait_s, 0.0)):
+                raise DecodeBusy(
+                    f"decoding budget full ({self.pixels} of {self.max_pixels} pixels, {self.decodes} decodes "
+                    f"running) for {wait_s:g} s"
+                )
+            self.pixels += cost
+            self.decodes += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.pixels -= cost
+                self.decodes -= 1
+                self._cond.notify_all()
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    After a large decode the freed buffers otherwise stay in the allocator's per-thread arenas: the process keeps
+    the memory of its busiest moment for good.
+    """
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+_libc: ctypes.CDLL | bool | None = None
+LARGE_DECODE_PIXELS = 4_000_000  # decodes at least this costly are followed by release_memory()
+
+
+def decode_image(
+    data: bytes,
+    size: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    budget: DecodeBudget | None = None,
+    wait_s: float = 0.0,
+) -> tuple[np.ndarray, tuple[int, int]]:
     """``(uint8[3, size, size] RGB, (width, height) of the original)`` from an encoded image's bytes.
 
     Raises :class:`ImageError` for empty data, a non-image, a truncated file or more than ``max_pixels``
     pixels (checked from the header, before decoding: a decompression bomb is refused without being expanded).
+    A JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale still at least ``size`` (``Image.draft``).
+    ``budget``: the decode holds its cost there while it runs (waiting up to ``wait_s``; :class:`DecodeBusy`).
     """
     if not data:
         raise ImageError("empty file (0 bytes)")
+    cost = 0
     try:
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(f"{w}x{h} = {w * h} pixels > limit {max_pixels} (possible decompression bomb)")
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("P", "LA", "PA") or (img.mode == "RGBA"):
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except ImageError:
+            # a progressive JPEG's decoder keeps the DCT coefficients of the whole image whatever the output scale
+            progressive = img.format == "JPEG" and bool(img.info.get("progressive") or img.info.get("progression"))
+            if img.format == "JPEG":
+                img.draft("RGB", (size, size))
+            cost = w * h if progressive else img.size[0] * img.size[1]
+            with budget.hold(cost, wait_s) if budget is not None else nullcontext():
+                arr = _to_array(img, size)
+    except (ImageError, DecodeBusy):
         raise
     except UnidentifiedImageError:
         raise ImageError("not an image (unrecognised format)") from None
@@ -142,7 +223,27 @@ def decode_image(data: bytes, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
         raise ImageError(f"unreadable image: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a decoder bug on hostile bytes is still a bad file, not a crash
         raise ImageError(f"unreadable image: {type(exc).__name__}: {exc}") from None
+    finally:
+        if cost >= LARGE_DECODE_PIXELS:
+            release_memory()
     return arr, (w, h)
+
+
+def _to_array(img: Image.Image, size: int) -> np.ndarray:
+    """Decode ``img`` and bring it to ``uint8[3, size, size]`` without keeping full-size copies around."""
+    img.load()
+    orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation in range(2, 9):
+        img = ImageOps.exif_transpose(img)
+    if img.mode in ("P", "LA", "PA", "RGBA"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        del rgba
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if img.size != (size, size):
+        img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def _hidden(parts: tuple[str, ...]) -> bool:
@@ -153,60 +254,247 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-Entry = tuple[str, tuple[str, ...], bytes | None, str | None]
+@dataclass(frozen=True)
+class Entry:
+    """One file of a dataset: its path for messages, its parts relative to the root, a reader of its bytes (at
+    most ``max_file_bytes``; raises :class:`ImageError` or ``OSError``) and the problem that keeps it out."""
+
+    where: str
+    rel: tuple[str, ...]
+    read: Callable[[], bytes] | None
+    problem: str | None = None
 
 
-def iter_files(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Iterator[Entry]:
-    """``(display path, relative parts, bytes or None, problem or None)`` for every file of a directory or archive.
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
-    Hidden files and ``__MACOSX`` are skipped; files over ``max_file_bytes`` yield a problem instead of bytes.
+
+def _bounded(fh: BinaryIO, limit: int) -> bytes:
+    data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ImageError(f"file too large (more than {limit} bytes)")
+    return data
+
+
+def _read_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file (never blocks on a pipe swapped in after the walk)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ImageError("not a regular file")
+        return _bounded(fh, limit)
+
+
+def _walk_dir(root: Path, max_file_bytes: int) -> list[Entry]:
+    """Every file under ``root`` in sorted order (depth first), without reading any.
+
+    Symbolic links to files are followed only when they stay inside ``root``. A link that leaves it, a link to a
+    folder (inside the root it is read at its own place, so never twice nor under another class), a broken link, a
+    folder reached twice, an unreadable folder and anything but regular files and folders (devices, pipes, sockets)
+    become entries with a problem, so they are reported like other bad files.
+    """
+    real_root = root.resolve()
+    out: list[Entry] = []
+    visited = {(st.st_dev, st.st_ino) for st in [root.stat()]}
+
+    def children(folder: Path, rel: tuple[str, ...]) -> Iterator[tuple[Path, tuple[str, ...]]]:
+        try:
+            with os.scandir(folder) as it:
+                names = sorted(e.name for e in it)
+        except OSError as exc:
+            out.append(Entry(str(folder), rel, None, f"unreadable folder ({exc.strerror or _one_line(exc)})"))
+            return iter(())
+        return ((folder / n, (*rel, n)) for n in names if not _hidden((n,)))
+
+    stack = [children(root, ())]
+    while stack:
+        try:
+            path, rel = next(stack[-1])
+        except StopIteration:
+            stack.pop()
+            continue
+        try:
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                target = path.resolve(strict=True)
+                if not target.is_relative_to(real_root):
+                    out.append(Entry(str(path), rel, None, f"symbolic link leaves the dataset root (-> {target})"))
+                    continue
+                st = target.stat()
+                if stat.S_ISDIR(st.st_mode):  # read at its own place inside the root: never twice, never relabelled
+                    where = target.relative_to(real_root)
+                    out.append(
+                        Entry(str(path), rel, None, f"symbolic link to a folder of the dataset ({where}), read there")
+                    )
+                    continue
+        except RuntimeError:  # Python < 3.13: a symlink loop
+            out.append(Entry(str(path), rel, None, "symbolic link loop"))
+            continue
+        except OSError as exc:
+            out.append(Entry(str(path), rel, None, f"unreadable ({exc.strerror or _one_line(exc)})"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if key in visited:
+                out.append(Entry(str(path), rel, None, "folder already read (a symbolic link loop or a second link)"))
+                continue
+            visited.add(key)
+            stack.append(children(path, rel))
+        elif not stat.S_ISREG(st.st_mode):
+            out.append(Entry(str(path), rel, None, "not a regular file (a device, pipe or socket)"))
+        elif st.st_size > max_file_bytes:
+            out.append(Entry(str(path), rel, None, f"file too large ({st.st_size} bytes > {max_file_bytes})"))
+        else:
+            out.append(Entry(str(path), rel, partial(_read_file, path, max_file_bytes)))
+    return out
+
+
+def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            with zf.open(info) as fh:
+                return _bounded(fh, limit)
+        except ImageError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as exc:
+            raise ImageError(f"unreadable archive member ({_one_line(exc)})") from None
+
+    return read
+
+
+def _tar_reader(tf: tarfile.TarFile, member: tarfile.TarInfo, limit: int) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            fh = tf.extractfile(member)
+            return _bounded(fh, limit) if fh is not None else b""
+        except ImageError:
+            raise
+        except (tarfile.TarError, zlib.error, EOFError, ValueError) as exc:
+            raise ImageError(f"unreadable archive member ({_one_line(exc)})") from None
+
+    return read
+
+
+@contextmanager
+def open_files(root: Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Iterator[list[Entry]]:
+    """The files of a directory or archive as :class:`Entry` items, none read yet: each ``read()`` (valid inside
+    the ``with`` block) reads one file, so a caller holds one file's bytes at a time, whatever the dataset's size.
+
+    Hidden files and ``__MACOSX`` are skipped; files over ``max_file_bytes`` and unreadable ones are entries with a
+    problem. Archive members are listed in archive order (tar) or by name (zip); folders in sorted order.
     """
     if root.is_dir():
-        for f in sorted(root.rglob("*")):
-            rel = f.relative_to(root).parts
-            if not f.is_file() or _hidden(rel):
-                continue
-            size = f.stat().st_size
-            if size > max_file_bytes:
-                yield str(f), rel, None, f"file too large ({size} bytes > {max_file_bytes})"
-                continue
-            yield str(f), rel, f.read_bytes(), None
-    elif root.name.lower().endswith(".zip"):
+        yield _walk_dir(root, max_file_bytes)
+        return
+    if not root.is_file():
+        raise DataError(f"{root}: not a folder or a regular file")
+    if root.name.lower().endswith(".zip"):
         try:
-            with zipfile.ZipFile(root) as zf:
-                for info in sorted(zf.infolist(), key=lambda i: i.filename):
-                    rel = PurePosixPath(info.filename).parts
-                    if info.is_dir() or _hidden(rel):
-                        continue
-                    where = f"{root}:{info.filename}"
-                    if info.file_size > max_file_bytes:
-                        yield where, rel, None, f"file too large ({info.file_size} bytes > {max_file_bytes})"
-                        continue
-                    yield where, rel, zf.read(info), None
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise DataError(f"{root}: not a readable zip archive ({exc})") from None
-    else:
+            zf = zipfile.ZipFile(root)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise DataError(f"{root}: not a readable zip archive ({_one_line(exc)})") from None
+        with zf:
+            entries = []
+            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                rel = PurePosixPath(info.filename).parts
+                if info.is_dir() or _hidden(rel) or ".." in rel:
+                    continue
+                where = f"{root}:{info.filename}"
+                if info.file_size > max_file_bytes:
+                    entries.append(
+                        Entry(where, rel, None, f"file too large ({info.file_size} bytes > {max_file_bytes})")
+                    )
+                else:
+                    entries.append(Entry(where, rel, _zip_reader(zf, info, max_file_bytes)))
+            yield entries
+        return
+    tar_errors = (tarfile.TarError, OSError, EOFError, zlib.error)
+    what = "readable tar archive" if is_archive(root) else f"folder or an archive ({', '.join(ARCHIVE_SUFFIXES)})"
+    try:
+        tf = tarfile.open(root, mode="r:*")  # noqa: SIM115 - closed by the with block below, after every read
+    except tar_errors as exc:
+        raise DataError(f"{root}: not a {what} ({_one_line(exc)})") from None
+    with tf:
         try:
-            with tarfile.open(root, mode="r:*") as tf:
-                for member in tf:
-                    rel = PurePosixPath(member.name).parts
-                    if not member.isfile() or _hidden(rel) or ".." in rel:
-                        continue
-                    where = f"{root}:{member.name}"
-                    if member.size > max_file_bytes:
-                        yield where, rel, None, f"file too large ({member.size} bytes > {max_file_bytes})"
-                        continue
-                    fh = tf.extractfile(member)
-                    yield where, rel, fh.read() if fh is not None else b"", None
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(f"{root}: not a readable tar archive ({exc})") from None
+            members = list(tf)
+        except tar_errors as exc:
+            raise DataError(f"{root}: not a {what} ({_one_line(exc)})") from None
+        entries = []
+        for member in members:
+            rel = PurePosixPath(member.name).parts
+            if not member.isfile() or _hidden(rel) or ".." in rel:
+                continue
+            where = f"{root}:{member.name}"
+            if member.size > max_file_bytes:
+                entries.append(Entry(where, rel, None, f"file too large ({member.size} bytes > {max_file_bytes})"))
+            else:
+                entries.append(Entry(where, rel, _tar_reader(tf, member, max_file_bytes)))
+        yield entries
 
 
 def _strip_common_top(entries: list[Entry]) -> list[Entry]:
     """Drop a single top-level folder shared by every entry when the class folders are inside it."""
-    while entries and all(len(e[1]) >= 3 for e in entries) and len({e[1][0] for e in entries}) == 1:
-        entries = [(w, rel[1:], b, p) for w, rel, b, p in entries]
+    while entries and all(len(e.rel) >= 3 for e in entries) and len({e.rel[0] for e in entries}) == 1:
+        entries = [replace(e, rel=e.rel[1:]) for e in entries]
     return entries
+
+
+def _decoded(
+    entries: list[Entry],
+    *,
+    image_size: int,
+    max_pixels: int,
+    index: dict[str, int] | None,
+    desc: str,
+    progress: bool,
+) -> Iterator[tuple[str, int, np.ndarray | None, tuple[int, int] | None, str | None]]:
+    """``(path, label, array, (width, height), None)`` per usable file, ``(path, -1, None, None, reason)`` per
+    skipped one; reads and decodes one file at a time and drops its bytes before the next."""
+    for e in tqdm(entries, desc=desc, unit="img", disable=not progress, leave=False):
+        if e.problem is not None or e.read is None:
+            yield e.where, -1, None, None, e.problem or "unreadable"
+            continue
+        label = -1
+        if index is not None:
+            if len(e.rel) < 2:
+                yield e.where, -1, None, None, "not inside a class folder"
+                continue
+            if e.rel[0] not in index:
+                yield e.where, -1, None, None, f"class folder {e.rel[0]!r} is not one of the model's classes"
+                continue
+            label = index[e.rel[0]]
+        try:
+            data = e.read()
+            arr, wh = decode_image(data, image_size, max_pixels=max_pixels)
+        except ImageError as exc:
+            yield e.where, -1, None, None, str(exc)
+            continue
+        except OSError as exc:  # PermissionError, EIO, a file gone since the listing
+            yield e.where, -1, None, None, f"unreadable file ({exc.strerror or _one_line(exc)})"
+            continue
+        finally:
+            data = None
+        yield e.where, label, arr, wh, None
+
+
+def _image_set(
+    arrays: list[np.ndarray],
+    labels: list[int],
+    classes: list[str],
+    paths: list[str],
+    sizes: list[tuple[int, int]],
+    problems: list[Problem],
+    image_size: int,
+) -> ImageSet:
+    images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, 3, image_size, image_size), torch.uint8)
+    return ImageSet(
+        images,
+        torch.tensor(labels, dtype=torch.int64),
+        classes,
+        paths,
+        np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+        problems,
+    )
 
 
 def read_folder(
@@ -219,7 +507,7 @@ def read_folder(
     labelled: bool = True,
     progress: bool = True,
 ) -> ImageSet:
-    """Decode every image under ``root`` (a directory or archive).
+    """Decode every image under ``root`` (a directory or archive), one file at a time.
 
     ``labelled``: ImageFolder layout, the first folder level is the class (files outside a class folder are
     reported). ``classes``: the class list to map folder names onto (a folder not in it is reported); default:
@@ -228,60 +516,84 @@ def read_folder(
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: no such file or directory")
-    entries = list(iter_files(root, max_file_bytes=max_file_bytes))
-    if labelled:
-        entries = _strip_common_top(entries)
-    problems: list[Problem] = []
-    if labelled:
-        names = sorted({rel[0] for _, rel, _, _ in entries if len(rel) >= 2})
-        classes = list(classes) if classes is not None else names
-        if not classes:
-            raise DataError(f"{root}: no class folders found; expected ImageFolder layout root/<class>/<image>")
-    index = {c: i for i, c in enumerate(classes or [])}
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     paths: list[str] = []
     sizes: list[tuple[int, int]] = []
-    for where, rel, data, problem in tqdm(
-        entries, desc=f"decoding {root.name}", unit="img", disable=not progress, leave=False
-    ):
-        if problem is not None:
-            problems.append(Problem(where, problem))
-            continue
-        label = -1
+    problems: list[Problem] = []
+    with open_files(root, max_file_bytes=max_file_bytes) as entries:
+        index = None
         if labelled:
-            if len(rel) < 2:
-                problems.append(Problem(where, "not inside a class folder"))
+            entries = _strip_common_top(entries)
+            names = sorted({e.rel[0] for e in entries if len(e.rel) >= 2})
+            classes = list(classes) if classes is not None else names
+            if not classes:
+                raise DataError(f"{root}: no class folders found; expected ImageFolder layout root/<class>/<image>")
+            index = {c: i for i, c in enumerate(classes)}
+        kw = dict(image_size=image_size, max_pixels=max_pixels, desc=f"decoding {root.name}", progress=progress)
+        for where, label, arr, wh, problem in _decoded(entries, index=index, **kw):
+            if problem is not None:
+                problems.append(Problem(where, problem))
                 continue
-            if rel[0] not in index:
-                problems.append(Problem(where, f"class folder {rel[0]!r} is not one of the model's classes"))
-                continue
-            label = index[rel[0]]
-        try:
-            arr, wh = decode_image(data or b"", image_size, max_pixels=max_pixels)
-        except ImageError as exc:
-            problems.append(Problem(where, str(exc)))
-            continue
-        arrays.append(arr)
-        labels.append(label)
-        paths.append(where)
-        sizes.append(wh)
-    for p in problems:
-        log.warning("skipped %s: %s", p.path, p.reason)
-    if problems:
-        log.warning("%s: %d file(s) skipped, %d images read", root, len(problems), len(arrays))
+            arrays.append(arr)
+            labels.append(label)
+            paths.append(where)
+            sizes.append(wh)
+    _log_problems(root, problems, len(arrays))
     if not arrays:
         detail = f"; first problem: {problems[0].path}: {problems[0].reason}" if problems else ""
         raise DataError(f"{root}: no readable images ({len(problems)} file(s) skipped){detail}")
-    images = torch.from_numpy(np.stack(arrays))
-    return ImageSet(
-        images,
-        torch.tensor(labels, dtype=torch.int64),
-        list(classes or []),
-        paths,
-        np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
-        problems,
-    )
+    return _image_set(arrays, labels, list(classes or []), paths, sizes, problems, image_size)
+
+
+def iter_images(
+    root: str | Path,
+    *,
+    image_size: int,
+    chunksize: int = 1000,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    progress: bool = True,
+) -> Iterator[ImageSet]:
+    """Every file under ``root`` as unlabelled images, in chunks of at most ``chunksize`` decoded images (each
+    chunk carries the problems met since the previous one; the last may hold only problems): memory stays bounded
+    by one file plus one chunk, whatever the size of the folder or archive."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or directory")
+    if chunksize < 1:
+        raise ValueError(f"chunksize {chunksize}: must be >= 1")
+    arrays: list[np.ndarray] = []
+    paths: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    problems: list[Problem] = []
+    n_images = n_problems = 0
+    with open_files(root, max_file_bytes=max_file_bytes) as entries:
+        kw = dict(image_size=image_size, max_pixels=max_pixels, desc=f"decoding {root.name}", progress=progress)
+        for where, _, arr, wh, problem in _decoded(entries, index=None, **kw):
+            if problem is not None:
+                log.warning("skipped %s: %s", where, problem)
+                problems.append(Problem(where, problem))
+                n_problems += 1
+                continue
+            arrays.append(arr)
+            paths.append(where)
+            sizes.append(wh)
+            n_images += 1
+            if len(arrays) == chunksize:
+                yield _image_set(arrays, [-1] * len(arrays), [], paths, sizes, problems, image_size)
+                arrays, paths, sizes, problems = [], [], [], []
+    if arrays or problems:
+        yield _image_set(arrays, [-1] * len(arrays), [], paths, sizes, problems, image_size)
+    if n_problems:
+        log.warning("%s: %d file(s) skipped, %d images read", root, n_problems, n_images)
+
+
+def _log_problems(root: Path, problems: list[Problem], n_images: int) -> None:
+    for p in problems:
+        log.warning("skipped %s: %s", p.path, p.reason)
+    if problems:
+        log.warning("%s: %d file(s) skipped, %d images read", root, len(problems), n_images)
 
 
 def _split_entry(root: Path, name: str) -> Path | None:

@@ -5,7 +5,7 @@
   components of the penultimate-layer embedding (PCA fitted on the training images, stored in ``pca.json``), the
   predicted class and the top-1 confidence.
 - :func:`batch_score` classifies every image of a folder or archive into CSV/parquet, written atomically (no
-  partial output); unreadable files get a row with the reason.
+  partial output), reading one file and scoring one chunk at a time; unreadable files get a row with the reason.
 - :func:`monitor` compares new images with that reference through :func:`common.monitoring.run_check` (PSI per
   statistic and component, prediction drift) and adds a confidence-drop alert.
 - :func:`retrain` fine-tunes the champion on newly labelled images and promotes the result only if it beats the
@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from apps.vision.config import REGISTRY_NAME, Config
-from apps.vision.data import ImageSet, content_hashes, read_folder, split
+from apps.vision.data import ImageSet, content_hashes, iter_images, split
 from apps.vision.evaluate import calibrate, evaluate_model
 from apps.vision.export import export
 from apps.vision.model import VisionModel
@@ -192,23 +192,30 @@ def batch_score(
     """
     if output.suffix.lower() not in (".csv", ".parquet", ".pq") and not output.name.endswith(".csv.gz"):
         raise DataError(f"--output {output}: use .csv, .csv.gz or .parquet")
-    images = read_folder(input_path, image_size=model.image_size, labelled=False, max_pixels=max_pixels)
-    parts = [
-        predictions_frame(model, images.subset(np.arange(i, min(i + chunksize, len(images)))), k)
-        for i in range(0, len(images), chunksize)
-    ]
+    parts: list[pd.DataFrame] = []
+    problems = []
+    scored = 0
+    # one file's bytes and one chunk of decoded images at a time: memory does not grow with the input's size
+    for chunk in iter_images(input_path, image_size=model.image_size, chunksize=chunksize, max_pixels=max_pixels):
+        if len(chunk):
+            parts.append(predictions_frame(model, chunk, k))
+            scored += len(chunk)
+        problems.extend(chunk.problems)
+    if not scored:
+        detail = f"; first problem: {problems[0].path}: {problems[0].reason}" if problems else ""
+        raise DataError(f"{input_path}: no readable images ({len(problems)} file(s) skipped){detail}")
     bad = pd.DataFrame(
         {
-            "path": [p.path for p in images.problems],
+            "path": [p.path for p in problems],
             "prediction": "",
             "confidence": np.nan,
             "top_k": "",
-            "error": [p.reason for p in images.problems],
+            "error": [p.reason for p in problems],
         }
     )
     frame = pd.concat([*parts, bad], ignore_index=True) if len(bad) else pd.concat(parts, ignore_index=True)
     write_table(frame, output)
-    return {"rows": len(frame), "scored": len(images), "skipped": len(images.problems), "output": str(output)}
+    return {"rows": len(frame), "scored": scored, "skipped": len(problems), "output": str(output)}
 
 
 # ------------------------------------------------------------------------------------------ monitoring

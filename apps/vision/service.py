@@ -11,8 +11,15 @@ Answers ``{"model_version", "predictions": [{"name", "labels": [{"label", "proba
 change of state: a body that is not an image, truncated or empty (400), more pixels than ``max_pixels`` (a
 decompression bomb, 400), an upload over ``max_upload_bytes`` or a body over ``max_request_bytes`` (413; a JSON
 base64 string over its documented maxLength is a schema error, 422), another
-content type (415), malformed JSON or base64 (422), and no model yet (503). Besides common's ``/healthz``,
-``/readyz``, ``/metrics``, ``/v1/model`` and ``/admin/reload``.
+content type (415), malformed or too deeply nested JSON or base64 (422), and no model yet (503). Every error
+answer carries ``detail`` and a one-line ``message``.
+
+Memory is bounded per process, whatever clients do: every decode holds its cost in one process-wide
+:class:`~apps.vision.data.DecodeBudget` (``max_decode_pixels`` pixels being decoded at once, at most
+``max_concurrent_decodes`` decodes); a request that finds it full for ``decode_wait_s`` seconds gets 503 with
+``Retry-After``. JPEGs are decoded at a reduced scale (``Image.draft``) and freed heap memory is given back to the
+OS after large decodes. Besides common's ``/healthz``, ``/readyz``, ``/metrics``, ``/v1/model`` and
+``/admin/reload``.
 """
 
 from __future__ import annotations
@@ -20,17 +27,21 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
+import threading
 
 import numpy as np
 import torch
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from apps.vision.config import REGISTRY_NAME, Config
-from apps.vision.data import ImageError, decode_image
+from apps.vision.data import DecodeBudget, DecodeBusy, ImageError, decode_image
 from apps.vision.export import BACKENDS
 from apps.vision.model import VisionModel
 from common import serving
@@ -80,13 +91,29 @@ def _json_schema(max_images: int, max_b64: int) -> dict:
     }
 
 
-def _error(status: int, message: str) -> HTTPException:
-    return HTTPException(status, detail=message)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
+    return HTTPException(status, detail=message, headers=headers)
+
+
+_budgets: dict[tuple[int, int], DecodeBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def decode_budget(cfg: Config) -> DecodeBudget:
+    """The process-wide decoding budget for ``cfg``'s limits: every app of this process with the same limits
+    shares one, so concurrent requests cannot decode more than ``max_decode_pixels`` pixels at once."""
+    key = (cfg.max_decode_pixels, cfg.max_concurrent_decodes)
+    with _budgets_lock:
+        if key not in _budgets:
+            _budgets[key] = DecodeBudget(*key)
+        return _budgets[key]
 
 
 def _parse_json(raw: bytes, cfg: Config) -> list[tuple[str | None, bytes]]:
     try:
         doc = json.loads(raw)
+    except RecursionError:
+        raise _error(422, "body: JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise _error(422, f"body: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or set(doc) != {"images"} or not isinstance(doc["images"], list):
@@ -141,18 +168,28 @@ async def _parse_multipart(request: Request, cfg: Config) -> list[tuple[str | No
     return out
 
 
-def _decode_all(items: list[tuple[str | None, bytes]], size: int, cfg: Config) -> torch.Tensor:
+def _decode_all(
+    items: list[tuple[str | None, bytes]], size: int, cfg: Config, budget: DecodeBudget | None = None
+) -> torch.Tensor:
+    """One image at a time, each holding its cost in ``budget`` while it decodes (503 when it stays full)."""
     arrays = []
     for i, (name, data) in enumerate(items):
+        label = f"image {i}" + (f" ({name})" if name else "")
         try:
-            arrays.append(decode_image(data, size, max_pixels=cfg.max_pixels)[0])
+            arrays.append(
+                decode_image(data, size, max_pixels=cfg.max_pixels, budget=budget, wait_s=cfg.decode_wait_s)[0]
+            )
         except ImageError as exc:
-            label = f"image {i}" + (f" ({name})" if name else "")
             raise _error(400, f"{label}: {exc}") from None
+        except DecodeBusy as exc:
+            retry = str(max(1, math.ceil(cfg.decode_wait_s / 2)))
+            raise _error(
+                503, f"{label}: server busy decoding other images ({exc}); retry later", {"Retry-After": retry}
+            ) from None
     return torch.from_numpy(np.stack(arrays))
 
 
-def build_router(cfg: Config) -> APIRouter:
+def build_router(cfg: Config, budget: DecodeBudget | None = None) -> APIRouter:
     router = APIRouter()
     max_b64 = cfg.max_upload_bytes * 4 // 3 + 4
     extra = {
@@ -179,8 +216,8 @@ def build_router(cfg: Config) -> APIRouter:
         400: {"description": "not an image, truncated, too many pixels, or a malformed multipart body"},
         413: {"description": "an image or the request is too large"},
         415: {"description": "unsupported content type"},
-        422: {"description": "malformed JSON or base64"},
-        503: {"description": "no model loaded yet"},
+        422: {"description": "malformed or too deeply nested JSON, or bad base64"},
+        503: {"description": "no model loaded yet, or the decoding budget is full (see Retry-After)"},
     }
 
     @router.post("/v1/images:classify", response_model=ClassifyResponse, openapi_extra=extra, responses=responses)
@@ -201,7 +238,9 @@ def build_router(cfg: Config) -> APIRouter:
         else:
             raise _error(415, f"unsupported content type {ctype or '(none)'!r}: send {CONTENT_TYPES}")
         model: VisionModel = loaded.model
-        images = await run_in_threadpool(_decode_all, items, model.image_size, cfg)
+        names = [name for name, _ in items]
+        images = await run_in_threadpool(_decode_all, items, model.image_size, cfg, budget)
+        del items  # the encoded bytes are not needed any more
         probs = await run_in_threadpool(model.predict_proba, images)
         top = probs.topk(min(k or cfg.top_k, len(model.classes)), dim=1)
         preds = [
@@ -209,7 +248,7 @@ def build_router(cfg: Config) -> APIRouter:
                 name=name,
                 labels=[Label(label=model.classes[i], probability=float(p)) for i, p in zip(ix, pv, strict=True)],
             )
-            for (name, _), ix, pv in zip(items, top.indices.tolist(), top.values.tolist(), strict=True)
+            for name, ix, pv in zip(names, top.indices.tolist(), top.values.tolist(), strict=True)
         ]
         for p in preds:
             request.app.state.metrics.observe_prediction(p.labels[0].probability)
@@ -252,12 +291,22 @@ def build_app(
         else None
     )
     max_body = max(cfg.max_upload_bytes * 4 // 3 + 4096, min(cfg.max_request_bytes, 1 << 31))
-    return serving.create_app(
+    app = serving.create_app(
         f"mlref {REGISTRY_NAME}",
         holder,
-        [build_router(cfg)],
+        [build_router(cfg, decode_budget(cfg))],
         refresh_interval_s=refresh_interval_s,
         prediction_log=plog,
         prediction_buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
         max_body_bytes=max_body,
     )
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    return app
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:  # noqa: ARG001
+    """Every HTTP error answer as ``{"detail": ..., "message": "<one line>"}`` (400s, 413s, 415s and 503s like the
+    422s of common.serving), keeping its headers (``Retry-After``)."""
+    detail = exc.detail
+    message = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+    return JSONResponse({"detail": detail, "message": message}, status_code=exc.status_code, headers=exc.headers)
