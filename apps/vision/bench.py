@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import os
+import platform
+import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -88,6 +91,61 @@ def probe_throughput(cfg: Config, train: ImageSet, steps: int = 3) -> float:
     return n * steps / (time.perf_counter() - t0)
 
 
+def cpu_kind() -> str:
+    """``amx``, ``avx512``, ``avx2`` (x86 CPU feature class, what decides bf16 and vector speed) or the machine."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((ln.split(":", 1)[1].split() for ln in fh if ln.startswith("flags")), [])
+    except OSError:
+        flags = []
+    for kind, flag in (("amx", "amx_bf16"), ("avx512", "avx512f"), ("avx2", "avx2")):
+        if flag in flags:
+            return kind
+    return platform.machine() or "unknown"
+
+
+def gemm_peak(dtype: torch.dtype, device: torch.device, n: int = 4096, repeats: int = 3) -> float:
+    """The machine's practical peak in FLOP/s for ``dtype``: the best of ``repeats`` timed ``n x n @ n x n``
+    products (2 n^3 FLOPs each) after a warm-up, with the threads training uses."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def train_flops_per_image(cfg: Config, train: ImageSet, batch: int = 32) -> float:
+    """FLOPs of one training step per image (forward + backward; convolutions and matmuls, 2 per multiply-add),
+    counted by ``torch.utils.flop_counter`` on the model of ``cfg``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = make_model(cfg, train).train()
+    n = min(batch, len(train))
+    x = train.images[:n].float()
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(net(x), train.labels[:n]).backward()
+    return counter.get_total_flops() / n
+
+
+def efficiency(entry: dict[str, Any], flops_per_image: float, peaks: dict[str, float]) -> dict[str, float]:
+    """Achieved training FLOP/s (counted FLOPs x measured images/s) against the peak of the precision trained in."""
+    dtype = entry["precision"]["dtype"] if entry["precision"]["amp"] else "float32"
+    achieved = flops_per_image * entry["metrics"]["train_images_per_s"]
+    return {
+        "train_gflop_per_image": round(flops_per_image / 1e9, 4),
+        "train_gflops_per_s": round(achieved / 1e9, 1),
+        "peak_gflops_per_s": round(peaks[dtype] / 1e9, 1),
+        "peak_dtype": dtype,
+        "fraction_of_peak": round(achieved / peaks[dtype], 3),
+    }
+
+
 def time_to(curve: list[dict[str, float]], final: dict[str, float], thresholds=THRESHOLDS) -> dict[str, float | None]:
     """Seconds of training until the test accuracy first reached each threshold (None: never)."""
     points = [(p["train_s"], p["accuracy"]) for p in curve] + [(final["train_s"], final["accuracy_tta"])]
@@ -143,17 +201,17 @@ def run_one(
     name: str, cfg: Config, train: ImageSet, test: ImageSet, *, budget_s: float | None = None, progress: bool = True
 ) -> dict[str, Any]:
     """Train ``cfg`` (epochs fixed, or set from ``budget_s``) with the test accuracy after every epoch."""
-    probe_s = 0.0
-    if budget_s is not None:  # precision chosen here (timed steps, counted in the budget) and its rate sizes the run
-        t0 = time.perf_counter()
-        augment = BatchAugment(len(train), len(train.classes), cfg, cfg.seed)
-        chosen = choose_precision(make_model(cfg, train), train, cfg, augment)
-        cfg = chosen.apply(cfg)
+    # precision is chosen here (timed steps, counted as training time); its measured rate sizes a budgeted run
+    t0 = time.perf_counter()
+    augment = BatchAugment(len(train), len(train.classes), cfg, cfg.seed)
+    chosen = choose_precision(make_model(cfg, train), train, cfg, augment)
+    cfg = chosen.apply(cfg)
+    if budget_s is not None:
         rate = chosen.rates.get(chosen.name) or probe_throughput(cfg, train)
-        probe_s = time.perf_counter() - t0
-        epochs = max(1, int((budget_s - probe_s) * rate * 0.97 / len(train)))
+        epochs = max(1, int((budget_s - (time.perf_counter() - t0)) * rate * 0.97 / len(train)))
         cfg = replace(cfg, epochs=min(epochs, 200))
         log.info("%s: probe %.0f images/s -> %d epochs for a %.0fs budget", name, rate, cfg.epochs, budget_s)
+    probe_s = time.perf_counter() - t0
     t_setup = time.perf_counter()
     net = make_model(cfg, train)
     setup_s = time.perf_counter() - t_setup
@@ -212,11 +270,68 @@ def run_one(
                     "tta",
                 )
             },
-            "precision": result.info.get("precision"),
+            "precision": chosen.to_dict(),
+            "seed": cfg.seed,
             "budget_s": budget_s,
             "probe_s": round(probe_s, 1),
         },
     }
+
+
+def _over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's entry over seeds: metrics as the mean with ``<metric>_std``, each seed's figures kept."""
+    if len(per_seed) == 1:
+        return per_seed[0]
+    first = per_seed[0]
+    entry = copy.deepcopy(first["entry"])
+    metrics: dict[str, float] = {}
+    for k in first["entry"]["metrics"]:
+        vals = [r["entry"]["metrics"][k] for r in per_seed]
+        metrics[k] = round(statistics.fmean(vals), 4)
+        metrics[f"{k}_std"] = round(statistics.stdev(vals), 4)
+    entry["metrics"] = metrics
+    entry["train_s"] = round(statistics.fmean(r["entry"]["train_s"] for r in per_seed), 1)
+    entry["per_seed"] = [
+        {k: r["entry"][k] for k in ("seed", "metrics", "train_s", "time_to", "precision")} for r in per_seed
+    ]
+    best = max(per_seed, key=lambda r: r["entry"]["metrics"]["accuracy_tta"])
+    return {"model": best["model"], "curve": first["curve"], "entry": entry}
+
+
+def kinds_section(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """``out``'s earlier ``cpu_kinds`` with this run's kind replaced: what each CPU kind measured last."""
+    kinds: dict[str, Any] = {}
+    if out.is_file():
+        try:
+            kinds = dict(json.loads(out.read_text()).get("cpu_kinds") or {})
+        except (OSError, ValueError, AttributeError):
+            log.warning("%s: unreadable, its earlier CPU kinds are not kept", out)
+    kinds[doc["cpu_kind"]] = {
+        "cpu_model": doc["machine"].get("cpu_model"),
+        "cpu_count": doc["machine"].get("cpu_count"),
+        "git_commit": doc["machine"].get("git_commit"),
+        "date": time.strftime("%Y-%m-%d"),
+        "load_before": doc["load_before"],
+        "load_after": doc["load_after"],
+        "seeds": doc["seeds"],
+        "peak_gflops_per_s": doc["peak_gflops_per_s"],
+        "models": {
+            k: {
+                "epochs": m["epochs"],
+                "train_s": m["train_s"],
+                "metrics": {
+                    x: v
+                    for x, v in m["metrics"].items()
+                    if x.split("_std")[0] in ("accuracy_tta", "accuracy", "train_images_per_s")
+                },
+                "time_to": m["time_to"],
+                "precision": {x: m["precision"][x] for x in ("name", "source", "rates")},
+                "efficiency": m.get("efficiency"),
+            }
+            for k, m in doc["models"].items()
+        },
+    }
+    return kinds
 
 
 def curve_figure(runs: dict[str, dict[str, Any]], title: str) -> Figure:
@@ -281,6 +396,39 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{s['raw_torch_s']} s (ratio {s['overhead_ratio']}; {s['served_images_per_s']} images/s "
             "through HTTP).",
         ]
+    for name, m in doc["models"].items():
+        e = m.get("efficiency")
+        if e:
+            lines.append(
+                f"\n{name}: {e['train_gflop_per_image']} GFLOP per training image x "
+                f"{m['metrics']['train_images_per_s']} images/s = {e['train_gflops_per_s']} GFLOP/s, "
+                f"{100 * e['fraction_of_peak']:.0f} % of this machine's measured {e['peak_dtype']} GEMM peak "
+                f"({e['peak_gflops_per_s']} GFLOP/s); precision {m['precision']['name']} ({m['precision']['source']}: "
+                + ", ".join(f"{k} {v:,.0f} img/s" for k, v in (m["precision"].get("rates") or {}).items())
+                + ")."
+            )
+    if doc.get("cpu_kinds"):
+        lines += [
+            "",
+            "Per CPU kind (the latest run on each):",
+            "",
+            "| CPU kind | CPU | run | precision | epochs | test acc (TTA) | train s | train img/s | % of peak | "
+            "to 90% | to 92% | load |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for kind, k in doc["cpu_kinds"].items():
+            for name, m in k["models"].items():
+                met, eff = m["metrics"], m.get("efficiency") or {}
+                acc = f"{met['accuracy_tta']:.4f}" + (
+                    f" ± {met['accuracy_tta_std']:.4f}" if "accuracy_tta_std" in met else ""
+                )
+                frac = eff.get("fraction_of_peak")
+                lines.append(
+                    f"| {kind} | {k['cpu_model']} ({k['cpu_count']} CPUs) | {name} | {m['precision']['name']} | "
+                    f"{m['epochs']} | {acc} | {m['train_s']} | {met['train_images_per_s']} | "
+                    f"{'' if frac is None else f'{100 * frac:.0f} %'} | {m['time_to']['90%']} | "
+                    f"{m['time_to']['92%']} | {k['load_before']} / {k['load_after']} |"
+                )
     lines += ["", "Per-epoch curve points:", ""]
     for name, m in doc["models"].items():
         lines.append(f"- {name}: " + ", ".join(f"{p['train_s']:.0f}s {100 * p['accuracy']:.1f}%" for p in m["curve"]))
@@ -299,8 +447,13 @@ def run_bench(
     limit: int | None = None,
     progress: bool = True,
     write: bool = True,
+    seeds: int = 1,
 ) -> dict[str, Any]:
     """Run the benchmark and write ``output`` (JSON) with a ``.png`` curve and ``.md`` table beside it.
+
+    ``epochs`` (with ``seeds``): one fixed schedule per seed, reported as the mean and std over seeds; without it
+    the ``runs`` are sized to their time budgets. The JSON keeps a ``cpu_kinds`` section per CPU kind it has
+    seen (AMX, AVX-512, AVX2): a run on another kind adds its own instead of erasing the others.
 
     ``limit``: use only the first ``limit`` training and test images per split (a quick check of the pipeline).
     """
@@ -325,12 +478,25 @@ def run_bench(
         train = train.subset(torch.randperm(len(train), generator=g)[:limit].sort().values.numpy())
         test = test.subset(np.arange(min(limit, len(test))))
     results: dict[str, dict[str, Any]] = {}
+    if epochs:  # one fixed schedule (the hardware-independent quality target), repeated over seeds
+        runs = (f"{epochs}ep",)
     for name in runs:
-        if name not in ("short", "long"):
+        if name not in ("short", "long") and not epochs:
             raise ValueError(f"unknown run {name!r}: use short and/or long")
-        run_cfg = replace(copy.deepcopy(cfg), epochs=epochs) if epochs else copy.deepcopy(cfg)
-        budget = None if epochs else (budget_s if name == "long" else short_budget_s)
-        results[name] = run_one(name, run_cfg, train, test, budget_s=budget, progress=progress)
+        per_seed = []
+        for i in range(seeds):
+            run_cfg = replace(copy.deepcopy(cfg), seed=cfg.seed + i, **({"epochs": epochs} if epochs else {}))
+            budget = None if epochs else (budget_s if name == "long" else short_budget_s)
+            per_seed.append(run_one(name, run_cfg, train, test, budget_s=budget, progress=progress))
+        results[name] = _over_seeds(per_seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    flops = train_flops_per_image(cfg, train)
+    peaks = {"float32": gemm_peak(torch.float32, device)}
+    for r in results.values():
+        p = r["entry"]["precision"]
+        if p["amp"] and p["dtype"] not in peaks:
+            peaks[p["dtype"]] = gemm_peak(getattr(torch, p["dtype"]), device)
+        r["entry"]["efficiency"] = efficiency(r["entry"], flops, peaks)
     best = max(results.values(), key=lambda r: r["entry"]["metrics"]["accuracy_tta"])
     serving = served_vs_raw(best["model"], test, cfg)
     name = ds.name if dataset else "cifar10-jpeg"
@@ -351,6 +517,9 @@ def run_bench(
             "costs accuracy against the published lossless numbers"
         ),
         "models": {f"airnet-{k}": r["entry"] for k, r in results.items()},
+        "seeds": seeds,
+        "peak_gflops_per_s": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+        "cpu_kind": cpu_kind(),
         "published": ANCHORS,
         "serving": serving,
         "data_s": round(data_s, 1),
@@ -360,9 +529,11 @@ def run_bench(
         "load_after": _load_avg(),
         "machine": machine_info(),
     }
+    doc["cpu_kinds"] = {}
     if write:
         out = cli.bench_output(APP, None if dataset is None else name, None, output)
         out.parent.mkdir(parents=True, exist_ok=True)
+        doc["cpu_kinds"] = kinds_section(out, doc)
         doc["figure"] = str(save_figure(curve_figure(results, doc["dataset"]), out.with_suffix(".png")))
         write_text(out.with_suffix(".md"), markdown(doc))
         doc["output"] = str(write_json(out, doc))

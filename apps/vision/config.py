@@ -52,6 +52,7 @@ class Config:
     # the actual net and batch pick the faster (apps/vision/precision.py); bf16 is only tried where the CPU runs it
     # natively (AVX-512 BF16 / AMX). MLREF_VISION_AMP=on|off pins it where the config says None.
     channels_last: bool | None = None  # memory format of the convolutions; None = measured alongside amp
+    device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda or cuda:N
     compile: bool = False  # torch.compile (measured slower than eager on 2 CPU cores: 727 vs 1,250 images/s)
     val_fraction: float = 0.1  # of the labelled images, when the data has no test split: validation
     test_fraction: float = 0.2  # and test (stratified, deterministic)

@@ -77,6 +77,29 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def resolve_device(pref: str = "auto") -> torch.device:
+    """The training device for ``pref`` (auto, cpu, cuda, cuda:N, mps); a device this machine lacks is a user error
+    in one line, before any data is read."""
+    from common import training
+    from common.data import DataError
+
+    pref = (pref or "auto").strip().lower()
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DataError(
+                f"--device {pref}: no CUDA GPU is visible to torch {torch.__version__} on this machine; "
+                "use --device cpu (or auto)"
+            )
+        index = pref.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise DataError(f"--device {pref}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif pref == "mps" and not torch.backends.mps.is_available():
+        raise DataError("--device mps: Apple's MPS backend is not available here; use --device cpu (or auto)")
+    elif pref not in ("auto", "cpu", "mps"):
+        raise DataError(f"--device {pref!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return training.select_device(pref)
+
+
 def env_amp() -> bool | None:
     """``MLREF_VISION_AMP`` as a bool (None when unset); anything else is a ConfigError-worthy mistake."""
     raw = os.environ.get(AMP_ENV, "").strip().lower()

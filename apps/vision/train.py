@@ -197,8 +197,10 @@ def _airnet_optimizer(cfg: Config, world_size: int, steps_per_epoch: Callable[[]
 
 
 def channel_stats(images: Tensor, n: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std (in 0..1) of up to ``n`` images."""
-    x = images[:n].float() / 255.0
+    """Per-channel mean and std (in 0..1) of up to ``n`` images drawn at random (a folder read in class order
+    would otherwise give the first classes' colours: CIFAR-10's first 10,000 are planes and cars)."""
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
+    x = images[pick].float() / 255.0
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
@@ -240,6 +242,7 @@ def train_config(
         progress=progress,
         channels_last=bool(cfg.channels_last),
         ema_decay=None if airnet else cfg.ema_decay,
+        device=cfg.device,
     )
 
 
@@ -311,7 +314,7 @@ def choose_precision(net: ImageClassifier, train: ImageSet, cfg: Config, augment
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(len(train), generator=g)[:n]
     x, y = augment((train.images[idx], idx), train.labels[idx], 1)
-    return precision.choose(cfg, net, x, y, device=training.select_device())
+    return precision.choose(cfg, net, x, y, device=precision.resolve_device(cfg.device))
 
 
 def to_vision_model(net: ImageClassifier, train: ImageSet, cfg: Config, **meta: Any) -> VisionModel:
@@ -332,7 +335,7 @@ def train(
     train_set: ImageSet, val: ImageSet | None, cfg: Config, *, checkpoint_dir: Path | None = None, progress: bool = True
 ) -> tuple[VisionModel, training.FitResult]:
     """Build, train and wrap a model (uncalibrated: see :func:`apps.vision.evaluate.calibrate`)."""
-    training.select_device()
+    precision.resolve_device(cfg.device)
     if cfg.image_size != train_set.image_size:
         from common.data import DataError
 

@@ -36,10 +36,80 @@ def test_bench_pipeline_writes_json_curve_and_table(tmp_path: Path) -> None:
     fixed = run_bench(
         str(folder), output=out, runs=("short",), epochs=1, cfg=tiny_config(batch_size=32), progress=False
     )
-    assert fixed["models"]["airnet-short"]["epochs"] == 1 and fixed["models"]["airnet-short"]["budget_s"] is None
+    assert fixed["models"]["airnet-1ep"]["epochs"] == 1 and fixed["models"]["airnet-1ep"]["budget_s"] is None
     assert saved["serving"]["overhead_ratio"] > 0 and saved["load_before"] is not None
-    assert out.with_suffix(".png").is_file() and "| airnet-short |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").is_file() and "| airnet-1ep |" in out.with_suffix(".md").read_text()
     assert doc["output"] == str(out)
+
+
+def test_fixed_epochs_over_seeds_report_mean_efficiency_and_keep_other_cpu_kinds(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "shop", per_class=12)
+    out = tmp_path / "results" / "vision-shop.json"
+    out.parent.mkdir(parents=True)
+    other = {"cpu_model": "AMD EPYC (earlier run)", "cpu_count": 2, "models": {}, "load_before": 0.1}
+    out.write_text(json.dumps({"cpu_kinds": {"some-other-kind": other}}))
+    doc = run_bench(str(folder), output=out, epochs=1, seeds=2, cfg=tiny_config(batch_size=32), progress=False)
+    saved = json.loads(out.read_text())
+    run = saved["models"]["airnet-1ep"]
+    assert set(saved["models"]) == {"airnet-1ep"} and saved["seeds"] == 2
+    assert [s["seed"] for s in run["per_seed"]] == [42, 43]
+    accs = [s["metrics"]["accuracy_tta"] for s in run["per_seed"]]
+    assert run["metrics"]["accuracy_tta"] == pytest.approx(sum(accs) / 2, abs=1e-4)
+    assert run["metrics"]["accuracy_tta_std"] >= 0
+    eff = run["efficiency"]
+    assert eff["train_gflop_per_image"] > 0 and eff["peak_gflops_per_s"] > 0
+    assert eff["fraction_of_peak"] == pytest.approx(eff["train_gflops_per_s"] / eff["peak_gflops_per_s"], abs=2e-3)
+    assert run["precision"]["name"] in {"float32", "float32+channels_last", "bfloat16", "bfloat16+channels_last"}
+    kinds = saved["cpu_kinds"]
+    assert kinds["some-other-kind"] == other and doc["cpu_kind"] in kinds
+    assert kinds[doc["cpu_kind"]]["models"]["airnet-1ep"]["metrics"]["accuracy_tta"] == run["metrics"]["accuracy_tta"]
+    md = out.with_suffix(".md").read_text()
+    assert f"| {doc['cpu_kind']} |" in md and "GEMM peak" in md
+
+
+def test_training_flops_count_forward_and_backward_and_grow_with_width() -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from apps.vision.bench import train_flops_per_image
+    from apps.vision.train import make_model
+
+    cfg = tiny_config()
+    images = _tiny_set(8, cfg.image_size)
+    per_image = train_flops_per_image(cfg, images, batch=4)
+    with FlopCounterMode(display=False) as fwd, torch.no_grad():
+        make_model(cfg, images)(images.images[:4].float())
+    forward = fwd.get_total_flops() / 4
+    assert 2.0 * forward < per_image < 3.2 * forward  # backward costs about twice the forward
+    wider = train_flops_per_image(replace(cfg, widths=(16, 32, 32)), images, batch=4)
+    assert 2.0 < wider / per_image < 4.0  # doubling the widths: the inner convs x4, the fixed whitening x1-2
+
+
+def test_device_cuda_without_a_gpu_is_one_error_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "MLREF_HOME": str(tmp_path)}
+    for args, message in [
+        (["bench", "--device", "cuda", "--epochs", "1"], "error: --device cuda: no CUDA GPU is visible to torch"),
+        (["train", "--device", "tpu"], "error: --device 'tpu': expected auto, cpu, cuda, cuda:N or mps"),
+    ]:
+        r = subprocess.run([sys.executable, "-m", "apps.vision", *args], capture_output=True, text=True, env=env)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip().splitlines() == [r.stderr.strip().splitlines()[0]] and message in r.stderr
+
+
+def _tiny_set(n: int, size: int):
+    import torch
+
+    from apps.vision.data import ImageSet
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    import numpy as np
+
+    return ImageSet(images, torch.arange(n) % 3, ["a", "b", "c"], [f"{i}.png" for i in range(n)], np.full(n, size))
 
 
 def test_time_to_thresholds() -> None:
