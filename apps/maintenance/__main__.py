@@ -162,11 +162,17 @@ def evaluate(
 
 @app.command()
 def serve(host: str | None = cli.HOST, port: int | None = cli.PORT) -> None:
-    """Serve the champion over HTTP on 127.0.0.1 (fleet state persisted; hot-swaps when the champion moves)."""
-    from apps.maintenance.service import build_app
-    from common.serving import serve as run
+    """Serve the champion over HTTP on 127.0.0.1 (fleet state persisted; hot-swaps when the champion moves). One
+    server per MLREF_HOME: exit 2 when another one holds the fleet store."""
+    from apps.maintenance.service import StoreLocked, build_app
+    from common import serving
 
-    run(build_app(), host=host, port=port)
+    service = build_app()
+    try:
+        service.state.fleet.acquire()  # held for the server's life; the kernel drops it when the process ends
+    except StoreLocked as exc:
+        raise cli.fail(str(exc)) from None
+    serving.serve(service, host=host, port=port)
 
 
 @app.command()

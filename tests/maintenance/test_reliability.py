@@ -22,33 +22,48 @@ pytestmark = pytest.mark.reliability
 APP = "maintenance"
 
 
-def test_fuzzing_the_api_finds_no_5xx(fleet, tiny_model) -> None:
+def all_checks() -> list:
+    """Every check schemathesis registers (its ``--checks all``), not only the probe kit's default set."""
+    from schemathesis.checks import CHECKS, load_all_checks
+
+    load_all_checks()
+    return list(CHECKS.get_all())
+
+
+# The served model's settings and sensors are required properties in the OpenAPI, but a unit's first reading fixes
+# its fields for the later ones, which no JSON schema can say: those 422s ("readings[i].sensor_x: not among the
+# unit's fields ...", "field required (the unit's earlier readings have it)") are the declared rule rejections.
+FIXED_FIELDS = {"POST /v1/units/{unit}/readings": {422: "the unit's"}}
+
+
+def test_fuzzing_the_api_finds_no_5xx(fleet, tiny_model, monkeypatch: pytest.MonkeyPatch) -> None:
     app = build_app(model=tiny_model)
 
     def snapshot():
         return {u: tuple(d["cycles"]) for u, d in app.state.fleet.units.items()}
 
-    # which setting_*/sensor_* fields a reading needs depends on the served model and the unit's first reading,
-    # which no JSON schema can say: those 422s (messages "readings[i].<field>: ...") are declared rule rejections
-    rules = {"POST /v1/units/{unit}/readings": {422: "readings["}}
+    monkeypatch.setattr(fuzz, "_checks", all_checks)
     report = fuzz.fuzz_app(
-        app, snapshot=snapshot, max_examples=15, time_budget_s=60, name="maintenance", rule_rejections=rules
+        app, snapshot=snapshot, max_examples=25, time_budget_s=90, name="maintenance", rule_rejections=FIXED_FIELDS
     )
     probe.record(
         [
             probe.Probe(
                 APP,
-                "OpenAPI fuzzing (schemathesis)",
-                f"{report.cases} cases, {len(report.operations)} operations, valid + invalid",
+                "OpenAPI fuzzing (schemathesis, every check)",
+                f"{report.cases} cases, {len(report.operations)} operations, valid + invalid, "
+                f"{len(all_checks())} checks",
                 "0 5xx, answers as documented, 4xx change nothing",
                 f"{report.server_errors} 5xx, {len(report.failures)} failures ({report.rule_rejections} refused by the "
-                "model's field rule)",
+                "unit's fixed fields)",
                 report.ok,
             )
         ]
     )
+    assert report.cases >= 100 and len(report.operations) >= 8, report.summary()
     assert report.server_errors == 0, report.summary()
     assert report.ok, report.summary()
+    assert report.statuses[200] > 0 and app.state.fleet.units  # valid readings reached the store
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
@@ -65,6 +80,14 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> Non
     raise AssertionError("server did not become ready")
 
 
+def other_port(taken: int) -> int:
+    """A free port other than ``taken``."""
+    from common.serving import free_port
+
+    port = free_port()
+    return port if port != taken else free_port()
+
+
 def test_fleet_state_survives_a_killed_server(fleet, tiny_model, mlref_home, free_port) -> None:
     register(tiny_model, fleet.train, metrics={}, dataset="t", alias=registry.CHAMPION)
     unit = str(fleet.test["unit"].iloc[1])
@@ -78,6 +101,15 @@ def test_fleet_state_survives_a_killed_server(fleet, tiny_model, mlref_home, fre
         assert (
             httpx.post(f"{url}/v1/units/{unit}/readings", json={"readings": recs[:-1]}, timeout=30).status_code == 200
         )
+        # a second server on the same home is refused before it serves anything (it would overwrite the first's)
+        second = subprocess.run(
+            faults.app_cmd("maintenance", "serve", "--port", other_port(free_port)),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert second.returncode == 2 and "another server holds the fleet store" in second.stderr, second.stderr[-2000:]
         before = httpx.get(f"{url}/v1/units/{unit}/rul", timeout=30).json()
         os.kill(proc.pid, signal.SIGKILL)  # no shutdown hook runs
         proc.wait(timeout=30)
@@ -110,7 +142,15 @@ def test_fleet_state_survives_a_killed_server(fleet, tiny_model, mlref_home, fre
                 "every acknowledged cycle still there, same RUL",
                 f"RUL {after['rul']} == {before['rul']}, last cycle {after['cycle']}",
                 True,
-            )
+            ),
+            probe.Probe(
+                APP,
+                "second server on the same home",
+                "serve while another serve holds MLREF_HOME",
+                "refused: exit 2 naming the holder; the first's readings kept",
+                f"exit {second.returncode}, 'another server holds the fleet store ...'",
+                True,
+            ),
         ]
     )
     assert not math.isnan(after["rul"])
