@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import typer
@@ -125,11 +124,40 @@ def evaluate(
     cli.echo_json({"version": mv.version, "report": str(path), "metrics": {"model": scores, "majority": baseline}})
 
 
+NO_MODEL_YET = (
+    "no chatbot model is registered yet: run `python -m apps.chatbot train` first (or `python -m apps.chatbot demo`, "
+    "which trains and serves one in its own home)"
+)
+
+
+def _served_model(ref: str) -> tuple[Path, object]:
+    """The model archive to serve; before any training, a one-line hint to train first."""
+    from apps.chatbot import lifecycle
+    from common import registry
+
+    if ref == registry.CHAMPION and registry.version_of(REGISTRY_NAME, registry.CHAMPION) is None:
+        raise cli.fail(NO_MODEL_YET)
+    return lifecycle.model_path(ref)
+
+
+def _check_bind(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as exc:
+        raise cli.fail(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --host/--port") from None
+
+
 @app.command()
 def serve(
     host: str | None = cli.HOST,
     port: int | None = cli.PORT,
-    actions_port: int | None = typer.Option(None, "--actions-port", help="action server port (default 5055)"),
+    rasa_port: int | None = typer.Option(None, "--rasa-port", help="Rasa's port on 127.0.0.1 (default 5005)"),
+    actions_port: int | None = typer.Option(
+        None, "--actions-port", help="the action server's port on 127.0.0.1 (default 5055)"
+    ),
     ref: str = cli.REF,
     config: Path | None = cli.CONFIG,
     refresh_s: float = typer.Option(
@@ -139,18 +167,28 @@ def serve(
         help="check the registry this often; load a new champion without restart (0: never)",
     ),
 ) -> None:
-    """Serve the champion: ``rasa run --enable-api`` (REST channel) on 127.0.0.1 and the action server; a SQLite
-    tracker store in $MLREF_HOME/chatbot/tracker.db. Ctrl-C (or SIGTERM) stops both."""
-    from apps.chatbot import lifecycle, rasa_env
-    from common import registry
+    """Serve the champion behind the gateway (POST /v1/messages, /healthz, /readyz, /metrics, /docs on
+    --host:--port, default 127.0.0.1:8000). Rasa and the action server listen on 127.0.0.1 only, each behind a
+    token made for this run; a SQLite tracker store in $MLREF_HOME/chatbot/tracker.db. Ctrl-C (or SIGTERM) stops
+    all three."""
+    import os
 
-    if host not in (None, "127.0.0.1", "localhost"):
-        raise cli.fail("the Rasa server binds 127.0.0.1 only (put a reverse proxy in front to expose it)")
+    from apps.chatbot import identity, lifecycle, rasa_env, service
+    from common import registry, serving
+    from common.config import get_settings
+
     cfg = _config(config)
-    model, mv = lifecycle.model_path(ref)
-
-    stop = threading.Event()  # SIGTERM only sets it: the servers are stopped by the `with` block, exit code 0
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    model, mv = _served_model(ref)
+    try:
+        secret = identity.secret_from_env()
+    except ValueError as exc:
+        raise cli.fail(str(exc)) from None
+    settings = get_settings()
+    host, port = host or settings.host, port or settings.port
+    _check_bind(host, port)
+    # a handoff log the user chose is kept; the default sits beside the tracker store
+    handoff_log = Path(os.environ.get("MLREF_HANDOFF_LOG") or lifecycle.tracker_db().with_name("handoffs.jsonl"))
+    signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn stops on SIGTERM; then the `with` stops Rasa: exit 0
     run_dir = lifecycle.workdir("serve")
     try:
         with rasa_env.servers(
@@ -158,54 +196,72 @@ def serve(
             run_dir,
             cfg,
             tracker_db=lifecycle.tracker_db(),
-            rasa_port=port or cfg.rasa_port,
+            rasa_port=rasa_port or cfg.rasa_port,
             actions_port=actions_port,
-            handoff_log=lifecycle.tracker_db().with_name("handoffs.jsonl"),
+            handoff_log=handoff_log,
         ) as srv:
+            upstream = service.Upstream(srv.url, srv.token, cfg.upstream_timeout_s, model)
+            gateway = service.build_app(
+                upstream,
+                mv,
+                refresh_interval_s=refresh_s if refresh_s and ref == registry.CHAMPION else None,
+                secret=secret,
+            )
             typer.echo(
-                f"chatbot v{mv.version} on {srv.url} (REST: POST {srv.url}/webhooks/rest/webhook), actions on "
-                f"{srv.actions_url}; loaded in {srv.load_s:.0f} s; logs in {run_dir}. Ctrl-C stops.",
+                f"chatbot v{mv.version}: POST http://{host}:{port}/v1/messages (docs: /docs); Rasa on {srv.url} and "
+                f"actions on {srv.actions_url}, loopback only; loaded in {srv.load_s:.0f} s; logs in {run_dir}. "
+                "Ctrl-C stops.",
                 err=True,
             )
-            current = mv.version
-            while not stop.wait(refresh_s or 3600):
-                if refresh_s and ref == registry.CHAMPION:
-                    current = _swap_if_new_champion(srv.url, current)
+            serving.serve(gateway, host, port, log_level="warning")
             typer.echo("stopping the servers", err=True)
-    except KeyboardInterrupt:  # Ctrl-C: the `with` block has stopped both servers on the way out
+    except KeyboardInterrupt:  # a second Ctrl-C: the `with` block has stopped both servers on the way out
         typer.echo("stopped the servers", err=True)
 
 
-def _swap_if_new_champion(url: str, current: str) -> str:
-    """Load the registry's champion into the running Rasa server if it changed; returns the served version."""
-    import httpx
+@app.command()
+def token(
+    customer: str = typer.Argument(..., help="the customer id the conversation acts for, e.g. alice"),
+    ttl_s: float = typer.Option(3600.0, "--ttl-s", min=1.0, help="seconds the token is valid"),
+) -> None:
+    """A signed customer token (header X-Customer-Token) for a gateway that has the same MLREF_CHATBOT_SECRET."""
+    from apps.chatbot import identity
 
-    from apps.chatbot import lifecycle
-    from common import registry
-
-    now = registry.version_of(REGISTRY_NAME, registry.CHAMPION)
-    if not now or now == current:
-        return current
-    new_model, _ = lifecycle.model_path(now)
-    r = httpx.put(f"{url}/model", json={"model_file": str(new_model)}, timeout=600)
-    if r.status_code == 204:
-        typer.echo(f"now serving champion v{now}", err=True)
-        return now
-    typer.echo(f"could not load v{now}: HTTP {r.status_code} {r.text[:200]}", err=True)
-    return current
+    try:
+        secret = identity.secret_from_env()
+        if secret is None:
+            raise ValueError(f"{identity.SECRET_ENV} is not set: tokens are signed with the gateway's secret")
+        value = identity.mint_token(customer, secret, ttl_s=ttl_s)
+    except ValueError as exc:
+        raise cli.fail(str(exc)) from None
+    cli.echo_json({"customer": customer, "token": value, "ttl_s": ttl_s, "header": identity.TOKEN_HEADER})
 
 
 @app.command()
 def chat(
-    url: str = typer.Option("http://127.0.0.1:5005", "--url", help="a running `serve`"),
-    sender: str = typer.Option("alice", "--sender", help="your customer id (the shop's demo customers: alice, bob)"),
+    url: str = typer.Option("http://127.0.0.1:8000", "--url", help="a running `serve` (its gateway)"),
+    sender: str = typer.Option("terminal", "--sender", help="the conversation id"),
+    customer: str | None = typer.Option(
+        None, "--customer", help="talk as this customer (needs MLREF_CHATBOT_SECRET; demo customers: alice, bob)"
+    ),
 ) -> None:
-    """A terminal client for a running assistant (REST channel). Type /quit to leave."""
+    """A terminal client for a running assistant (POST /v1/messages; X-API-Key from MLREF_API_KEY). Type /quit
+    to leave."""
     import httpx
 
-    from apps.chatbot.rasa_env import say
+    from apps.chatbot import identity
+    from apps.chatbot.service import say
 
-    typer.echo(f"talking to {url} as {sender!r}; /quit to leave", err=True)
+    customer_token = None
+    if customer:
+        try:
+            secret = identity.secret_from_env()
+            if secret is None:
+                raise ValueError(f"--customer needs {identity.SECRET_ENV} (the gateway's secret) to sign a token")
+            customer_token = identity.mint_token(customer, secret)
+        except ValueError as exc:
+            raise cli.fail(str(exc)) from None
+    typer.echo(f"talking to {url} as {customer or 'an anonymous customer'}; /quit to leave", err=True)
     while True:
         try:
             text = input("you> ").strip()
@@ -216,8 +272,14 @@ def chat(
         if not text:
             continue
         try:
-            for m in say(url, sender, text):
-                typer.echo("bot> " + (m.get("text") or json.dumps({k: v for k, v in m.items() if k != "recipient_id"})))
+            for m in say(url, sender, text, token=customer_token):
+                typer.echo("bot> " + (m.get("text") or json.dumps({k: v for k, v in m.items() if v is not None})))
+        except httpx.HTTPStatusError as exc:
+            try:
+                detail = exc.response.json().get("message") or exc.response.json().get("detail")
+            except ValueError:
+                detail = exc.response.text[:200]
+            typer.echo(f"refused ({exc.response.status_code}): {detail}", err=True)
         except httpx.HTTPError as exc:
             raise cli.fail(f"no answer from {url}: {exc} (is `python -m apps.chatbot serve` running?)") from None
 

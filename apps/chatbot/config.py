@@ -34,8 +34,9 @@ class Config:
     ted_epochs: int = 40  # TEDPolicy (rules + memoization carry the test stories; TED generalises); 0 = no TED
     fallback_threshold: float = 0.4  # below this intent confidence -> nlu_fallback (two-stage fallback)
     cv_folds: int = 3  # NLU cross-validation for the model card (0: skip)
-    rasa_port: int = 5005
-    actions_port: int = 5055
+    rasa_port: int = 5005  # Rasa (127.0.0.1 only, behind the gateway)
+    actions_port: int = 5055  # the action server (127.0.0.1 only, called by Rasa)
+    upstream_timeout_s: float = 30.0  # the gateway's wait for Rasa's answer to one message
     recommender_url: str = "http://127.0.0.1:8001"
     fraud_url: str = "http://127.0.0.1:8002"
     http_timeout_s: float = 2.0  # the custom actions' calls to the other apps

@@ -1,6 +1,7 @@
-"""The chatbot's demo: train (few epochs), run the test stories, register, start both servers, hold a scripted REST
-conversation that uses the order form and custom actions (and ends up with a human after two messages it does not
-understand), stop the servers, and monitor the tracker store.
+"""The chatbot's demo: train (few epochs), run the test stories, register, start both servers and the gateway, hold
+a scripted conversation through the gateway as the signed-in customer alice that uses the order form and custom
+actions (and ends up with a human after two messages it does not understand), stop the servers, and monitor the
+tracker store.
 
 Runs inside ``cli.demo_home`` (its own registry). The recommender and fraud apps are not started: the conversation
 shows how the assistant answers when a service it calls is down (politely, and it carries on).
@@ -9,9 +10,10 @@ shows how the assistant answers when a service it calls is down (politely, and i
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
-from apps.chatbot import lifecycle, rasa_env
+from apps.chatbot import identity, lifecycle, rasa_env, service
 from apps.chatbot.config import APP, Config
 from common import registry, reports
 
@@ -33,11 +35,12 @@ SCRIPT = [
 ]
 
 
-def converse(url: str, sender: str = "alice") -> list[dict[str, Any]]:
-    """Play :data:`SCRIPT` over the REST channel; each turn records the answer and whether it was as expected."""
+def converse(url: str, sender: str = "demo", token: str | None = None) -> list[dict[str, Any]]:
+    """Play :data:`SCRIPT` through the gateway (``token``: the customer's); each turn records the answer and
+    whether it was as expected."""
     transcript = []
     for text, expected in SCRIPT:
-        answers = [m.get("text", "") for m in rasa_env.say(url, sender, text)]
+        answers = [m.get("text") or "" for m in service.say(url, sender, text, token=token)]
         joined = " | ".join(answers)
         ok = expected.lower() in joined.lower()
         transcript.append({"user": text, "bot": answers, "expected": expected, "ok": ok})
@@ -59,12 +62,11 @@ def run_demo(seed: int = 42, *, trained: lifecycle.Trained | None = None) -> dic
     # the other apps are "down": nothing listens on these ports
     cfg.recommender_url = f"http://127.0.0.1:{rasa_env.free_port()}"
     cfg.fraud_url = f"http://127.0.0.1:{rasa_env.free_port()}"
-    with rasa_env.servers(
-        model, run_dir, cfg, tracker_db=db, rasa_port=rasa_env.free_port(), actions_port=rasa_env.free_port()
-    ) as srv:
-        transcript = converse(srv.url)
-        load_s = srv.load_s
-        urls = {"rasa": srv.url, "actions": srv.actions_url}
+    secret = secrets.token_bytes(32)  # this run's customer-token secret: the demo signs alice in
+    with service.running(model, run_dir, cfg, tracker_db=db, version=mv, secret=secret) as assistant:
+        transcript = converse(assistant.url, token=identity.mint_token("alice", secret))
+        load_s = assistant.servers.load_s
+        urls = {"gateway": assistant.url, "rasa": assistant.servers.url, "actions": assistant.servers.actions_url}
     out = reports.new_report_dir(APP, "demo", kind="monitor")
     result = lifecycle.monitor(registry.fetch_model_dir(mv), db, out)
     lines = ["# Chatbot demo conversation", ""]

@@ -22,6 +22,7 @@ import pandas as pd
 from apps.chatbot import rasa_env
 from apps.chatbot.config import APP, MODEL_FILE, PROJECT, REGISTRY_NAME, Config
 from apps.chatbot.data import holdout_file, read_labelled, read_rasa_nlu, to_rasa_nlu, training_messages
+from apps.chatbot.text import printable
 from common import monitoring, registry, reports, retraining
 from common.config import get_settings
 from common.data import DataError, fingerprint
@@ -219,22 +220,25 @@ def read_tracker(db: Path, *, days: float | None = None) -> tuple[pd.DataFrame, 
         raise DataError(f"{db}: not a Rasa SQLite tracker store ({exc})") from None
     if days is not None and len(events):
         events = events[events["timestamp"] >= time.time() - days * 86400]
+    # every string that reaches a report goes through printable(): a tracker store may hold text no UTF-8 file can
+    # (an unpaired surrogate from a client before the gateway normalised messages), or events that are not JSON
+    events["sender_id"] = events["sender_id"].map(printable)
     rows = []
     for r in events[events["type_name"] == "user"].itertuples():
-        data = json.loads(r.data or "{}")
-        parse = data.get("parse_data") or {}
-        intent = parse.get("intent") or {}
-        ranking = parse.get("intent_ranking") or [intent]
+        data = _event_data(r.data)
+        parse = data.get("parse_data") if isinstance(data.get("parse_data"), dict) else {}
+        intent = parse.get("intent") if isinstance(parse.get("intent"), dict) else {}
+        ranking = [x for x in parse.get("intent_ranking") or [intent] if isinstance(x, dict)] or [intent]
         top = next((x for x in ranking if x.get("name") != FALLBACK_INTENT), intent)
         rows.append(
             {
                 "timestamp": r.timestamp,
                 "sender_id": r.sender_id,
-                "text": data.get("text"),
-                "intent": intent.get("name"),
-                "confidence": float(intent.get("confidence") or 0.0),
-                "top_intent": top.get("name"),
-                "top_confidence": float(top.get("confidence") or 0.0),
+                "text": printable(data.get("text")) if data.get("text") is not None else None,
+                "intent": _name(intent.get("name")),
+                "confidence": _number(intent.get("confidence")),
+                "top_intent": _name(top.get("name")),
+                "top_confidence": _number(top.get("confidence")),
             }
         )
     messages = pd.DataFrame(
@@ -243,16 +247,44 @@ def read_tracker(db: Path, *, days: float | None = None) -> tuple[pd.DataFrame, 
     messages = messages[~messages["text"].fillna("").str.startswith("/")]  # buttons/payloads are not language
     actions = events[events["type_name"] == "action"][["timestamp", "sender_id", "action_name"]]
     actions = actions.rename(columns={"action_name": "action"})
+    actions["action"] = actions["action"].map(_name)
     # a handoff is a bot message carrying the summary payload (action_handoff, or action_default_fallback run
     # inside the two-stage fallback, which logs no action event of its own)
     handoffs = [
         {"timestamp": r.timestamp, "sender_id": r.sender_id, "action": HANDOFF}
         for r in events[events["type_name"] == "bot"].itertuples()
-        if "handoff" in ((json.loads(r.data or "{}").get("data") or {}).get("custom") or {})
+        if _is_handoff(_event_data(r.data))
     ]
     if handoffs:
         actions = pd.concat([actions, pd.DataFrame(handoffs)], ignore_index=True)
     return messages.reset_index(drop=True), actions.reset_index(drop=True)
+
+
+def _event_data(raw: Any) -> dict[str, Any]:
+    """An event's JSON ``data`` column; ``{}`` when it is missing or not a JSON object."""
+    try:
+        data = json.loads(raw or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _name(value: Any) -> str | None:
+    return printable(value) if isinstance(value, str) else None
+
+
+def _number(value: Any) -> float:
+    try:
+        x = float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return x if x == x else 0.0  # NaN -> 0
+
+
+def _is_handoff(data: dict[str, Any]) -> bool:
+    payload = data.get("data") if isinstance(data.get("data"), dict) else {}
+    custom = payload.get("custom")
+    return isinstance(custom, dict) and "handoff" in custom
 
 
 @dataclass

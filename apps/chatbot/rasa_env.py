@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -318,25 +319,47 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+ACTION_TOKEN_ENV = "MLREF_ACTION_TOKEN"  # project/rasa_sdk_plugins: the action server's shared secret with Rasa
+RASA_TOKEN_ENV = "MLREF_RASA_TOKEN"  # project/scripts/rasa_run.py (--auth-token) and project/gateway_channel.py
+# secrets one process has no use for are not passed to it
+NOT_FOR_RASA = ("MLREF_API_KEY", "MLREF_CHATBOT_SECRET")
+NOT_FOR_ACTIONS = (RASA_TOKEN_ENV, "MLREF_CHATBOT_SECRET")
+
+
 def write_endpoints(path: Path, *, actions_port: int, tracker_db: Path) -> Path:
-    """endpoints.yml: the action server on loopback and a SQLite tracker store at ``tracker_db``."""
+    """endpoints.yml: the action server on loopback, called with the per-run token (``${MLREF_ACTION_TOKEN}``, read
+    from Rasa's environment, so the file holds no secret), and a SQLite tracker store at ``tracker_db``."""
     tracker_db.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "action_endpoint": {"url": f"http://127.0.0.1:{actions_port}/webhook"},
-        "tracker_store": {"type": "SQL", "dialect": "sqlite", "db": str(tracker_db.resolve())},
-    }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    db = json.dumps(str(tracker_db.resolve()))  # a JSON string is a valid YAML scalar, quotes and all
+    path.write_text(
+        "action_endpoint:\n"
+        f'  url: "http://127.0.0.1:{actions_port}/webhook"\n'
+        "  headers:\n"
+        f"    X-Action-Token: ${{{ACTION_TOKEN_ENV}}}\n"  # plain scalar: Rasa expands ${...} only in those
+        "tracker_store:\n"
+        "  type: SQL\n"
+        "  dialect: sqlite\n"
+        f"  db: {db}\n"
+    )
+    return path
+
+
+def write_credentials(path: Path) -> Path:
+    """credentials.yml: the gateway channel only (``POST /webhooks/gateway/webhook`` with the per-run token)."""
+    path.write_text(f"gateway_channel.GatewayInput:\n  token: ${{{RASA_TOKEN_ENV}}}\n")
     return path
 
 
 @dataclass
 class Servers:
-    """The running servers: ``url`` is the Rasa server, ``actions_url`` the action server."""
+    """The running servers: ``url`` is the Rasa server (``token``: its channel and API token), ``actions_url`` the
+    action server."""
 
     url: str
     actions_url: str
     load_s: float  # from starting `rasa run` until it answered with the model loaded
     logs: Path
+    token: str = ""
 
 
 def _spawn(args: list[str], *, cwd: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -397,6 +420,32 @@ def _rasa_ready(url: str, token: str | None = None) -> bool:
         return False
 
 
+def actions_env(cfg: Config, token: str, **extra: str) -> dict[str, str]:
+    """The action server's environment: loopback only (``SANIC_HOST``), the token Rasa must send, the other
+    apps' URLs and API key; not Rasa's token or the customer-token secret."""
+    env = subprocess_env(cfg, **extra)
+    for name in NOT_FOR_ACTIONS:
+        env.pop(name, None)
+    env.update({ACTION_TOKEN_ENV: token, "SANIC_HOST": "127.0.0.1"})
+    return env
+
+
+def spawn_actions(cfg: Config, port: int, token: str, log_path: Path, **extra: str) -> subprocess.Popen:
+    """``rasa run actions`` on 127.0.0.1:``port``, answering only calls with ``token`` (ready once the port is open:
+    :func:`wait_for_port`)."""
+    return _spawn(
+        [str(rasa_executable()), "run", "actions", "--actions", "actions", "--port", str(port)],
+        cwd=PROJECT,
+        env=actions_env(cfg, token, **extra),
+        log_path=log_path,
+    )
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, *, what: str, timeout_s: float, log_path: Path) -> None:
+    """Until something listens on 127.0.0.1:``port``; :class:`RasaError` when ``proc`` exits first or time is up."""
+    _wait(lambda: port_open("127.0.0.1", port), what=what, timeout_s=timeout_s, procs=[proc], log_path=log_path)
+
+
 @contextmanager
 def servers(
     model: Path,
@@ -409,36 +458,37 @@ def servers(
     handoff_log: Path | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[Servers]:
-    """Start the action server and ``rasa run --enable-api`` (REST channel, 127.0.0.1) on ``model``; stop both
-    (SIGTERM, then SIGKILL) when the block ends, however it ends."""
-    exe = str(rasa_executable())
+    """Start the action server and ``rasa run --enable-api`` on ``model``, both on 127.0.0.1 only and each behind
+    a random token made for this run (Rasa: ``--auth-token`` for its API and the gateway channel's token; the
+    action server: only Rasa's calls); stop both (SIGTERM, then SIGKILL) when the block ends, however it ends."""
     rasa_port = rasa_port or cfg.rasa_port
     actions_port = actions_port or cfg.actions_port
     for port in (rasa_port, actions_port):
         if port_open("127.0.0.1", port):
             raise DataError(
                 f"port {port} on 127.0.0.1 is already in use (another server running?); "
-                "choose others with --port/--actions-port"
+                "choose others with --rasa-port/--actions-port"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     endpoints = write_endpoints(run_dir / "endpoints.yml", actions_port=actions_port, tracker_db=tracker_db)
+    credentials = write_credentials(run_dir / "credentials.yml")
+    rasa_token, action_token = secrets.token_hex(32), secrets.token_hex(32)
     env_extra = {"MLREF_HANDOFF_LOG": str(handoff_log)} if handoff_log else {}
-    env = subprocess_env(cfg, **env_extra, **(extra_env or {}))
+    env_extra |= extra_env or {}
     procs: list[subprocess.Popen] = []
     try:
         actions_log = run_dir / "actions.log"
-        procs.append(
-            _spawn(
-                [exe, "run", "actions", "--actions", "actions", "--port", str(actions_port)],
-                cwd=PROJECT,
-                env=env,
-                log_path=actions_log,
-            )
-        )
+        procs.append(spawn_actions(cfg, actions_port, action_token, actions_log, **env_extra))
         t0 = time.perf_counter()
         rasa_log = run_dir / "rasa.log"
+        env = subprocess_env(cfg, **env_extra)
+        for name in NOT_FOR_RASA:
+            env.pop(name, None)
+        env.update({RASA_TOKEN_ENV: rasa_token, ACTION_TOKEN_ENV: action_token})
+        python = rasa_executable().with_name("python")
         args = [
-            exe,
+            str(python),
+            str(PROJECT / "scripts" / "rasa_run.py"),  # `rasa run ... --auth-token` with the token off the command line
             "run",
             "--enable-api",
             "--model",
@@ -446,41 +496,31 @@ def servers(
             "--endpoints",
             str(endpoints),
             "--credentials",
-            str(PROJECT / "credentials.yml"),
+            str(credentials),
             "--interface",
             "127.0.0.1",
             "--port",
             str(rasa_port),
         ]
-        if os.environ.get("MLREF_API_KEY"):
-            args += ["--auth-token", os.environ["MLREF_API_KEY"]]
         procs.append(_spawn(args, cwd=PROJECT, env=env, log_path=rasa_log))
         url = f"http://127.0.0.1:{rasa_port}"
-        _wait(
-            lambda: port_open("127.0.0.1", actions_port),
-            what="the action server",
-            timeout_s=cfg.startup_timeout_s,
-            procs=procs[:1],
-            log_path=actions_log,
+        wait_for_port(
+            actions_port, procs[0], what="the action server", timeout_s=cfg.startup_timeout_s, log_path=actions_log
         )
-        token = os.environ.get("MLREF_API_KEY")
         _wait(
-            lambda: _rasa_ready(url, token),
+            lambda: _rasa_ready(url, rasa_token),
             what="rasa run",
             timeout_s=cfg.startup_timeout_s,
             procs=procs[1:],
             log_path=rasa_log,
         )
         yield Servers(
-            url=url, actions_url=f"http://127.0.0.1:{actions_port}", load_s=time.perf_counter() - t0, logs=run_dir
+            url=url,
+            actions_url=f"http://127.0.0.1:{actions_port}",
+            load_s=time.perf_counter() - t0,
+            logs=run_dir,
+            token=rasa_token,
         )
     finally:
         for p in reversed(procs):
             _stop(p)
-
-
-def say(url: str, sender: str, text: str, *, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """One user message through the REST channel -> the bot's messages."""
-    r = httpx.post(f"{url}/webhooks/rest/webhook", json={"sender": sender, "message": text}, timeout=timeout_s)
-    r.raise_for_status()
-    return r.json()

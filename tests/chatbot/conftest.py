@@ -53,12 +53,14 @@ class FakeService:
 
     def __init__(self, handler: Callable[[str, str, Any], tuple[int, Any, float]]) -> None:
         self.calls: list[tuple[str, str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # the request headers of each call, in the order of ``calls``
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def _serve(self) -> None:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(n)) if n else None
+                outer.headers.append(dict(self.headers.items()))
                 outer.calls.append((self.command, self.path, body))
                 status, payload, delay = handler(self.command, self.path, body)
                 time.sleep(delay)
@@ -72,7 +74,7 @@ class FakeService:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-            do_GET = do_POST = _serve
+            do_GET = do_POST = do_PUT = do_DELETE = _serve
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -14,10 +14,13 @@ import httpx
 import pytest
 
 from apps.chatbot import rasa_env
-from apps.chatbot.config import PROJECT, Config
+from apps.chatbot.config import Config
 from tests.chatbot.conftest import FakeService, require_rasa
 
 TIMEOUT_S = 1.0  # the actions' HTTP timeout in these tests
+ACTION_TOKEN = "test-action-token"  # what Rasa sends (endpoints.yml); the server refuses calls without it
+AUTH = {"X-Action-Token": ACTION_TOKEN}
+ALICE = "alice:chat-1"  # Rasa's conversation id for the signed-in customer alice (apps/chatbot/identity.py)
 DOMAIN = {
     "forms": {"order_status_form": {"required_slots": ["order_id"]}},
     "slots": {
@@ -49,17 +52,12 @@ class Router:
 
 def _start_actions(env_extra: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     port = rasa_env.free_port()
-    cfg = Config(http_timeout_s=TIMEOUT_S)
-    env = rasa_env.subprocess_env(cfg, **env_extra)
-    proc = rasa_env._spawn(
-        [str(rasa_env.rasa_executable()), "run", "actions", "--actions", "actions", "--port", str(port)],
-        cwd=PROJECT,
-        env=env,
-        log_path=log,
-    )
-    rasa_env._wait(
-        lambda: rasa_env.port_open("127.0.0.1", port), what="action server", timeout_s=300, procs=[proc], log_path=log
-    )
+    proc = rasa_env.spawn_actions(Config(http_timeout_s=TIMEOUT_S), port, ACTION_TOKEN, log, **env_extra)
+    try:
+        rasa_env.wait_for_port(port, proc, what="action server", timeout_s=300, log_path=log)
+    except BaseException:
+        rasa_env._stop(proc)
+        raise
     return proc, f"http://127.0.0.1:{port}/webhook"
 
 
@@ -97,7 +95,7 @@ def call(
     url: str,
     action: str,
     *,
-    sender: str = "alice",
+    sender: str = ALICE,
     text: str = "",
     intent: str = "greet",
     events: list[dict[str, Any]] | None = None,
@@ -123,6 +121,7 @@ def call(
     r = httpx.post(
         url,
         json={"next_action": action, "sender_id": sender, "tracker": tracker, "domain": DOMAIN, "version": "3.6.2"},
+        headers=AUTH,
         timeout=30,
     )
     assert r.status_code == 200, r.text
@@ -246,7 +245,7 @@ def test_fraud_service_down_or_failing_gets_a_polite_answer(services: dict[str, 
 
 
 def test_a_customer_without_card_payments(services: dict[str, Any]) -> None:
-    said = texts(call(services["up"], "action_check_charge", sender="stranger"))
+    said = texts(call(services["up"], "action_check_charge", sender="stranger:chat-1"))
     assert "can't find card payments for your account" in said
 
 
@@ -309,7 +308,7 @@ def test_handoff_sends_a_summary(services: dict[str, Any]) -> None:
     assert summary["last_messages"] == ["hi", "where is my order", "I want a human"]
     assert summary["reason"] == "asked for a human"
     logged = [json.loads(line) for line in services["handoffs"].read_text().splitlines()]
-    assert logged[-1]["sender_id"] == "alice" and logged[-1]["turns"] == 3
+    assert logged[-1]["sender_id"] == ALICE and logged[-1]["customer"] == "alice" and logged[-1]["turns"] == 3
 
 
 def test_default_fallback_hands_off(services: dict[str, Any]) -> None:
@@ -334,9 +333,9 @@ def test_the_two_stage_fallback_asks_in_words(services: dict[str, Any]) -> None:
         services["up"],
         json={
             "next_action": "action_default_ask_affirmation",
-            "sender_id": "alice",
+            "sender_id": ALICE,
             "tracker": {
-                "sender_id": "alice",
+                "sender_id": ALICE,
                 "slots": {},
                 "events": [user],
                 "latest_message": user["parse_data"],
@@ -345,6 +344,7 @@ def test_the_two_stage_fallback_asks_in_words(services: dict[str, Any]) -> None:
             "domain": DOMAIN,
             "version": "3.6.2",
         },
+        headers=AUTH,
         timeout=30,
     )
     message = r.json()["responses"][0]

@@ -40,7 +40,7 @@ class ValidateOrderStatusForm(FormValidationAction):
         if not services.ORDER_ID.match(order_id):
             dispatcher.utter_message(text=f"'{value}' doesn't look like an order number. {ORDER_FORMAT_HINT}")
             return {"order_id": None}
-        if services.find_order(order_id) is None:
+        if services.find_order(order_id, tracker.sender_id) is None:
             dispatcher.utter_message(text=f"I can't find an order {order_id}. Could you check the number?")
             return {"order_id": None}
         return {"order_id": order_id}
@@ -52,7 +52,7 @@ class ActionOrderStatus(Action):
 
     def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         order_id = tracker.get_slot("order_id")
-        order = services.find_order(order_id) if order_id else None
+        order = services.find_order(order_id, tracker.sender_id) if order_id else None
         if order is None:
             dispatcher.utter_message(text="I couldn't look that order up. " + ORDER_FORMAT_HINT)
             return [SlotSet("order_id", None)]
@@ -71,7 +71,8 @@ class ActionRecommendProducts(Action):
         return "action_recommend_products"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        user = services.customer(tracker.sender_id).get("recommender_user", tracker.sender_id)
+        # an anonymous or unknown customer gets the recommender's answer for a user it does not know (popular items)
+        user = services.customer(tracker.sender_id).get("recommender_user", "anonymous")
         try:
             titles = await services.recommendations(str(user), k=3)
         except services.ServiceUnavailable as exc:
@@ -123,7 +124,7 @@ class ActionCheckCharge(Action):
                 "for you. Anything else?"
             )
             return []
-        reasons = [services.explain_reason(r) for r in verdict.get("reasons", [])[:3] if isinstance(r, dict)]
+        reasons = [services.explain_reason(r) for r in verdict.get("reasons", [])[:3]]  # checked by services
         why = (" The main reasons: " + "; ".join(reasons) + ".") if reasons else ""
         if verdict["decision"] == "alert":
             dispatcher.utter_message(
@@ -146,6 +147,7 @@ def conversation_summary(tracker: Tracker, max_turns: int = 6) -> dict[str, Any]
     intents = [(e.get("parse_data") or {}).get("intent", {}).get("name") for e in users]
     return {
         "sender_id": tracker.sender_id,
+        "customer": services.customer_id(tracker.sender_id),
         "turns": len(users),
         "intents": [i for i in intents if i],
         "last_messages": [e.get("text") for e in users[-max_turns:]],

@@ -10,6 +10,10 @@ Settings come from the environment of the action server:
 
 Every call has a timeout, and every failure (refused connection, timeout, non-2xx, a body that is not what the API
 documents) becomes :class:`ServiceUnavailable` with a short reason, which the actions turn into a polite message.
+
+Who the conversation acts for: Rasa's conversation id is ``<customer>:<conversation>`` (``:<conversation>`` when
+anonymous), built by the gateway from a signed customer token (``apps/chatbot/identity.py``, same format);
+:func:`customer_id` reads it back. An order is only found for the customer it belongs to.
 """
 
 from __future__ import annotations
@@ -57,13 +61,28 @@ def normalise_order_id(raw: str | None) -> str:
     return re.sub(r"[\s\-]", "", str(raw or "")).upper()
 
 
-def find_order(order_id: str) -> dict[str, Any] | None:
-    return load_store()["orders"].get(order_id)
+def customer_id(sender_id: str | None) -> str | None:
+    """The customer a conversation acts for: the part of Rasa's conversation id before the first ``:``; None when
+    anonymous (an empty part, or an id without ``:``, which the gateway never sends)."""
+    if not sender_id or ":" not in sender_id:
+        return None
+    return sender_id.split(":", 1)[0] or None
 
 
-def customer(sender_id: str) -> dict[str, Any]:
-    """The customer record of a conversation (the REST sender id is the customer id); ``{}`` if unknown."""
-    return load_store()["customers"].get(sender_id, {})
+def find_order(order_id: str, sender_id: str | None) -> dict[str, Any] | None:
+    """The order ``order_id`` if it belongs to the customer of conversation ``sender_id``, else None (whether it
+    exists for someone else is not revealed)."""
+    who = customer_id(sender_id)
+    order = load_store()["orders"].get(order_id)
+    if who is None or not isinstance(order, dict) or order.get("customer") != who:
+        return None
+    return order
+
+
+def customer(sender_id: str | None) -> dict[str, Any]:
+    """The customer record of a conversation; ``{}`` if anonymous or unknown."""
+    who = customer_id(sender_id)
+    return load_store()["customers"].get(who, {}) if who else {}
 
 
 async def _call(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -97,16 +116,42 @@ async def recommendations(user: str, k: int = 3) -> list[str]:
     items = data.get("items")
     if not isinstance(items, list):
         raise ServiceUnavailable("recommender: no 'items' list in the answer")
-    return [str(i.get("title") or i.get("item")) for i in items if isinstance(i, dict)][:k]
+    titles = []
+    for i in items[:k]:
+        name = i.get("title") or i.get("item") if isinstance(i, dict) else None
+        if isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
+            raise ServiceUnavailable("recommender: an item without a title or id")
+        titles.append(str(name).strip())
+    return titles
 
 
 async def score_transaction(tx: dict[str, Any]) -> dict[str, Any]:
     """The fraud app's verdict on one transaction, with reasons (``?explain=true``)."""
     base = setting("MLREF_FRAUD_URL", "http://127.0.0.1:8002")
     data = await _call("POST", f"{base}/v1/transactions/score?explain=true", tx)
-    if data.get("decision") not in ("alert", "pass") or not isinstance(data.get("score"), (int, float)):
-        raise ServiceUnavailable("fraud: the answer has no decision/score")
+    score = data.get("score")
+    if (
+        data.get("decision") not in ("alert", "pass")
+        or isinstance(score, bool)
+        or not isinstance(score, (int, float))
+        or not 0.0 <= score <= 1.0  # also refuses NaN
+    ):
+        raise ServiceUnavailable("fraud: the answer has no decision or no score in [0, 1]")
+    reasons = data.get("reasons", [])
+    if not isinstance(reasons, list) or not all(_is_reason(r) for r in reasons):
+        raise ServiceUnavailable("fraud: 'reasons' is not a list of {feature, contribution}")
     return data
+
+
+def _is_reason(reason: Any) -> bool:
+    if not isinstance(reason, dict):
+        return False
+    feature, contribution = reason.get("feature"), reason.get("contribution")
+    return (
+        isinstance(feature, str)
+        and bool(feature.strip())
+        and (contribution is None or (isinstance(contribution, (int, float)) and not isinstance(contribution, bool)))
+    )
 
 
 _REASONS = [

@@ -1,0 +1,297 @@
+"""The chatbot's HTTP gateway: the only listener a user reaches, built with ``common.serving`` like every service.
+
+Routes (besides common's /healthz, /readyz, /metrics, /v1/model, /admin/reload, /docs):
+
+- ``POST /v1/messages``: ``{"sender": conversation id, "text": message}`` -> the bot's messages. The message is
+  capped at :data:`~apps.chatbot.text.MAX_MESSAGE_CHARS` characters (422 above; bodies over
+  ``MLREF_MAX_BODY_BYTES`` get 413 unread) and normalised (:func:`~apps.chatbot.text.normalise_message`) before
+  Rasa sees it; a message that is empty once normalised, or that starts with ``/`` but is not a plain button
+  payload (``/intent``, no entities), is refused (422, ``body.text``).
+- Identity: the customer comes from the signed token in ``X-Customer-Token`` (``apps/chatbot/identity.py``), never
+  from ``sender``; no token = an anonymous conversation; a bad or expired one = 401.
+
+Behind it, Rasa (``rasa run``, 127.0.0.1 only) is called through its gateway channel with the per-run token, and
+the served "model" is that upstream: the registry's champion loaded in Rasa. The hot swap is common's: when the
+champion alias moves, the loader asks Rasa to load the new archive (``PUT /model`` with the token) and only then
+does the gateway report the new version. Rasa down, slow or answering nonsense gets 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+
+from apps.chatbot import identity
+from apps.chatbot.config import MODEL_FILE, REGISTRY_NAME
+from apps.chatbot.text import MAX_MESSAGE_CHARS, PAYLOAD, normalise_message
+from common import registry, serving
+
+log = logging.getLogger(__name__)
+CHANNEL_PATH = "/webhooks/gateway/webhook"  # project/gateway_channel.py
+RASA_TOKEN_HEADER = "X-Rasa-Token"
+UNAVAILABLE = "the assistant is not available right now; please try again shortly"
+
+
+@dataclass
+class Upstream:
+    """The Rasa server behind the gateway: its loopback URL and the per-run token of its channel and API."""
+
+    url: str
+    token: str
+    timeout_s: float = 30.0
+    model_file: Path | None = None
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(trust_env=False), repr=False, compare=False)
+
+    def say(self, conversation: str, text: str) -> list[dict[str, Any]]:
+        """One message through Rasa's gateway channel -> Rasa's answer (a list); :class:`UpstreamError` if none."""
+        try:
+            r = self.client.post(
+                self.url + CHANNEL_PATH,
+                json={"sender": conversation, "message": text},
+                headers={RASA_TOKEN_HEADER: self.token},
+                timeout=self.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Rasa did not answer: {type(exc).__name__}") from exc
+        if r.status_code != 200:
+            raise UpstreamError(f"Rasa answered HTTP {r.status_code}")
+        try:
+            answer = r.json()
+        except ValueError as exc:
+            raise UpstreamError("Rasa's answer is not JSON") from exc
+        if not isinstance(answer, list):
+            raise UpstreamError("Rasa's answer is not a list of messages")
+        return answer
+
+    def load(self, model_file: Path) -> Upstream:
+        """Ask Rasa to load ``model_file`` (``PUT /model`` with the token); blocks until it is served."""
+        r = self.client.put(
+            f"{self.url}/model", params={"token": self.token}, json={"model_file": str(model_file)}, timeout=600
+        )
+        if r.status_code != 204:
+            raise RuntimeError(f"Rasa could not load {model_file}: HTTP {r.status_code} {r.text[:200]}")
+        return Upstream(self.url, self.token, self.timeout_s, model_file, self.client)
+
+    def ready(self) -> bool:
+        """Rasa answers ``GET /status`` (with the token) with a loaded model."""
+        try:
+            r = self.client.get(f"{self.url}/status", params={"token": self.token}, timeout=2.0)
+            return r.status_code == 200 and bool(r.json().get("model_file"))
+        except (httpx.HTTPError, ValueError):
+            return False
+
+
+class UpstreamError(RuntimeError):
+    """Rasa could not give an answer (down, slow, or an unexpected answer)."""
+
+
+# ----------------------------------------------------------------------------------------------------- schemas
+class MessageIn(BaseModel):
+    sender: str = Field(
+        pattern=identity.ID_PATTERN,
+        description="the conversation (e.g. a chat window); 1-64 of A-Z a-z 0-9 _ . @ -. It does not say who the "
+        "customer is: that comes from X-Customer-Token",
+        examples=["web-3f2a"],
+    )
+    text: str = Field(
+        min_length=1,
+        max_length=MAX_MESSAGE_CHARS,
+        description=f"the user's message, at most {MAX_MESSAGE_CHARS} characters; control characters and unpaired "
+        "surrogates are replaced, whitespace collapsed; '/intent' is a button payload",
+        examples=["where is my order SH12345?"],
+    )
+
+
+class Button(BaseModel):
+    title: str
+    payload: str = Field(description="send it back as the next message's text")
+
+
+class BotMessage(BaseModel):
+    text: str | None = None
+    buttons: list[Button] | None = None
+    image: str | None = None
+    custom: dict[str, Any] | None = Field(None, description="structured payloads, e.g. a handoff summary")
+
+
+class MessagesOut(BaseModel):
+    sender: str
+    customer: str | None = Field(description="whom the conversation acts for (from the token); null: anonymous")
+    messages: list[BotMessage]
+    model_version: str | None
+
+
+def _bot_message(raw: Any) -> BotMessage | None:
+    """Rasa's message -> the documented shape (unknown keys and malformed parts dropped)."""
+    if not isinstance(raw, dict):
+        return None
+    text = raw.get("text") if isinstance(raw.get("text"), str) else None
+    buttons = [
+        Button(title=b["title"], payload=b["payload"])
+        for b in raw.get("buttons") or []
+        if isinstance(b, dict) and isinstance(b.get("title"), str) and isinstance(b.get("payload"), str)
+    ]
+    image = raw.get("image") if isinstance(raw.get("image"), str) else None
+    custom = raw.get("custom") if isinstance(raw.get("custom"), dict) else None
+    if text is None and not buttons and image is None and custom is None:
+        return None
+    return BotMessage(text=text, buttons=buttons or None, image=image, custom=custom)
+
+
+def _text_error(message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", "text"), "msg": message, "type": "value_error"}])
+
+
+def build_router(secret: bytes | None) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["chatbot"])
+
+    # plain ``def``: the call to Rasa blocks for ~0.1-0.3 s; it runs in the thread pool, so health checks and other
+    # conversations are not held up behind it
+    @router.post("/messages", response_model=MessagesOut)
+    def message(
+        body: MessageIn,
+        request: Request,
+        x_customer_token: Annotated[
+            str | None,
+            Header(
+                description="signed customer token (`python -m apps.chatbot token CUSTOMER`); without it the "
+                "conversation is anonymous",
+            ),
+        ] = None,
+    ) -> MessagesOut:
+        """One user message -> the assistant's answers."""
+        customer = None
+        if x_customer_token is not None:
+            if secret is None:
+                raise HTTPException(401, detail=f"{identity.TOKEN_HEADER}: this server has no customer secret set")
+            try:
+                customer = identity.verify_token(x_customer_token, secret)
+            except identity.TokenError as exc:
+                raise HTTPException(401, detail=f"{identity.TOKEN_HEADER}: {exc}") from None
+        text = normalise_message(body.text)
+        if not text:
+            raise _text_error("is empty once control characters and spaces are removed")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise _text_error(f"is longer than {MAX_MESSAGE_CHARS} characters once normalised")
+        if text.startswith("/") and not PAYLOAD.match(text):
+            raise _text_error("starts with '/' but is not a button payload like /human_handoff")
+        loaded = serving.get_loaded(request)
+        try:
+            answer = loaded.model.say(identity.conversation_id(customer, body.sender), text)
+        except UpstreamError as exc:
+            log.warning("conversation %s: %s", body.sender, exc)
+            raise HTTPException(503, detail=UNAVAILABLE) from None
+        messages = [m for m in map(_bot_message, answer) if m is not None]
+        request.app.state.metrics.observe_prediction(len(messages))
+        return MessagesOut(sender=body.sender, customer=customer, messages=messages, model_version=loaded.version_id)
+
+    return router
+
+
+def build_app(
+    upstream: Upstream,
+    version: registry.ModelVersion | None = None,
+    *,
+    refresh_interval_s: float | None = 10.0,
+    secret: bytes | type[...] | None = ...,
+) -> FastAPI:
+    """The gateway in front of ``upstream`` (a Rasa server already serving ``version``).
+
+    ``refresh_interval_s``: how often to check the registry's champion and load a new one into Rasa (None:
+    never). ``secret``: the customer-token secret (default ``MLREF_CHATBOT_SECRET``; None: anonymous only).
+    """
+    key = identity.secret_from_env() if secret is ... else secret
+    if key is None:
+        log.warning(
+            "%s is not set: customer tokens cannot be checked, every conversation is anonymous", identity.SECRET_ENV
+        )
+
+    holder = serving.ModelHolder(REGISTRY_NAME, lambda model_dir: upstream.load(model_dir / MODEL_FILE))
+    holder.set(serving.Loaded(upstream, version))
+    app = serving.create_app(
+        "mlref chatbot gateway",
+        holder,
+        [build_router(key)],
+        refresh_interval_s=refresh_interval_s,
+        load_on_startup=False,
+        prediction_buckets=(0, 1, 2, 3, 4, 6, 10),
+    )
+    app.state.upstream = upstream
+    return app
+
+
+# ------------------------------------------------------------------------------------------- running and calling
+@dataclass
+class Assistant:
+    """A running assistant: the gateway at ``url`` in front of Rasa and the action server (``servers``)."""
+
+    url: str
+    servers: Any  # rasa_env.Servers
+    app: FastAPI
+
+
+@contextmanager
+def running(
+    model: Path,
+    run_dir: Path,
+    cfg: Any,
+    *,
+    tracker_db: Path,
+    version: registry.ModelVersion | None = None,
+    secret: bytes | None = None,
+    handoff_log: Path | None = None,
+    rasa_port: int | None = None,
+    actions_port: int | None = None,
+) -> Iterator[Assistant]:
+    """Rasa and the action server (``rasa_env.servers``) plus the gateway on a free loopback port, for demos,
+    benchmarks and tests; everything is stopped when the block ends. ``secret``: the customer-token secret."""
+    from apps.chatbot import rasa_env
+
+    with rasa_env.servers(
+        model,
+        run_dir,
+        cfg,
+        tracker_db=tracker_db,
+        rasa_port=rasa_port or rasa_env.free_port(),
+        actions_port=actions_port or rasa_env.free_port(),
+        handoff_log=handoff_log,
+    ) as srv:
+        upstream = Upstream(srv.url, srv.token, timeout_s=cfg.upstream_timeout_s)
+        app = build_app(upstream, version, refresh_interval_s=None, secret=secret)
+        try:
+            with serving.BackgroundServer(app) as gw:
+                yield Assistant(url=gw.url, servers=srv, app=app)
+        finally:
+            upstream.client.close()
+
+
+def say(
+    url: str,
+    sender: str,
+    text: str,
+    *,
+    token: str | None = None,
+    api_key: str | None = None,
+    timeout_s: float = 60.0,
+) -> list[dict[str, Any]]:
+    """One message to a gateway (``POST /v1/messages``) -> the bot's messages; ``token``: a customer token.
+    Raises ``httpx.HTTPStatusError`` on a refusal (its ``detail`` in the message)."""
+    headers = {}
+    if token:
+        headers[identity.TOKEN_HEADER] = token
+    key = api_key if api_key is not None else os.environ.get("MLREF_API_KEY")
+    if key:
+        headers[serving.API_KEY_HEADER] = key
+    r = httpx.post(f"{url}/v1/messages", json={"sender": sender, "text": text}, headers=headers, timeout=timeout_s)
+    r.raise_for_status()
+    return r.json()["messages"]
