@@ -25,13 +25,14 @@ setup: setup-main setup-chatbot  ## build .venv (Python 3.11) and .venv-chatbot 
 
 setup-main: $(MAIN_STAMP)
 
-$(MAIN_STAMP): requirements/main.txt
+$(MAIN_STAMP): requirements/main.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null && $(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11)' \
 	  || { echo "error: $(PYTHON) (Python 3.11) not found. Install it, e.g. 'apt-get install python3.11 python3.11-venv'"\
 	            "or 'pyenv install 3.11', or run 'make PYTHON=/path/to/python3.11 ...'." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/main.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .  # importable packages + the mlref command
 	@touch $@
 
 setup-chatbot: $(CHATBOT_STAMP)
