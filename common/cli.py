@@ -89,16 +89,11 @@ def create_app(name: str, registry_name: str, doc: str | None) -> typer.Typer:
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """The exception types that mean "fix your input/setup" (registry ones only once it is imported)."""
-    from common.data import DataError, DownloadError
+    """The exception types that mean "fix your input/setup": :class:`common.errors.UserError` and its subclasses
+    (``DataError``, ``ConfigError``, ``DownloadError``, the registry's and tracking store's errors)."""
+    from common.errors import UserError
 
-    types: list[type[BaseException]] = [DataError, DownloadError]
-    registry = sys.modules.get("common.registry")  # importing it here would pull in MLflow for --help
-    if registry is not None:
-        types += [
-            getattr(registry, n) for n in ("IntegrityError", "NotFoundError", "RegistryError") if hasattr(registry, n)
-        ]
-    return tuple(types)
+    return (UserError,)
 
 
 def run(app: typer.Typer) -> None:

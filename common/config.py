@@ -29,6 +29,8 @@ import numpy as np
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -110,22 +112,20 @@ def override(**values: Any) -> Iterator[Settings]:
 def from_json_file(cls: type[T], path: str | Path | None) -> T:
     """An instance of the dataclass ``cls`` with defaults, updated from the JSON object in ``path`` (when given).
 
-    Unknown keys and unreadable files raise :class:`common.data.DataError` (a user error: exit code 2); JSON
-    lists become tuples where the field's default is a tuple.
+    Unknown keys and unreadable files raise :class:`common.errors.ConfigError` (a user error: exit code 2; a
+    :class:`~common.errors.DataError` too); JSON lists become tuples where the field's default is a tuple.
     """
-    from common.data import DataError
-
     cfg = cls()
     if path is None:
         return cfg
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"config {path}: {exc}") from None
+        raise ConfigError(f"config {path}: {exc}") from None
     known = {f.name for f in dataclasses.fields(cls)}
     if not isinstance(data, dict) or set(data) - known:
         unknown = sorted(set(data) - known) if isinstance(data, dict) else []
-        raise DataError(f"config {path}: expected an object with keys from {sorted(known)}; unknown: {unknown}")
+        raise ConfigError(f"config {path}: expected an object with keys from {sorted(known)}; unknown: {unknown}")
     for key, value in data.items():
         as_tuple = isinstance(value, list) and isinstance(getattr(cfg, key), tuple)
         setattr(cfg, key, tuple(value) if as_tuple else value)

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from common.config import get_settings
+from common.errors import DataError, DownloadError  # re-exported: `from common.data import DataError` works
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,6 @@ DType = Literal["int", "float", "str", "datetime", "bool", "any", "id", "unixtim
 
 
 SECONDS_PER_DAY = 86_400  # unix-time arithmetic of every app (windows, day indices, simulators)
-
-
-class DataError(ValueError):
-    """A dataset does not match what the code expects; the message says where and why."""
-
-
-class DownloadError(RuntimeError):
-    """A dataset could not be downloaded or verified; the message says how to place it by hand."""
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

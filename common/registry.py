@@ -45,6 +45,7 @@ from mlflow.exceptions import MlflowException
 
 from common import tracking
 from common.config import get_settings, git_commit
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,11 +54,11 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(UserError, RuntimeError):
     """A model artifact's bytes differ from the sha256 recorded when it was registered."""
 
 
-class NotFoundError(LookupError):
+class NotFoundError(UserError, LookupError):
     """No such registered model, version or alias."""
 
 

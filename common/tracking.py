@@ -33,6 +33,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from common.config import get_settings
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 for _noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
@@ -52,7 +53,7 @@ _DAMAGE_MARKERS = (
 )
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The tracking/registry store cannot be used as it is; the message names it and says what to do."""
 
 

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 WEIGHTS, META = "weights.pt", "model.json"
+TORCHSCRIPT, ONNX = "model.ts", "model.onnx"  # written by apps.vision.export.export
+BACKENDS = ("torch", "torchscript", "onnx")
 AIRNET = "airnet"
 
 
@@ -346,10 +348,40 @@ class VisionModel:
         model = cls(net, classes, size, temperature, tta, doc)
         if backend == "torch":
             return model
-        from apps.vision.export import runtime_forward
-
         model.forward, model.backend = runtime_forward(path, backend), backend
         return model
+
+
+def runtime_forward(model_dir: str | Path, backend: str) -> Callable[[Tensor], Tensor]:
+    """The logits function of an exported model: ``f(float32[B, 3, S, S]) -> float32[B, C]``."""
+    model_dir = Path(model_dir)
+    if backend == "torchscript":
+        path = model_dir / TORCHSCRIPT
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: this version was registered without exports")
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+
+        def ts_forward(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                return module(x.float().contiguous())
+
+        return ts_forward
+    if backend == "onnx":
+        import onnxruntime as ort
+
+        path = model_dir / ONNX
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: this version was registered without exports")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, torch.get_num_threads())
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+        def onnx_forward(x: Tensor) -> Tensor:
+            out = session.run(None, {"images": np.ascontiguousarray(x.detach().float().cpu().numpy())})[0]
+            return torch.from_numpy(out)
+
+        return onnx_forward
+    raise ValueError(f"backend {backend!r}: use one of {BACKENDS}")
 
 
 def to_numpy(t: Tensor) -> np.ndarray:
