@@ -130,17 +130,30 @@ def test_training_stops_at_its_time_budget() -> None:
     assert len(result.history) == 1 and result.stopped_early  # common.training's max_time_s (added for this app)
 
 
-def test_a_time_budget_sizes_the_schedule_instead_of_cutting_it(fleet) -> None:
+class _Clock:
+    """A perf_counter that advances 10 ms per call: the budget arithmetic without the machine's load in it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 0.01
+        return self.now
+
+
+def test_a_time_budget_sizes_the_schedule_instead_of_cutting_it(fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    from apps.maintenance import train as train_mod
     from apps.maintenance.model import make_net
     from apps.maintenance.train import epochs_for_budget, fit_member
 
     cfg = tiny_config(epochs=10_000)
     data = prepare(fleet.train, cfg)
     net = make_net(data.x_fit.shape[2], cfg.to_dict())
+    monkeypatch.setattr(train_mod, "time", _Clock())  # every timed step "takes" 10 ms
     epochs, epoch_s = epochs_for_budget(net, data, cfg, budget_s=1e9)
     assert epochs == cfg.epochs and epoch_s > 0  # a budget that does not bind leaves the schedule alone
-    few, _ = epochs_for_budget(net, data, cfg, budget_s=5 * epoch_s)
-    assert 1 <= few <= 50  # about 5 (the probe is noisy on a shared machine), never 10,000
+    few, _ = epochs_for_budget(net, data, cfg, budget_s=5.5 * epoch_s)
+    assert few == 5  # exactly what fits, never 10,000
     assert epochs_for_budget(net, data, cfg, budget_s=0.0)[0] == 1
     # the cosine schedule spans the ~10 epochs that fit, not 10,000 (after one epoch of 10,000 the rate would still
     # be within 3e-8 of its start; after one of even 1,000 it has decayed by 2.5e-6)
