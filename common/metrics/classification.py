@@ -200,3 +200,37 @@ def expected_calibration_error(y_true: ArrayLike, y_prob: ArrayLike, n_bins: int
     sum_y = np.bincount(idx, weights=t, minlength=n_bins)
     nz = n > 0
     return float(np.sum(np.abs(sum_y[nz] - sum_p[nz])) / t.size)
+
+
+def finite_binary(y_true: ArrayLike, y_score: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, s)`` as float arrays of shape ``(n,)`` without the pairs where either is NaN or infinite; raises
+    ``ValueError`` when the lengths differ or ``y_true`` is not 0/1 (unlike :func:`roc_auc`, NaN scores are dropped)."""
+    y = np.asarray(y_true).ravel().astype(float)
+    s = np.asarray(y_score, dtype=float).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"y_true has {y.size} values, y_score {s.size}")
+    ok = np.isfinite(s) & np.isfinite(y)
+    y, s = y[ok], s[ok]
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("y_true must be binary (0/1)")
+    return y, s
+
+
+def precision_recall_points(y_true: ArrayLike, y_score: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(recall, precision)`` at every distinct score threshold, highest first, starting at recall 0 /
+    precision 1 (each array of shape ``(n_thresholds + 1,)``).
+
+    At threshold ``t_n``: ``precision_n = TP_n / (TP_n + FP_n)`` and ``recall_n = TP_n / P`` where ``TP_n`` /
+    ``FP_n`` count positives / negatives scoring ``>= t_n`` and ``P`` all positives; the area under the step curve
+    ``sum_n (R_n - R_{n-1}) * P_n`` is :func:`average_precision`. Non-finite pairs are dropped
+    (:func:`finite_binary`). Raises ``ValueError`` without a positive."""
+    y, s = finite_binary(y_true, y_score)
+    n_pos = y.sum()
+    if n_pos == 0:
+        raise ValueError("precision-recall curve needs at least one positive")
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]
+    tp = np.cumsum(y_sorted)[last_of_tie]
+    precision = tp / (last_of_tie + 1)
+    return np.r_[0.0, tp / n_pos], np.r_[1.0, precision]
