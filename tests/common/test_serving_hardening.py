@@ -232,7 +232,7 @@ def test_serving_without_api_key_beyond_loopback_warns(
 
     ran: list[dict] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.append(kw))
-    monkeypatch.setattr(serving, "_gc_frozen", True)  # keep the test process's GC as it is
+    monkeypatch.setattr(serving.server, "_gc_frozen", True)  # keep the test process's GC as it is
     app = make_app(refresh_interval_s=None, api_key=key)
     with caplog.at_level(logging.WARNING, logger="common.serving"):
         serving.serve(app, host=host, port=8123)
@@ -246,7 +246,7 @@ def test_gc_freeze_once_per_process_at_serve_time_not_per_app(monkeypatch: pytes
 
     freezes: list[int] = []
     monkeypatch.setattr(gc, "freeze", lambda: freezes.append(1))
-    monkeypatch.setattr(serving, "_gc_frozen", False)
+    monkeypatch.setattr(serving.server, "_gc_frozen", False)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
     apps = [make_app(refresh_interval_s=None) for _ in range(3)]
     assert freezes == []
