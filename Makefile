@@ -47,11 +47,11 @@ $(CHATBOT_STAMP): requirements/chatbot.txt requirements/chatbot-nodeps.txt
 	@touch $@
 
 demo: setup-main  ## every app's demo, offline, on embedded data (and the lifecycle example)
-	$(PY) -m common.lifecycle_example
+	$(PY) -m examples.lifecycle
 	@for app in $(APPS); do echo "=== demo $$app"; $(PY) -m apps.$$app demo || exit 1; done
 
 demo-lifecycle: setup-main  ## the common/ lifecycle on a tiny scikit-learn model
-	$(PY) -m common.lifecycle_example
+	$(PY) -m examples.lifecycle
 
 $(addprefix demo-,$(APPS)): demo-%: setup-main  ## demo-<app>: one app's demo
 	$(PY) -m apps.$* demo
@@ -65,7 +65,7 @@ test-fast: setup-main  ## unit tests only
 probe: setup-main  ## reliability probes per app (fuzzing, limits, API key, load, kill -9): table -> bench/results/probe.md, README
 	@rm -f bench/results/probe.jsonl
 	@status=0; MLREF_PROBE_OUT=$(CURDIR)/bench/results/probe.jsonl $(PY) -m pytest -m reliability -q $(PYTEST_ARGS) \
-	  || status=$$?; $(PY) -m common.probe bench/results/probe.jsonl --readme || status=$$((status ? status : $$?)); \
+	  || status=$$?; $(PY) -m mlref_testing.probe bench/results/probe.jsonl --readme || status=$$((status ? status : $$?)); \
 	  exit $$status
 
 bench: setup-main  ## every app's benchmark on real data (MLREF_DATA_DIR, default ../shared/data)

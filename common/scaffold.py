@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parent / "scaffold_template"
+TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "app"  # outside the import package
 TOKEN = "__APP__"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
 RESERVED = {"common", "tests", "bench", "apps", "test", "demo", "models", "scaffold"}
@@ -40,8 +40,11 @@ def scaffold(name: str, root: Path = Path(".")) -> list[Path]:
     """Write the app ``name`` under ``root``; returns the files written."""
     root = Path(root)
     check_name(name, root)
+    templates = sorted(TEMPLATE.rglob("*.tmpl"))
+    if not templates:
+        raise FileNotFoundError(f"no templates in {TEMPLATE}: run the scaffold from an mlref checkout")
     plan: list[tuple[Path, Path]] = []
-    for src in sorted(TEMPLATE.rglob("*.tmpl")):
+    for src in templates:
         rel = src.relative_to(TEMPLATE)
         part, filename = rel.parts[0], rel.name.removesuffix(".tmpl")
         if part == "app":

@@ -42,8 +42,8 @@ from common import batch, registry, serving
 from common.cli import bench_output
 from common.config import machine_info, override
 from common.data import DataError, write_table
-from common.probe import load as load_test
 from common.reports import new_report_dir, write_json
+from mlref_testing.probe import load as load_test
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,8 @@ def http_latency(
     refresh_interval: float = 5.0,
 ) -> dict[str, Any]:
     """Latency over real HTTP at a steady rate: ``python -m apps.fraud serve`` in a subprocess (uvicorn,
-    127.0.0.1, free port), loaded by :func:`common.probe.load.run_load` from another process: request ``i`` is due
-    at ``t0 + i / rate`` and its latency is measured from that due time (queueing included: no coordinated
+    127.0.0.1, free port), loaded by :func:`mlref_testing.probe.load.run_load` from another process: request ``i`` is
+    due at ``t0 + i / rate`` and its latency is measured from that due time (queueing included: no coordinated
     omission). The machine's load average before and after is recorded beside the percentiles: on a shared
     machine the tail is the neighbours' work as much as the service's."""
     import http.client
@@ -332,7 +332,7 @@ def http_latency(
         "non_200": res.errors,
         "registry_poll_interval_s": refresh_interval,
         "server": "uvicorn (httptools + uvloop when installed), 1 process, subprocess; "
-        "client: common.probe.load in its own process, threads + http.client keep-alive",
+        "client: mlref_testing.probe.load in its own process, threads + http.client keep-alive",
     }
 
 

@@ -1,4 +1,4 @@
-"""Reliability probes of the chatbot gateway (common.probe): property-based fuzzing of its OpenAPI in front of a
+"""Reliability probes of the chatbot gateway (mlref_testing.probe): property-based fuzzing of its OpenAPI in front of a
 fake Rasa on loopback, and hostile requests (size, API key, bad identity, malformed input). A refused request must
 never reach Rasa. Rows go to the probe table (``make probe``)."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from common import probe
-from common.probe import fuzz
+from mlref_testing import probe
+from mlref_testing.probe import fuzz
 from tests.chatbot.test_hardening import SECRET, FakeRasa, gateway, token
 
 pytestmark = pytest.mark.reliability

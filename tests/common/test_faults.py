@@ -1,4 +1,4 @@
-"""The fault kit (common/probe/faults.py) on the lifecycle: kill -9 during batch and retrain, a flipped byte in a
+"""The fault kit (mlref_testing/probe/faults.py) on the lifecycle: kill -9 during batch and retrain, a flipped byte in a
 registered model, an emptied or truncated registry seen from the apps' command lines."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from common import registry, retraining
-from common.probe import faults
+from mlref_testing.probe import faults
 
 WINDOW = 1_700_000_000.0
 

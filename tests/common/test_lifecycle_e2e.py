@@ -1,10 +1,11 @@
-"""The whole lifecycle with a tiny scikit-learn model over real HTTP (common/lifecycle_example.py)."""
+"""The whole lifecycle with a tiny scikit-learn model over real HTTP (examples/lifecycle.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from common import lifecycle_example, registry, retraining
+from common import registry, retraining
+from examples import lifecycle as lifecycle_example
 
 
 @pytest.mark.e2e

@@ -13,8 +13,9 @@ from fastapi import APIRouter, HTTPException
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
-from common import probe, serving
-from common.probe import fuzz, load
+from common import serving
+from mlref_testing import probe
+from mlref_testing.probe import fuzz, load
 
 pytestmark = pytest.mark.reliability
 
@@ -205,7 +206,7 @@ def test_kill_9_during_batch_leaves_no_partial_output(tmp_path: Path, suffix: st
     output byte-for-byte intact and no partial file under the output's name."""
     import pandas as pd
 
-    from common.probe import faults
+    from mlref_testing.probe import faults
 
     src = tmp_path / "in.csv"
     pd.DataFrame({"x": range(2000)}).to_csv(src, index=False)

@@ -150,7 +150,7 @@ def test_read_only_calls_never_create_a_store(tmp_path: Path, mlref_home: Path) 
 
 @pytest.mark.parametrize("damage", ["empty", "garbage", "truncated"])
 def test_a_damaged_store_is_one_plain_error_and_is_left_as_it_is(tmp_path: Path, mlref_home: Path, damage: str) -> None:
-    from common.probe import faults
+    from mlref_testing.probe import faults
 
     registry.register("toy", model_dir(tmp_path, 1.0), alias="champion")
     db = faults.registry_db()

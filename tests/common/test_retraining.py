@@ -178,7 +178,7 @@ def test_two_concurrent_retrains_against_the_same_champion_promote_exactly_one(t
 
 
 def test_two_concurrent_retrain_processes_promote_exactly_one(tmp_path: Path, mlref_home: Path) -> None:
-    from common.probe import faults
+    from mlref_testing.probe import faults
 
     champ = _tagged(tmp_path, 0.50, seen=WINDOW - 10, alias="champion")
     challengers = [_tagged(tmp_path, 0.60, seen=WINDOW - 5), _tagged(tmp_path, 0.70, seen=WINDOW - 5)]

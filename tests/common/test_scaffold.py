@@ -20,6 +20,23 @@ def test_bad_names_are_refused(name: str, tmp_path: Path) -> None:
         check_name(name, tmp_path)
 
 
+def test_the_templates_live_outside_the_import_package_and_are_found() -> None:
+    from common import scaffold as module
+
+    assert module.TEMPLATE == REPO / "templates" / "app"
+    assert (module.TEMPLATE / "app" / "__main__.py.tmpl").is_file()
+    assert not (REPO / "common" / "scaffold_template").exists()
+
+
+def test_missing_templates_are_an_error_not_an_empty_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from common import scaffold as module
+
+    monkeypatch.setattr(module, "TEMPLATE", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="no templates"):
+        scaffold("churn", tmp_path)
+    assert not (tmp_path / "apps").exists()
+
+
 def test_an_existing_app_is_never_overwritten(tmp_path: Path) -> None:
     (tmp_path / "apps" / "churn").mkdir(parents=True)
     (tmp_path / "apps" / "churn" / "model.py").write_text("# mine\n")
@@ -29,8 +46,10 @@ def test_an_existing_app_is_never_overwritten(tmp_path: Path) -> None:
 
 
 def _project_copy(root: Path) -> None:
-    """The parts of the repository a scaffolded app needs: common/, the pytest config, the shared fixtures."""
+    """The parts of the repository a scaffolded app needs: common/, the templates, the pytest config, the shared
+    fixtures."""
     shutil.copytree(REPO / "common", root / "common", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "templates", root / "templates")
     shutil.copy(REPO / "pyproject.toml", root)
     for pkg in ("apps", "tests"):
         (root / pkg).mkdir()

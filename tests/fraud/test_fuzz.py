@@ -1,4 +1,4 @@
-"""Reliability probes of the fraud HTTP API (common.probe): property-based fuzzing of its OpenAPI, hostile
+"""Reliability probes of the fraud HTTP API (mlref_testing.probe): property-based fuzzing of its OpenAPI, hostile
 requests (size, API key, non-finite numbers), and an open-loop load test. A rejected request must leave the
 online state and the prediction and label logs as they were. Rows go to the probe table (``make probe``)."""
 
@@ -15,8 +15,9 @@ from fastapi.testclient import TestClient
 from apps.fraud.config import ServingConfig
 from apps.fraud.data import TIMESTAMP
 from apps.fraud.service import build_app
-from common import probe, serving
-from common.probe import fuzz, load
+from common import serving
+from mlref_testing import probe
+from mlref_testing.probe import fuzz, load
 
 pytestmark = pytest.mark.reliability
 APP = "fraud"

@@ -14,8 +14,9 @@ import pytest
 
 from apps.maintenance.lifecycle import register
 from apps.maintenance.service import build_app
-from common import probe, registry
-from common.probe import faults, fuzz
+from common import registry
+from mlref_testing import probe
+from mlref_testing.probe import faults, fuzz
 from tests.maintenance.test_service import readings
 
 pytestmark = pytest.mark.reliability

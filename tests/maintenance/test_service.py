@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from apps.maintenance.data import sensors_of, settings_of
 from apps.maintenance.service import build_app
-from common.probe import faults
+from mlref_testing.probe import faults
 
 
 def readings(fleet, unit: str, start: int = 0, stop: int | None = None) -> list[dict]:

@@ -1,5 +1,5 @@
-"""Reliability probes of the recommender's HTTP API (common.probe): property-based fuzzing of its OpenAPI, hostile
-requests (size, API key, non-finite numbers), and an open-loop load test. Rows go to the probe table
+"""Reliability probes of the recommender's HTTP API (mlref_testing.probe): property-based fuzzing of its OpenAPI,
+hostile requests (size, API key, non-finite numbers), and an open-loop load test. Rows go to the probe table
 (``make probe``)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from fastapi.testclient import TestClient
 
 from apps.recommender.service import build_app
 from apps.recommender.train import fit_bundle
-from common import probe, serving
-from common.probe import fuzz, load
+from common import serving
+from mlref_testing import probe
+from mlref_testing.probe import fuzz, load
 
 pytestmark = pytest.mark.reliability
 APP = "recommender"

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from common import probe
+from mlref_testing import probe
 from tests.vision.helpers import register_copy
 
 pytestmark = pytest.mark.reliability

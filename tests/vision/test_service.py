@@ -114,7 +114,7 @@ def test_serves_the_registered_champion_through_onnx(tiny_trained) -> None:
 
 @pytest.mark.reliability
 def test_fuzzing_finds_no_server_error(client: TestClient) -> None:
-    from common.probe.fuzz import fuzz_app
+    from mlref_testing.probe.fuzz import fuzz_app
 
     report = fuzz_app(
         client.app,

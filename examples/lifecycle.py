@@ -1,6 +1,6 @@
 """The whole mlref lifecycle on a tiny scikit-learn model, in one straight-line script.
 
-    python -m common.lifecycle_example            # or: make demo-lifecycle
+    python -m examples.lifecycle            # or: make demo-lifecycle
 
 train -> register champion -> serve (real HTTP on 127.0.0.1) -> batch score -> drift on shifted data ->
 retrain a challenger -> promotion decision -> the service hot-swaps to the new champion.

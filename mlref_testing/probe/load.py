@@ -3,7 +3,7 @@
 Request ``i`` is due at ``t0 + i / rate`` whatever happened to earlier ones (open loop); ``clients`` threads with
 keep-alive ``http.client`` connections send each one when due, and its latency is measured **from the due time**,
 so time spent queued behind a slow answer counts (no coordinated omission). The client runs in its own process
-(``python -m common.probe.load``) so that it does not share the server's GIL. The machine's load average before
+(``python -m mlref_testing.probe.load``) so that it does not share the server's GIL. The machine's load average before
 and after is recorded beside the percentiles: on a shared machine the tail is often the neighbours, not the
 service.
 
@@ -130,7 +130,7 @@ def run_load(
         spec_path.write_text(json.dumps(spec))
         limit = timeout_s if timeout_s is not None else n / rate + 60.0
         proc = subprocess.run(
-            [sys.executable, "-m", "common.probe.load", str(spec_path), str(out_path)],
+            [sys.executable, "-m", "mlref_testing.probe.load", str(spec_path), str(out_path)],
             capture_output=True,
             text=True,
             timeout=limit,

@@ -5,7 +5,7 @@ Each helper does one fault the way an operator or the machine would (a real ``SI
 bytes changed on disk) so that a test can then assert what a user relies on: the old output is intact, the
 champion is unchanged, the registry still reads, a damaged file is refused with one line and exit code 2::
 
-    from common.probe import faults
+    from mlref_testing.probe import faults
 
     done = faults.run_and_kill(faults.app_cmd("fraud", "batch", "-i", src, "-o", dst),
                                when_path_exists=marker)          # kill -9 once the job reached the marker

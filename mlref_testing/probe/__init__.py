@@ -1,15 +1,15 @@
 """The probe kit every app's tests use: hostile input, limits, faults and load, reported as one table.
 
-- :mod:`common.probe.fuzz`: property-based fuzzing of an app's OpenAPI, in-process (no 5xx, answers as
+- :mod:`mlref_testing.probe.fuzz`: property-based fuzzing of an app's OpenAPI, in-process (no 5xx, answers as
   documented, rejected requests change no state);
-- :mod:`common.probe.load`: a bounded open-loop load test from a separate client process (p50/p95/p99,
+- :mod:`mlref_testing.probe.load`: a bounded open-loop load test from a separate client process (p50/p95/p99,
   errors, achieved rate, load average);
-- :mod:`common.probe.faults`: kill -9, damaged artifacts and registries, concurrent commands (test helpers);
+- :mod:`mlref_testing.probe.faults`: kill -9, damaged artifacts and registries, concurrent commands (test helpers);
 - here: :func:`http_probes` (oversized body, API key, non-finite and malformed input) and the probe table.
 
 Each probe gives a :class:`Probe` row (app, probe, tried, expected, observed, ok). Tests marked ``reliability``
 assert on the rows and, when ``MLREF_PROBE_OUT`` names a file, append them to it (JSON lines);
-``python -m common.probe FILE`` prints the table per app, writes it as markdown beside the file and into the
+``python -m mlref_testing.probe FILE`` prints the table per app, writes it as markdown beside the file and into the
 README's reliability section. ``make probe`` does all of it.
 """
 
@@ -183,7 +183,7 @@ def http_probes(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m common.probe FILE [--readme]``: print the table of FILE's rows, write FILE.md beside it and,
+    """``python -m mlref_testing.probe FILE [--readme]``: print the table of FILE's rows, write FILE.md beside it and,
     with ``--readme``, the README's probe block. Exit 1 when a probe failed, 2 when FILE is missing."""
     args = list(sys.argv[1:] if argv is None else argv)
     readme = "--readme" in args
