@@ -171,6 +171,7 @@ def serve(
     --host:--port, default 127.0.0.1:8000). Rasa and the action server listen on 127.0.0.1 only, each behind a
     token made for this run; a SQLite tracker store in $MLREF_HOME/chatbot/tracker.db. Ctrl-C (or SIGTERM) stops
     all three."""
+    import contextlib
     import os
 
     from apps.chatbot import identity, lifecycle, rasa_env, service
@@ -188,7 +189,7 @@ def serve(
     _check_bind(host, port)
     # a handoff log the user chose is kept; the default sits beside the tracker store
     handoff_log = Path(os.environ.get("MLREF_HANDOFF_LOG") or lifecycle.tracker_db().with_name("handoffs.jsonl"))
-    signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn stops on SIGTERM; then the `with` stops Rasa: exit 0
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # while loading; uvicorn handles it while serving, then re-raises
     run_dir = lifecycle.workdir("serve")
     try:
         with rasa_env.servers(
@@ -213,10 +214,19 @@ def serve(
                 "Ctrl-C stops.",
                 err=True,
             )
-            serving.serve(gateway, host, port, log_level="warning")
+            with contextlib.suppress(_Stopped):
+                serving.serve(gateway, host, port, log_level="warning")
             typer.echo("stopping the servers", err=True)
-    except KeyboardInterrupt:  # a second Ctrl-C: the `with` block has stopped both servers on the way out
+    except (KeyboardInterrupt, _Stopped):  # stopped while loading: the `with` block stopped both servers
         typer.echo("stopped the servers", err=True)
+
+
+class _Stopped(BaseException):
+    """SIGTERM: leave the `with` block of `serve` (which stops the servers) and exit 0."""
+
+
+def _stop_on_sigterm(*_: object) -> None:
+    raise _Stopped
 
 
 @app.command()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from apps.chatbot.__main__ import app
@@ -38,9 +39,29 @@ def test_no_champion_is_a_user_error() -> None:
     assert r.exit_code != 0 and "has no version or alias 'champion'" in str(r.exception)
 
 
-def test_serve_refuses_to_bind_beyond_loopback() -> None:
-    r = runner.invoke(app, ["serve", "--host", "0.0.0.0"])
-    assert r.exit_code == 2 and "binds 127.0.0.1 only" in r.output
+def test_serve_binds_only_the_gateway_to_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--host/--port are the gateway's (it warns beyond loopback without an API key, like every service); Rasa and
+    the action server are always on 127.0.0.1 (tests/chatbot/test_e2e.py checks the sockets)."""
+    from contextlib import contextmanager
+
+    from apps.chatbot import rasa_env
+    from common import serving
+    from tests.chatbot.test_monitor import register_reference
+
+    register_reference(tmp_path, ["greet"])
+    served: dict = {}
+
+    @contextmanager
+    def fake_servers(model, run_dir, cfg, **kwargs):
+        yield rasa_env.Servers(url="http://127.0.0.1:9", actions_url="http://127.0.0.1:9", load_s=0, logs=run_dir)
+
+    monkeypatch.setattr(rasa_env, "servers", fake_servers)
+    monkeypatch.setattr(serving, "serve", lambda app, host, port, **kw: served.update(host=host, port=port, app=app))
+    port = rasa_env.free_port()
+    r = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--port", str(port), "--refresh-s", "0"])
+    assert r.exit_code == 0, r.output
+    assert (served["host"], served["port"]) == ("0.0.0.0", port)
+    assert served["app"].title == "mlref chatbot gateway"
 
 
 def test_bad_config_key_is_named(tmp_path: Path) -> None:

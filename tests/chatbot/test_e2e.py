@@ -1,5 +1,7 @@
-"""The demo end to end on the session's model: both servers started, the scripted REST conversation (order form,
-custom actions, other apps down), stopped cleanly; the tracker store then monitored, and the CLI client used."""
+"""The demo end to end on the session's model: both servers and the gateway started, the scripted conversation
+through the gateway (order form, custom actions, other apps down), stopped cleanly; the tracker store then
+monitored, and the CLI client used. `serve` is checked from outside: only the gateway answers users, Rasa's admin
+API, its channels and the action server refuse calls without their per-run tokens."""
 
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ def test_demo_conversation_over_rest_then_clean_stop_and_monitor(trained: lifecy
     assert "welcome" in turns["thanks"]  # after the handoff the conversation goes on
     assert mon["messages"] == len(demo.SCRIPT) and mon["conversations"] == 1
     assert mon["handoff_rate"] == 1.0 and mon["fallback_rate"] == 2 / len(demo.SCRIPT)
-    # both servers are gone: their ports are free again
-    for url in (summary["urls"]["rasa"], summary["urls"]["actions"]):
+    # the gateway and both servers are gone: their ports are free again
+    assert set(summary["urls"]) == {"gateway", "rasa", "actions"}
+    for url in summary["urls"].values():
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         assert not rasa_env.port_open("127.0.0.1", port)
     assert registry.version_of("chatbot") == summary["version"]
@@ -52,7 +55,9 @@ def test_chat_client_says_when_no_server_answers() -> None:
 
 
 @pytest.mark.e2e
-def test_serve_answers_over_rest_and_stops_both_servers_on_sigterm(trained: lifecycle.Trained, mlref_home) -> None:
+def test_serve_answers_through_the_gateway_only_and_stops_everything_on_sigterm(
+    trained: lifecycle.Trained, mlref_home
+) -> None:
     """`python -m apps.chatbot serve` (what `make serve-chatbot` runs) on the registered champion."""
     import json
     import os
@@ -60,10 +65,17 @@ def test_serve_answers_over_rest_and_stops_both_servers_on_sigterm(trained: life
     import sqlite3
     import time
 
+    import httpx
+
+    from apps.chatbot import identity, service
+    from apps.chatbot.bench import webhook_latency
     from apps.chatbot.config import Config
+    from tests.chatbot.test_hardening import _listen_addresses
 
     lifecycle.register(trained, Config.quick(), dataset="project", alias=registry.CHAMPION)
-    port, actions_port = rasa_env.free_port(), rasa_env.free_port()
+    port, rasa_port, actions_port = rasa_env.free_port(), rasa_env.free_port(), rasa_env.free_port()
+    secret = "e2e-secret-0123456789abcdef"
+    handoffs = mlref_home / "my-handoffs.jsonl"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -72,6 +84,8 @@ def test_serve_answers_over_rest_and_stops_both_servers_on_sigterm(trained: life
             "serve",
             "--port",
             str(port),
+            "--rasa-port",
+            str(rasa_port),
             "--actions-port",
             str(actions_port),
             "--refresh-s",
@@ -81,21 +95,47 @@ def test_serve_answers_over_rest_and_stops_both_servers_on_sigterm(trained: life
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ},
+        env={**os.environ, "MLREF_CHATBOT_SECRET": secret, "MLREF_HANDOFF_LOG": str(handoffs)},
     )
+    gw = f"http://127.0.0.1:{port}"
+    bob = identity.mint_token("bob", secret.encode())
     try:
         deadline = time.monotonic() + 900
-        while not rasa_env._rasa_ready(f"http://127.0.0.1:{port}") and time.monotonic() < deadline:
+        while not rasa_env.port_open("127.0.0.1", port) and time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(1)
-        answer = rasa_env.say(f"http://127.0.0.1:{port}", "bob", "where is order SH30112?")
-        assert "Order SH30112 (desk lamp) is delivered" in " ".join(m.get("text", "") for m in answer)
+        assert httpx.get(gw + "/readyz").json()["ready"] is True
+        answer = service.say(gw, "chat-1", "where is order SH30112?", token=bob)
+        assert "Order SH30112 (desk lamp) is delivered" in " ".join(m.get("text") or "" for m in answer)
+        # bob cannot read alice's order, whatever he calls his conversation
+        answer = " ".join(m.get("text") or "" for m in service.say(gw, "alice", "where is order SH40018?", token=bob))
+        assert "DHL" not in answer and "winter jacket" not in answer
+        # the bench's code path, on a tiny run: through the gateway
+        assert webhook_latency(gw, 2, warmup=1, token=bob)["requests"] == 2
+        # Rasa and the action server: loopback only, and nothing without their tokens
+        assert _listen_addresses(rasa_port) == {"0100007F"} and _listen_addresses(actions_port) == {"0100007F"}
+        rasa = f"http://127.0.0.1:{rasa_port}"
+        assert httpx.delete(rasa + "/model").status_code == 401
+        assert httpx.get(rasa + "/conversations/bob:chat-1/tracker").status_code == 401
+        assert httpx.post(rasa + "/webhooks/rest/webhook", json={"sender": "bob", "message": "hi"}).status_code == 404
+        channel = httpx.post(rasa + "/webhooks/gateway/webhook", json={"sender": "bob:x", "message": "SH30112"})
+        assert channel.status_code == 401
+        assert httpx.get(rasa + "/no/such/path").status_code == 404
+        direct = httpx.post(
+            f"http://127.0.0.1:{actions_port}/webhook",
+            json={"next_action": "action_check_charge", "sender_id": "alice:x", "tracker": {}, "version": "3.6.2"},
+        )
+        assert direct.status_code == 401 and "219.99" not in direct.text
+        assert httpx.get(f"http://127.0.0.1:{actions_port}/no/such/path").status_code in (401, 404)
+        assert httpx.get(rasa + "/status").status_code == 401  # still up: the refusals changed nothing
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "stopping the servers" in err
-    assert not rasa_env.port_open("127.0.0.1", port) and not rasa_env.port_open("127.0.0.1", actions_port)
+    for p in (port, rasa_port, actions_port):
+        assert not rasa_env.port_open("127.0.0.1", p)
     with sqlite3.connect(lifecycle.tracker_db()) as con:  # the conversation is in the SQLite tracker store
-        texts = [json.loads(d).get("text") for (d,) in con.execute("SELECT data FROM events WHERE type_name='user'")]
-    assert texts == ["where is order SH30112?"]
+        rows = con.execute("SELECT sender_id, data FROM events WHERE type_name='user'").fetchall()
+    assert (rows[0][0], json.loads(rows[0][1]).get("text")) == ("bob:chat-1", "where is order SH30112?")
+    assert {sender.split(":")[0] for sender, _ in rows} == {"bob"}
