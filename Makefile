@@ -83,18 +83,21 @@ $(addprefix serve-,$(APPS)): serve-%: setup-main  ## serve-<app>: the app's cham
 # the chatbot drives Rasa in .venv-chatbot: its targets build that environment too
 demo-chatbot serve-chatbot bench-chatbot: setup-chatbot
 
-lint: setup-main  ## ruff check + ruff format --check
-	$(VENV)/bin/ruff check $(wildcard common apps tests bench scripts)
-	$(VENV)/bin/ruff format --check $(wildcard common apps tests bench scripts)
+LINT_DIRS := $(wildcard common apps tests bench scripts mlref_testing examples)
+
+lint: setup-main  ## ruff check + ruff format --check + mypy of common/ (config: pyproject.toml [tool.mypy])
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
+	$(VENV)/bin/mypy
 
 format: setup-main  ## ruff format + safe fixes
-	$(VENV)/bin/ruff format $(wildcard common apps tests bench scripts)
-	$(VENV)/bin/ruff check --fix $(wildcard common apps tests bench scripts)
+	$(VENV)/bin/ruff format $(LINT_DIRS)
+	$(VENV)/bin/ruff check --fix $(LINT_DIRS)
 
 new-app: setup-main  ## new-app NAME=churn: scaffold apps/NAME with every standard command, a README and tests
 	@[ -n "$(NAME)" ] || { echo "usage: make new-app NAME=churn" >&2; exit 2; }
 	$(PY) -m common.scaffold $(NAME)
 
 clean:  ## remove caches and MLREF_HOME (keeps the virtualenvs)
-	rm -rf .mlref .pytest_cache .ruff_cache
+	rm -rf .mlref .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -217,7 +217,7 @@ class _TableWriter:
                 # plain encoding: scored outputs are mostly unique ids and scores, for which dictionaries cost
                 # time and size for nothing (the fraud bench's output: 2.6x faster to write, 17 % smaller)
                 self._pq = pq.ParquetWriter(self.tmp, self.schema, use_dictionary=False)
-            elif not table.schema.remove_metadata().equals(self.schema):
+            elif self.schema is not None and not table.schema.remove_metadata().equals(self.schema):
                 try:
                     table = table.select(self.schema.names).cast(self.schema)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError) as exc:

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from pydantic import field_validator
@@ -122,7 +122,7 @@ def from_json_file(cls: type[T], path: str | Path | None) -> T:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"config {path}: {exc}") from None
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cast(Any, cls))}  # cls is a dataclass (a type[T] to mypy)
     if not isinstance(data, dict) or set(data) - known:
         unknown = sorted(set(data) - known) if isinstance(data, dict) else []
         raise ConfigError(f"config {path}: expected an object with keys from {sorted(known)}; unknown: {unknown}")

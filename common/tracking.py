@@ -219,7 +219,10 @@ def experiment_id(name: str) -> str:
     try:
         return c.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # created concurrently by another process
-        return c.get_experiment_by_name(name).experiment_id
+        existing = c.get_experiment_by_name(name)
+        if existing is None:  # the create failed for another reason
+            raise
+        return existing.experiment_id
 
 
 @contextmanager

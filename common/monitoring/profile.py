@@ -74,7 +74,7 @@ class NumericFeatureProfile:
         prof.sample = [float(v) for v in take]
         if vals.size:
             q = np.quantile(vals, [0.05, 0.25, 0.5, 0.75, 0.95])
-            prof.stats = {
+            raw = {
                 "mean": float(vals.mean()),
                 "std": float(vals.std()),
                 "min": float(vals.min()),
@@ -85,7 +85,7 @@ class NumericFeatureProfile:
                 "p95": q[4],
                 "max": float(vals.max()),
             }
-            prof.stats = {k: _finite_or_none(v) for k, v in prof.stats.items()}
+            prof.stats = {k: _finite_or_none(v) for k, v in raw.items()}
         return prof
 
     def bin_fractions(self, x: np.ndarray) -> tuple[np.ndarray, float]:

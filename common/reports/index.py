@@ -154,7 +154,8 @@ def _summary(directory: Path, page: Path) -> str:
                 return "no alert"
             return f"{len(alerts)} alert(s): {alerts[0]}" + (" ..." if len(alerts) > 1 else "")
         drift = _read_json(directory / "drift.json")
-        return {True: "drift", False: "no drift"}.get(drift.get("drift"), "")
+        flag = drift.get("drift")
+        return "drift" if flag is True else "no drift" if flag is False else ""
     metrics = _read_json(directory / "metrics.json").get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         return ""

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from types import EllipsisType
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
@@ -119,12 +120,12 @@ def create_app(
     holder: ModelHolder,
     routers: Sequence[APIRouter] = (),
     *,
-    api_key: str | type[...] | None = ...,
+    api_key: str | EllipsisType | None = ...,
     refresh_interval_s: float | None = 5.0,
     prediction_log: PredictionLog | None = None,
     prediction_buckets: Sequence[float] | None = None,
     load_on_startup: bool = True,
-    max_body_bytes: int | type[...] | None = ...,
+    max_body_bytes: int | EllipsisType | None = ...,
 ) -> FastAPI:
     """Build a service around ``holder`` with the shared endpoints, middleware and the app's ``routers``.
 
@@ -136,8 +137,8 @@ def create_app(
             (1 MiB); ``None`` = no limit.
     """
     settings = get_settings()
-    key = settings.api_key if api_key is ... else api_key
-    max_body = settings.max_body_bytes if max_body_bytes is ... else max_body_bytes
+    key = settings.api_key if isinstance(api_key, EllipsisType) else api_key
+    max_body = settings.max_body_bytes if isinstance(max_body_bytes, EllipsisType) else max_body_bytes
     metrics = ServiceMetrics(holder.name, prediction_buckets)
 
     def try_refresh() -> None:
@@ -152,7 +153,7 @@ def create_app(
             try_refresh()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> Iterator[None]:  # noqa: ARG001 - FastAPI's lifespan signature
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:  # noqa: ARG001 - FastAPI's lifespan signature
         if load_on_startup and not holder.ready:
             try_refresh()
         stop = threading.Event()  # one per start: a restarted app polls again

@@ -105,7 +105,7 @@ class _AuthAndMetrics:
                 m.requests.labels(m.app, scope["method"], "too_large", "413").inc()
                 await JSONResponse({"detail": self._too_large(size)}, status_code=413)(scope, receive, send)
                 return
-            receive = self._capped(receive)
+            receive = self._capped(receive, self.max_body)
         status = 500
 
         async def send_wrapper(message: dict) -> None:
@@ -121,7 +121,7 @@ class _AuthAndMetrics:
             m.requests.labels(m.app, scope["method"], route, str(status)).inc()
             m.latency.labels(m.app, route).observe(time.perf_counter() - start)
 
-    def _capped(self, receive: Callable) -> Callable:
+    def _capped(self, receive: Callable, limit: int) -> Callable:
         seen = 0
 
         async def receive_capped() -> dict:
@@ -129,7 +129,7 @@ class _AuthAndMetrics:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:  # FastAPI re-raises an HTTPException from the body read: a JSON 413
+                if seen > limit:  # FastAPI re-raises an HTTPException from the body read: a JSON 413
                     raise HTTPException(413, detail=self._too_large())
             return message
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -93,11 +93,12 @@ def evaluate(
     net = _unwrap(model)  # DDP's forward would broadcast buffers: a collective that uneven shards would hang
     was_training = net.training
     net.eval()
-    shard = Subset(ds, range(info.rank, len(ds), info.world_size)) if info.distributed else ds
+    n_rows = len(cast(Sized, ds))  # map-style datasets have a length; torch.utils.data.Dataset does not declare it
+    shard = Subset(ds, range(info.rank, n_rows, info.world_size)) if info.distributed else ds
     loader = DataLoader(
         shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda"
     )
-    loss_sum, count = 0.0, 0
+    loss_sum, count = 0.0, 0.0
     outs: list[Tensor] = []
     tgts: list[Tensor] = []
     for inputs, target in loader:
@@ -198,7 +199,9 @@ def _setup_loop(
     ema = WeightEMA(config.ema_decay, config.ema_every) if config.ema_decay is not None else None
     # A DistributedSampler also in single-process mode: epoch e's order depends only on (seed, e), so a
     # resumed run sees the same batches as an uninterrupted one.
-    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed
+    )
     loader = DataLoader(
         train_ds,
         batch_size=config.batch_size,
@@ -371,7 +374,7 @@ def _save_epoch(run: _Loop, epoch: int, is_best: bool) -> None:
         "world_size": run.info.world_size,
         "hooks": [h.state_dict() for h in run.hooks],
     }
-    args = dict(
+    args: dict[str, Any] = dict(
         model=run.model,
         optimizer=run.optimizer,
         scheduler=run.scheduler,

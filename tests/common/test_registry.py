@@ -246,3 +246,19 @@ def test_a_store_being_created_is_not_mistaken_for_a_damaged_one(tmp_path: Path,
         t.join(30)
     assert errors == [] and mv.version == "1"
     assert (mlref_home / "mlflow.db.create.lock").exists()
+
+
+def test_experiment_creation_failing_for_another_reason_raises_mlflows_error(
+    mlref_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a concurrent create is answered with the existing experiment; any other failure is MLflow's own error
+    (it used to end in AttributeError on None)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    def refuse(self, name, artifact_location=None):
+        raise MlflowException(f"cannot create {name}: read-only store")
+
+    monkeypatch.setattr(MlflowClient, "create_experiment", refuse)
+    with pytest.raises(MlflowException, match="read-only store"):
+        tracking.experiment_id("never-created")
