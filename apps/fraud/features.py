@@ -30,6 +30,7 @@ online == batch. Ids are compared as strings (:func:`apps.fraud.data.id_key`): `
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,6 +81,45 @@ def feature_names(cfg: FeatureConfig | None = None) -> list[str]:
         for g in cfg.groups:
             _group_names(g, cfg)  # raises for an unknown group
     return names
+
+
+# Every feature in words a customer understands (the fraud API's reasons, the chatbot's explanation). A key
+# ``{w}``/``{W}`` stands for a window's days in :func:`feature_names`; in the text ``{w}`` becomes "day" or "7 days"
+# and ``{w_span}`` "7-day". The terminal windows end the label feedback delay before the transaction (only
+# confirmed outcomes count), hence "a recent 7-day period". A feature without an entry here fails the tests
+# (tests/fraud/test_explanations.py) and :func:`feature_label`.
+FEATURE_LABELS: dict[str, str] = {
+    AMOUNT: "the amount of this transaction",
+    "is_weekend": "the day of the week (weekend or weekday)",
+    "is_night": "the time of day (night or day)",
+    "customer_nb_tx_{w}d": "the number of transactions on this card in the last {w}",
+    "customer_avg_amount_{w}d": "the average amount spent with this card in the last {w}",
+    "terminal_nb_tx_{w}d": "the number of transactions at this terminal over a recent {w_span} period",
+    "terminal_risk_{w}d": "the share of confirmed fraud at this terminal over a recent {w_span} period",
+    "amount_to_customer_avg_{w}d": "the amount compared with this card's average in the last {w}",
+    "amount_to_past_avg_{w}d": "the amount compared with this card's earlier transactions in the last {w}",
+    "customer_avg_{w}d_to_{W}d": "this card's average amount in the last {w} compared with the last {W}",
+    "terminal_days_since_first_fraud": "how long ago fraud was first confirmed at this terminal",
+    "terminal_days_since_last_fraud": "how long ago fraud was last confirmed at this terminal",
+}
+_LABEL_PATTERNS = {
+    key: re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[0-9]+)", re.escape(key))) for key in FEATURE_LABELS
+}
+
+
+def _days(n: int) -> str:
+    return "day" if n == 1 else f"{n} days"
+
+
+def feature_label(name: str) -> str:
+    """``name`` (a column of :func:`feature_names`) in words, from :data:`FEATURE_LABELS`; KeyError if it has none."""
+    for key, pattern in _LABEL_PATTERNS.items():
+        m = pattern.fullmatch(name)
+        if m:
+            days = {k: int(v) for k, v in m.groupdict().items()}
+            words = {k: _days(v) for k, v in days.items()} | {f"{k}_span": f"{v}-day" for k, v in days.items()}
+            return FEATURE_LABELS[key].format(**words)
+    raise KeyError(f"feature {name!r} has no label: add it to apps.fraud.features.FEATURE_LABELS")
 
 
 def history_needed(cfg: FeatureConfig | None = None) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """The fraud model (XGBoost) and its baselines (logistic regression, random forest, decision tree).
 
-:class:`FraudModel` wraps any of them behind one interface - ``predict_proba``, ``contributions``, ``reasons``,
+:class:`FraudModel` wraps any of them behind one interface - ``predict_proba``, ``explain`` (signed reasons),
 ``save``/``load`` - and is saved as a *directory* the registry hashes:
 
     model_dir/
@@ -64,6 +64,47 @@ def build_estimator(kind: str, params: dict[str, Any] | None = None, *, seed: in
     return make_pipeline(StandardScaler(), est)
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """One prediction explained by :meth:`FraudModel.explain`.
+
+    ``reasons``: ``{feature, label, value, contribution, direction}``, contribution = signed log-odds
+    contribution, direction ``"raises"``/``"lowers"``, all in the decision's direction (see ``explain``).
+    ``base_value + sum of every feature's contribution == log_odds``; ``others`` = the unlisted features' sum.
+    ``method``: ``"treeshap"`` (xgboost), ``"linear"`` (logistic regression) or ``"none"`` (tree baselines: no
+    per-prediction attribution; reasons empty, the numbers None).
+    """
+
+    alert: bool
+    method: str
+    base_value: float | None
+    log_odds: float | None
+    reasons: list[dict[str, Any]]
+    summary: str
+    others: float | None
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _summary(alert: bool, labels: list[str], kind: str) -> str:
+    """One sentence that agrees with the decision, naming the listed reasons' labels."""
+    if kind not in ("xgboost", "logreg"):
+        verdict = "Flagged as possible fraud" if alert else "Not flagged"
+        return f"{verdict}; a {kind} model gives no per-transaction explanation."
+    if alert:
+        if labels:
+            return f"Flagged mainly because of {_join(labels)}, which raised the risk."
+        return "Flagged: the risk is at or above the alert threshold, though no single feature of it raised the risk."
+    if labels:
+        return f"Not flagged: the risk is low mainly because of {_join(labels)}, which lowered it."
+    return (
+        "Not flagged: the risk stays below the alert threshold; nothing about this transaction lowered it, "
+        "and what raised it was not enough for an alert."
+    )
+
+
 @dataclass
 class FraudModel:
     """A fitted model of any kind, with its feature list and alert threshold."""
@@ -103,11 +144,25 @@ class FraudModel:
             return np.asarray(self.estimator.inplace_predict(M, validate_features=False), dtype=float)
         return self.estimator.predict_proba(M)[:, 1]
 
-    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray | None:
-        """Per-feature contributions to the log-odds, shape ``(n, n_features)`` (bias dropped), or None.
+    def log_odds(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The model's log-odds of fraud per row (xgboost's margin, logistic regression's decision function;
+        the logit of the probability for the tree baselines)."""
+        M = self._matrix(X)
+        if self.kind == "xgboost":
+            margin = self.estimator.inplace_predict(M, predict_type="margin", validate_features=False)
+            return np.asarray(margin, dtype=float)
+        if self.kind == "logreg":
+            return np.asarray(self.estimator.decision_function(M), dtype=float)
+        p = np.clip(self.predict_proba(M), 1e-12, 1 - 1e-12)
+        return np.log(p / (1 - p))
 
-        XGBoost: exact TreeSHAP values (``pred_contribs``). Logistic regression: ``coef * standardised x``.
-        Tree baselines: None (use the feature importances of the report instead).
+    def attribution(self, X: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Exact signed per-prediction contributions to the log-odds: ``(contributions (n, n_features), base (n,))``
+        with ``base + contributions.sum(1) == log_odds(X)``; None for the tree baselines (they have none).
+
+        XGBoost: TreeSHAP (``pred_contribs``; base = the model's expected margin). Logistic regression:
+        ``coef * (x - training mean)`` in the scaler's units, i.e. ``coef_j * standardised x_j`` (base = the
+        intercept, the log-odds at the training mean).
         """
         M = self._matrix(X)
         if self.kind == "xgboost":
@@ -115,21 +170,58 @@ class FraudModel:
 
             # a one-row DMatrix built with all threads costs more than the prediction itself
             dm = xgb.DMatrix(M, feature_names=self.features, nthread=1 if len(M) < 1000 else -1)
-            return np.asarray(self.estimator.predict(dm, pred_contribs=True))[:, :-1]
+            phi = np.asarray(self.estimator.predict(dm, pred_contribs=True), dtype=float)
+            return phi[:, :-1], phi[:, -1]
         if self.kind == "logreg":
             scaler, lr = self.estimator[0], self.estimator[-1]
-            return scaler.transform(M) * lr.coef_[0]
+            contrib = scaler.transform(M) * lr.coef_[0]
+            return np.asarray(contrib, dtype=float), np.full(len(M), float(lr.intercept_[0]))
         return None
 
-    def reasons(self, x: np.ndarray, n: int = 3) -> list[dict[str, float | str]]:
-        """The ``n`` features pushing one transaction's score up the most: ``{feature, value, contribution}``."""
-        contrib = self.contributions(x)
-        if contrib is None:
-            return []
-        c = contrib[0]
-        top = np.argsort(-c, kind="mergesort")[:n]
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray | None:
+        """Per-feature contributions to the log-odds, shape ``(n, n_features)`` (base dropped), or None
+        (see :meth:`attribution`)."""
+        attr = self.attribution(X)
+        return None if attr is None else attr[0]
+
+    def explain(self, x: np.ndarray, n: int = 3, *, score: float | None = None) -> Explanation:
+        """Why one transaction (feature vector ``x``) got its decision: the ``n`` largest contributions in the
+        direction of the decision - for an alert the ones that raised the risk most, for a pass the ones that
+        lowered it most - each with its words (:func:`apps.fraud.features.feature_label`), and a sentence that
+        agrees with the decision. ``score``: the probability already computed for ``x`` (saves a prediction)."""
+        from apps.fraud.features import feature_label
+
         x = np.asarray(x, dtype=float).ravel()
-        return [{"feature": self.features[i], "value": float(x[i]), "contribution": round(float(c[i]), 4)} for i in top]
+        if score is None:
+            score = float(self.predict_proba(x)[0])
+        alert = score >= self.threshold
+        attr = self.attribution(x)
+        if attr is None:
+            return Explanation(alert, "none", None, None, [], _summary(alert, [], self.kind), None)
+        c, base = attr[0][0], float(attr[1][0])
+        if alert:  # the biggest pushes up, positive only
+            order = [i for i in np.argsort(-c, kind="stable") if c[i] > 0][:n]
+        else:  # the biggest pushes down, negative only
+            order = [i for i in np.argsort(c, kind="stable") if c[i] < 0][:n]
+        reasons = [
+            {
+                "feature": self.features[i],
+                "label": feature_label(self.features[i]),
+                "value": float(x[i]),
+                "contribution": float(c[i]),
+                "direction": "raises" if c[i] > 0 else "lowers",
+            }
+            for i in order
+        ]
+        log_odds = base + float(c.sum())
+        others = log_odds - base - sum(r["contribution"] for r in reasons)
+        method = "treeshap" if self.kind == "xgboost" else "linear"
+        labels = [r["label"] for r in reasons]
+        return Explanation(alert, method, base, log_odds, reasons, _summary(alert, labels, self.kind), others)
+
+    def reasons(self, x: np.ndarray, n: int = 3) -> list[dict[str, Any]]:
+        """The reasons of :meth:`explain`: ``{feature, label, value, contribution, direction}`` dicts."""
+        return self.explain(x, n).reasons
 
     def feature_importance(self) -> pd.Series:
         """Global importance per feature (xgboost gain, |coef| for logreg, impurity decrease for trees)."""

@@ -3,10 +3,12 @@
 Routes (besides common's /healthz, /readyz, /metrics, /v1/model, /admin/reload):
 
 - ``POST /v1/transactions/score[?explain=true]``: one transaction -> ``score`` (fraud probability), ``decision``
-  (``alert`` when the score reaches the model's threshold, set for the daily alert budget), ``reasons`` (top
-  feature contributions to the log-odds, exact TreeSHAP via xgboost ``pred_contribs``) for alerts, or for any
-  transaction with ``?explain=true``. Only after it is scored is the transaction added to the online state, so
-  the next transactions of that card and terminal see it.
+  (``alert`` when the score reaches the model's threshold, set for the daily alert budget), and for alerts, or
+  for any transaction with ``?explain=true``, ``reasons``: signed contributions of this prediction to the
+  log-odds (exact TreeSHAP via xgboost ``pred_contribs``), in words, in the direction of the decision (an
+  alert lists what raised the risk most, a pass what lowered it most), with a ``summary`` sentence and the
+  ``explanation`` numbers (base value, log-odds). Only after it is scored is the transaction added to the
+  online state, so the next transactions of that card and terminal see it.
 - ``POST /v1/labels``: delayed fraud labels ``[{tx_id, label}]`` (at most
   :data:`~apps.fraud.config.MAX_LABELS_PER_REQUEST` a call); they feed the terminal-risk features (once older
   than the feedback delay) and are logged for monitoring (alert precision).
@@ -51,7 +53,7 @@ from apps.fraud.config import (
 )
 from apps.fraud.data import MAX_INT_ID, check_id, id_key
 from apps.fraud.features import OnlineFeatureStore, Transaction, to_seconds
-from apps.fraud.model import FraudModel
+from apps.fraud.model import Explanation, FraudModel
 from common import registry, serving
 from common.config import get_settings
 from common.data import SECONDS_PER_DAY, DataError
@@ -90,9 +92,23 @@ class TransactionIn(BaseModel):
 
 
 class Reason(BaseModel):
-    feature: str
-    value: float
-    contribution: float = Field(description="contribution to the log-odds of fraud (TreeSHAP)")
+    feature: str = Field(description="the model's feature (column) name")
+    label: str = Field(description="the feature in words a customer understands")
+    value: float = Field(description="the feature's value for this transaction")
+    contribution: float = Field(
+        description="signed contribution of this feature to this prediction's log-odds of fraud (TreeSHAP)"
+    )
+    direction: Literal["raises", "lowers"] = Field(description="whether it raised or lowered the risk")
+
+
+class ExplanationOut(BaseModel):
+    method: Literal["treeshap", "linear", "none"] = Field(
+        description="treeshap: xgboost's exact TreeSHAP; linear: coefficient x (value - training mean); "
+        "none: the model kind has no per-transaction attribution"
+    )
+    base_value: float | None = Field(description="log-odds before any feature (the model's expected log-odds)")
+    log_odds: float | None = Field(description="this prediction's log-odds = base_value + every contribution")
+    others: float | None = Field(description="sum of the contributions of the features not listed in reasons")
 
 
 class ScoreOut(BaseModel):
@@ -100,7 +116,12 @@ class ScoreOut(BaseModel):
     score: float = Field(description="fraud probability")
     decision: Literal["alert", "pass"]
     threshold: float
-    reasons: list[Reason] = Field(description="top contributions; for alerts (or ?explain=true), else empty")
+    reasons: list[Reason] = Field(
+        description="for alerts (or ?explain=true), else empty: the largest contributions in the direction of the "
+        "decision - for an alert those that raised the risk, for a pass those that lowered it - largest first"
+    )
+    summary: str | None = Field(description="one sentence agreeing with the decision; null when not explained")
+    explanation: ExplanationOut | None = Field(description="the attribution's numbers; null when not explained")
     model_version: str | None
     latency_ms: float
 
@@ -200,8 +221,10 @@ class FraudScorer:
                 "history); it is not scored or counted twice"
             )
 
-    def score(self, tx: Transaction, model: FraudModel, *, reasons: bool | None = None) -> tuple[float, bool, list]:
-        """(score, alert?, reasons) for ``tx``; adds ``tx`` to the state once it is scored.
+    def score(
+        self, tx: Transaction, model: FraudModel, *, reasons: bool | None = None
+    ) -> tuple[float, bool, Explanation | None]:
+        """(score, alert?, explanation or None) for ``tx``; adds ``tx`` to the state once it is scored.
 
         ``reasons``: True/False forces the explanation on/off; None follows ``ServingConfig.explain``
         (default: explain alerts only). Raises :class:`InvalidTransaction` / :class:`DuplicateTransaction`
@@ -221,7 +244,7 @@ class FraudScorer:
             self.store.update(tx, t=t)
         alert = p >= model.threshold
         explain = reasons if reasons is not None else (self.cfg.explain == "all" or alert)
-        why = model.reasons(x, self.cfg.n_reasons) if explain else []
+        why = model.explain(x, self.cfg.n_reasons, score=p) if explain else None
         return p, alert, why
 
     def add_labels(self, labels: list[tuple[str, int]]) -> int:
@@ -269,7 +292,8 @@ def build_router(scorer: FraudScorer) -> APIRouter:
     # requests only fight over the GIL. The model snapshot is taken once per request (hot-swap safe).
     @router.post("/transactions/score", response_model=ScoreOut, responses=CONFLICT)
     async def score(tx: TransactionIn, request: Request, explain: bool | None = None) -> ScoreOut:
-        """Score one transaction; ``?explain=true`` returns reasons even when it is not an alert."""
+        """Score one transaction; ``?explain=true`` explains it even when it is not an alert (``false``: not even
+        an alert)."""
         t0 = time.perf_counter()
         loaded = serving.get_loaded(request)
         try:
@@ -298,7 +322,13 @@ def build_router(scorer: FraudScorer) -> APIRouter:
             score=p,
             decision="alert" if alert else "pass",
             threshold=loaded.model.threshold,
-            reasons=[Reason(**r) for r in why],
+            reasons=[Reason(**r) for r in why.reasons] if why else [],
+            summary=why.summary if why else None,
+            explanation=(
+                ExplanationOut(method=why.method, base_value=why.base_value, log_odds=why.log_odds, others=why.others)
+                if why
+                else None
+            ),
             model_version=loaded.version_id,
             latency_ms=(time.perf_counter() - t0) * 1e3,
         )
@@ -381,7 +411,8 @@ def build_app(
 
 class BatchScorer:
     """Stateful ``score_fn`` for :func:`common.batch.score_file`: chunks of a time-sorted transaction file in,
-    ``tx_id, score, decision[, label][, reasons]`` out (reasons: the top ``n_reasons`` features of each alert).
+    ``tx_id, score, decision[, label][, reasons]`` out (reasons: the comma-separated feature names of each alert's
+    ``n_reasons`` largest positive contributions - what raised its risk most; empty for a pass).
 
     Features need each card's and terminal's history, which crosses chunk boundaries:
     :class:`~apps.fraud.features.ChunkedFeatures` carries the last ``history_days`` of earlier chunks, so the
@@ -441,7 +472,8 @@ class BatchScorer:
             if contrib is not None:
                 names = np.asarray(self.model.features)
                 top = np.argsort(-contrib, axis=1, kind="stable")[:, : self.n_reasons]
-                out.loc[out.index[rows], "reasons"] = [",".join(names[r]) for r in top]
+                up = np.take_along_axis(contrib, top, axis=1) > 0  # an alert's reasons are what raised its risk
+                out.loc[out.index[rows], "reasons"] = [",".join(names[r[u]]) for r, u in zip(top, up, strict=True)]
         if len(chunk):
             self._last = chunk[self._ts].iloc[-1]
         return out

@@ -98,7 +98,8 @@ def test_dask_model_saves_registers_and_loads(tmp_path, tiny_prepared, models) -
     served, got = registry.load(MODEL_NAME, registry.CHAMPION, load_model)
     assert got.version == mv.version
     np.testing.assert_allclose(served.predict_proba(x), dist.predict_proba(x), rtol=1e-6)
-    assert served.reasons(x.iloc[0].to_numpy())  # TreeSHAP works on the dask-trained booster
+    contrib, base = served.attribution(x.iloc[:5])  # TreeSHAP works on the dask-trained booster
+    np.testing.assert_allclose(base + contrib.sum(axis=1), served.log_odds(x.iloc[:5]), atol=1e-4)
 
 
 def _closed_port() -> int:

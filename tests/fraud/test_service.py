@@ -43,9 +43,9 @@ def test_score_good_request(split, tiny_model) -> None:
         assert any(r.json()["decision"] == "alert" for r in responses)
         nxt = _body(future.iloc[30])
         explained = client.post("/v1/transactions/score?explain=true", json=nxt).json()
-        assert len(explained["reasons"]) == 3 and explained["reasons"][0]["feature"] in tiny_model.features
-        contribs = [x["contribution"] for x in explained["reasons"]]
-        assert contribs == sorted(contribs, reverse=True)
+        assert 1 <= len(explained["reasons"]) <= 3 and explained["reasons"][0]["feature"] in tiny_model.features
+        contribs = [abs(x["contribution"]) for x in explained["reasons"]]  # the largest effects first
+        assert contribs == sorted(contribs, reverse=True) and explained["summary"]
         # the API's score equals the batch model's score on batch features (same definition)
         from apps.fraud.features import compute_features
 
