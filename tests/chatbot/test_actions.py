@@ -205,7 +205,7 @@ def test_an_alert_is_explained_with_its_reasons(services: dict[str, Any]) -> Non
     assert "flags the charge of 219.99 EUR on 2018-09-30" in said and "risk score 0.91" in said
     assert "recent fraud at that card terminal (7 days) (raises the risk)" in said
     assert "the amount of the charge (raises the risk)" in said
-    assert "how many card payments you made in the last 1 days (lowers the risk)" in said
+    assert "lowers" not in said  # an alert is explained by what raised the risk only
     method, path, body = fraud.calls[-1]
     assert (method, path) == ("POST", "/v1/transactions/score?explain=true")
     assert body == {
@@ -215,6 +215,37 @@ def test_an_alert_is_explained_with_its_reasons(services: dict[str, Any]) -> Non
         "terminal_id": "877",
         "amount": 219.99,
     }
+
+
+def test_a_pass_is_explained_by_what_lowered_the_risk_in_the_apis_words(services: dict[str, Any]) -> None:
+    fraud = services["fraud"]
+    label = "the share of confirmed fraud at this terminal over a recent 7-day period"
+    fraud.reply = (
+        200,
+        {
+            "tx_id": "chatbot-alice-2",
+            "score": 0.03,
+            "decision": "pass",
+            "threshold": 0.12,
+            "reasons": [
+                {
+                    "feature": "terminal_risk_7d",
+                    "label": label,
+                    "value": 0.0,
+                    "contribution": -0.44,
+                    "direction": "lowers",
+                },
+                {"feature": "amount", "value": 219.99, "contribution": 0.2},  # an older API's top-3 by value
+            ],
+            "model_version": "3",
+            "latency_ms": 2.0,
+        },
+        0.0,
+    )
+    said = texts(call(services["up"], "action_check_charge", text="I don't recognise this charge"))
+    assert "consistent with your usual payments (risk score 0.03)" in said
+    assert f"What kept the risk low: {label} (lowers the risk)." in said
+    assert "raises" not in said and "terminal_risk_7d" not in said
 
 
 def test_the_charge_the_user_names_by_amount_is_checked(services: dict[str, Any]) -> None:

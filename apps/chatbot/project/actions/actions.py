@@ -124,8 +124,13 @@ class ActionCheckCharge(Action):
                 "for you. Anything else?"
             )
             return []
-        reasons = [services.explain_reason(r) for r in verdict.get("reasons", [])[:3]]  # checked by services
-        why = (" The main reasons: " + "; ".join(reasons) + ".") if reasons else ""
+        # only reasons that pushed the way of the decision: an alert is explained by what raised the risk, a
+        # pass by what lowered it (the fraud API already sends them so; an older one sent the top three by value)
+        wanted = "raises" if verdict["decision"] == "alert" else "lowers"
+        agreeing = [r for r in verdict.get("reasons", []) if services.reason_direction(r) == wanted]  # checked
+        reasons = [services.explain_reason(r) for r in agreeing[:3]]
+        lead = " The main reasons: " if wanted == "raises" else " What kept the risk low: "
+        why = (lead + "; ".join(reasons) + ".") if reasons else ""
         if verdict["decision"] == "alert":
             dispatcher.utter_message(
                 text=f"Our fraud check flags {what} as suspicious (risk score "

@@ -166,16 +166,30 @@ _REASONS = [
 ]
 
 
-def explain_reason(reason: dict[str, Any]) -> str:
-    """One reason of the fraud API in plain words, e.g. ``'the amount of the charge (raises the risk)'``."""
-    feature = str(reason.get("feature", "?"))
-    words = feature.replace("_", " ")
-    for pattern, text in _REASONS:
-        m = pattern.match(feature)
-        if m:
-            words = text.format(*m.groups())
-            break
+def reason_direction(reason: dict[str, Any]) -> str | None:
+    """``"raises"`` or ``"lowers"``: the API's own ``direction``, else the sign of the contribution."""
+    direction = reason.get("direction")
+    if direction in ("raises", "lowers"):
+        return direction
     contribution = reason.get("contribution")
-    if isinstance(contribution, (int, float)):
-        words += " (raises the risk)" if contribution > 0 else " (lowers the risk)"
-    return words
+    if isinstance(contribution, (int, float)) and not isinstance(contribution, bool) and contribution != 0:
+        return "raises" if contribution > 0 else "lowers"
+    return None
+
+
+def explain_reason(reason: dict[str, Any]) -> str:
+    """One reason of the fraud API in plain words, e.g. ``'the amount of the charge (raises the risk)'``: the
+    API's ``label`` when it sends one (its words for every feature), else a phrase for the feature's name."""
+    label = reason.get("label")
+    if isinstance(label, str) and label.strip():
+        words = " ".join(label.split())[:200]
+    else:
+        feature = str(reason.get("feature", "?"))
+        words = feature.replace("_", " ")
+        for pattern, text in _REASONS:
+            m = pattern.match(feature)
+            if m:
+                words = text.format(*m.groups())
+                break
+    direction = reason_direction(reason)
+    return words + (f" ({direction} the risk)" if direction else "")
