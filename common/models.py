@@ -23,13 +23,14 @@ from common import registry, tracking
 KEY_METRICS = 4  # metrics shown per version in ``list``
 
 
-def describe(mv: registry.ModelVersion, created_ms: int | None = None) -> dict[str, Any]:
-    """The ``list`` row of one version (JSON-ready)."""
+def describe(mv: registry.ModelVersion) -> dict[str, Any]:
+    """The ``list`` row of one version (JSON-ready); ``created`` is its registration time (UTC, ISO 8601)."""
     metrics = {k: round(v, 4) for k, v in sorted(mv.metrics.items())}
+    created_ms = mv.created_ms
     created = datetime.fromtimestamp(created_ms / 1000, UTC).isoformat(timespec="seconds") if created_ms else None
     return {
         "version": mv.version,
-        "aliases": list(mv.aliases),
+        "aliases": sorted(mv.aliases),
         "dataset": mv.tags.get("dataset"),
         "data_fingerprint": (mv.data_fingerprint or "")[:12] or None,
         "metrics": metrics,
@@ -44,14 +45,10 @@ def list_versions(name: str) -> list[dict[str, Any]]:
     if not versions:
         return []
     c = tracking.client()
-    created = {str(m.version): m.creation_timestamp for m in c.search_model_versions(f"name='{name}'")}
     aliases: dict[str, list[str]] = {}
     for alias, version in (c.get_registered_model(name).aliases or {}).items():  # search results lack aliases
         aliases.setdefault(str(version), []).append(alias)
-    rows = [
-        describe(replace(mv, aliases=tuple(sorted(aliases.get(mv.version, mv.aliases)))), created.get(mv.version))
-        for mv in versions
-    ]
+    rows = [describe(replace(mv, aliases=tuple(sorted(aliases.get(mv.version, mv.aliases))))) for mv in versions]
     return sorted(rows, key=lambda r: -int(r["version"]))
 
 

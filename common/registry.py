@@ -91,6 +91,7 @@ class ModelVersion:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    created_ms: int | None = None  # when the version was registered (Unix milliseconds, the registry's clock)
 
     @property
     def data_fingerprint(self) -> str | None:
@@ -217,6 +218,7 @@ def _to_version(mv: Any) -> ModelVersion:
         params=params,
         tags=tags,
         aliases=tuple(getattr(mv, "aliases", ()) or ()),
+        created_ms=getattr(mv, "creation_timestamp", None),
     )
 
 
@@ -279,8 +281,9 @@ def list_versions(name: str) -> list[ModelVersion]:
 def set_alias(name: str, alias: str, version: str | int) -> None:
     """Point ``alias`` at ``version`` (one registry update: atomic for readers).
 
-    Moving the champion happens under :func:`promotion_lock` and also appends to the champion history (see
-    :func:`champion_history`).
+    Moving the champion happens under :func:`promotion_lock`, appends to the champion history (see
+    :func:`champion_history`) and removes the ``challenger`` alias from ``version``: a version is served or it
+    waits, never both.
     """
     with contextlib.ExitStack() as stack:
         if alias == CHAMPION:
@@ -289,8 +292,16 @@ def set_alias(name: str, alias: str, version: str | int) -> None:
             c = tracking.client()
             c.set_registered_model_alias(name, alias, str(version))
             if alias == CHAMPION:
+                _drop_challenger(name, str(version))
                 _record_champion(name, str(version))
     log.info("%s: alias %s -> version %s", name, alias, version)
+
+
+def _drop_challenger(name: str, version: str) -> None:
+    """Remove the ``challenger`` alias when it names ``version`` (which has just become the champion)."""
+    if version_of(name, CHALLENGER) == version:
+        tracking.client().delete_registered_model_alias(name, CHALLENGER)
+        log.info("%s: version %s is the champion now, no longer the challenger", name, version)
 
 
 def promote(name: str, version: str | int) -> None:
@@ -448,5 +459,6 @@ def rollback_champion(name: str, *, expected: str, to: str) -> None:
         c = tracking.client()
         c.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
         c.set_registered_model_alias(name, CHAMPION, str(to))
+        _drop_challenger(name, str(to))
         _record_champion(name, str(to))
     log.info("%s: champion rolled back from version %s to %s", name, expected, to)
