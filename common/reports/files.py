@@ -1,5 +1,6 @@
 """Formatting for reports (numbers, markdown tables) and their atomic writers (text, strict JSON, PNG figures): a
-reader sees the previous version of a file or the complete new one, with the mode the umask gives."""
+reader sees the previous version of a file or the complete new one, with the mode the umask gives. A markdown
+report gets its HTML page beside it in the same call (``report.md`` -> ``report.html``, :mod:`.pages`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Collection, Mapping
@@ -17,9 +19,19 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from common.config import get_settings
 from common.data import atomic_path
+from common.reports.pages import render_html
 
 log = logging.getLogger(__name__)
+
+REPORT_FILES = ("report.md", "drift.md")  # the page of a report directory, in order of preference
+INDEX_HTML = "index.html"
+
+
+def reports_root() -> Path:
+    """``$MLREF_HOME/reports`` (not created)."""
+    return get_settings().home.expanduser() / "reports"
 
 
 # ------------------------------------------------------------------ formatting
@@ -115,12 +127,56 @@ def _clean(obj: Any) -> Any:
 # ------------------------------------------------------------------ atomic writers
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+def write_text(path: str | Path, text: str, *, html: bool | None = None) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    With ``html`` (default: for a markdown report, see :func:`is_report_markdown`) the HTML page of the markdown is
+    then written beside it, atomically too (:func:`write_html`): like a build output it is never older than its
+    source, which is how the index tells a stale page.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    if html if html is not None else is_report_markdown(path):
+        write_html(path, text)
     return path
+
+
+def is_report_markdown(path: str | Path) -> bool:
+    """Whether ``path`` is a report people open: ``report.md``/``drift.md`` anywhere, or any ``.md`` under
+    :func:`reports_root` except the index (which has its own ``index.html``)."""
+    path = Path(path)
+    if path.suffix.lower() != ".md":
+        return False
+    if path.name in REPORT_FILES:
+        return True
+    root = reports_root()
+    return _is_within(path, root) and path.resolve() != (root / "index.md").resolve()
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def write_html(md_path: str | Path, markdown: str | None = None) -> Path:
+    """Render the markdown report ``md_path`` (its text ``markdown``, or the file) to ``<stem>.html`` beside it,
+    atomically; a page under :func:`reports_root` links back to the index. Returns the HTML path."""
+    md_path = Path(md_path)
+    if markdown is None:
+        markdown = md_path.read_text(encoding="utf-8")
+    root = reports_root()
+    index_href = None
+    if _is_within(md_path, root):
+        index_href = Path(os.path.relpath(root.resolve() / INDEX_HTML, md_path.parent.resolve())).as_posix()
+    page = render_html(markdown, index_href=index_href, source=md_path.name)
+    out = md_path.with_suffix(".html")
+    with atomic_path(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -13,22 +13,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from common.config import get_settings
-from common.reports.files import format_value, write_text
+from common.reports.files import REPORT_FILES, format_value, reports_root, write_html, write_text
 
 log = logging.getLogger(__name__)
 
-REPORT_FILES = ("report.md", "drift.md")  # the page of a report directory, in order of preference
+__all__ = ["LATEST", "REPORT_FILES", "dataset_slug", "new_report_dir", "publish", "reports_root", "update_index"]
+
 LATEST = "latest"
 _RUN_RE = re.compile(r"^\d{8}T\d{6}Z(?:-[A-Za-z0-9_.-]+)?$")
 
 
 # ------------------------------------------------------------------ where reports go
-
-
-def reports_root() -> Path:
-    """``$MLREF_HOME/reports`` (not created)."""
-    return get_settings().home.expanduser() / "reports"
 
 
 def dataset_slug(name: str | Path | None) -> str:
@@ -163,6 +158,19 @@ def _summary(directory: Path, page: Path) -> str:
     return f"{len(names)} model(s): " + ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
 
 
+def _html_page(page: Path) -> str | None:
+    """The name of the HTML page of the markdown report ``page``, rendered now when it is missing or older than
+    the markdown (reports written before pages existed); ``None`` when it cannot be written."""
+    target = page.with_suffix(".html")
+    try:
+        if not target.is_file() or target.stat().st_mtime < page.stat().st_mtime:
+            write_html(page)
+    except OSError as exc:  # e.g. a read-only copy of the tree: the index links the markdown instead
+        log.warning("could not render %s: %s", target, exc)
+        return None
+    return target.name
+
+
 def _entries(root: Path) -> list[dict[str, Any]]:
     out = []
     for dirpath, dirnames, _ in os.walk(root):  # symlinks (``latest``) are not followed: each run listed once
@@ -182,6 +190,7 @@ def _entries(root: Path) -> list[dict[str, Any]]:
         )
         out.append(
             {
+                "html": _html_page(page),
                 "created": created,
                 "app": app,
                 "dataset": dataset,
@@ -222,7 +231,7 @@ def update_index(root: str | Path | None = None) -> Path:
             f"{format_value(e['summary'])} |"
             for e in entries
         ]
-    write_text(root / "index.md", "\n".join(md) + "\n")
+    write_text(root / "index.md", "\n".join(md) + "\n", html=False)
 
     def cell(text: str) -> str:
         return f"<td>{html.escape(str(text))}</td>"
@@ -234,13 +243,14 @@ def update_index(root: str | Path | None = None) -> Path:
             f'{html.escape(f)}" alt="{html.escape(f)}" height="60"></a>'
             for f in e["figures"]
         )
+        href = f"{e['dir']}/{e['html']}" if e["html"] else e["page"]
         rows.append(
             "<tr>"
             + cell(e["created"])
             + cell(e["app"])
             + cell(e["dataset"])
             + cell(e["kind"])
-            + f'<td><a href="{html.escape(e["page"])}">{html.escape(e["title"])}</a></td>'
+            + f'<td><a href="{html.escape(href)}">{html.escape(e["title"])}</a></td>'
             + cell(e["summary"])
             + f"<td>{thumbs}</td></tr>"
         )
@@ -252,5 +262,5 @@ def update_index(root: str | Path | None = None) -> Path:
         "<table>\n<tr><th>created (UTC)</th><th>app</th><th>dataset</th><th>kind</th><th>report</th>"
         "<th>summary</th><th>figures</th></tr>\n" + "\n".join(rows) + "\n</table>\n</body></html>\n"
     )
-    write_text(root / "index.html", page)
+    write_text(root / "index.html", page, html=False)
     return root / "index.md"

@@ -110,7 +110,7 @@ def test_each_run_gets_its_own_directory_and_the_index_lists_both(mlref_home):
     assert len(rows) == 2 and "second run" in rows[0] and "first run" in rows[1]  # newest first
     assert f"({second.relative_to(root).as_posix()}/report.md)" in index
     html = (root / "index.html").read_text()
-    assert f'href="{first.relative_to(root).as_posix()}/report.md"' in html and "new.png" in html
+    assert f'href="{first.relative_to(root).as_posix()}/report.html"' in html and "new.png" in html
 
 
 def test_a_report_in_the_same_directory_drops_figures_it_no_longer_makes(tmp_path):
@@ -141,7 +141,7 @@ def test_report_files_follow_the_umask(mlref_home, umask, mode):
         write_table(pd.DataFrame({"a": [1]}), out / "scored.csv")
     finally:
         os.umask(old)
-    files = [out / n for n in ("report.md", "metrics.json", "f.png", "scored.csv")]
+    files = [out / n for n in ("report.md", "report.html", "metrics.json", "f.png", "scored.csv")]
     files += [mlref_home / "reports" / n for n in ("index.md", "index.html")]
     assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: mode for f in files}
 
@@ -240,3 +240,100 @@ def test_pr_and_calibration_figures_as_report_pngs(tmp_path):
     for name in ("precision_recall.png", "calibration.png"):
         img = mpimg.imread(tmp_path / name)
         assert f"]({name})" in md and img.shape[0] > 100 and img.shape[1] > 100
+
+
+# ------------------------------------------------------------------ HTML pages
+
+
+def test_every_report_gets_an_html_page_with_tables_figures_and_a_link_back(mlref_home):
+    out = new_report_dir("fraud", "sim", "evaluation")
+    write_report(
+        out,
+        title="Fraud model card",
+        metrics={"xgboost": {"auc": 0.91}, "logreg": {"auc": 0.85}},
+        figures={"pr curve": _fig()},
+        higher_is_better={"auc": True},
+    )
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "<title>Fraud model card</title>" in page
+    assert "<h1>Fraud model card</h1>" in page and "<table>" in page and "<th" in page
+    assert "<td" in page and "<strong>0.9100</strong>" in page  # markdown bold and table cells rendered
+    assert '<img src="pr_curve.png" alt="pr curve"' in page and (out / "pr_curve.png").exists()
+    assert '<a href="../../../../index.html">' in page and '<a href="report.md">' in page
+    assert "<style>" in page and "<link" not in page and "<script" not in page  # nothing to fetch
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temp files left"
+
+    index = (mlref_home / "reports" / "index.html").read_text()
+    assert f'href="{out.relative_to(mlref_home / "reports").as_posix()}/report.html"' in index
+    assert "<th>figures</th>" in index  # the index page is the index, not a rendering of index.md
+
+
+def test_drift_reports_and_other_markdown_in_a_report_directory_get_pages(mlref_home, tmp_path):
+    from common.monitoring import ReferenceProfile, detect_drift
+    from common.reports import write_text
+
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"x": rng.normal(0, 1, 500), "prediction": rng.uniform(0, 1, 500)})
+    cur = ref.assign(x=ref["x"] + 2.0)
+    out = new_report_dir("fraud", "sim", "monitor")
+    detect_drift(ReferenceProfile.from_frame(ref), cur).save(out, title="Fraud drift")
+    page = (out / "drift.html").read_text()
+    assert "<h1>Fraud drift</h1>" in page and '<img src="drift.png"' in page and "<table>" in page
+    assert "drift.html" in (mlref_home / "reports" / "index.html").read_text()
+
+    transcript = write_text(out / "transcript.md", "# Transcript\n\n| who | text |\n| --- | --- |\n| bot | hi |\n")
+    assert "<td>bot</td>" in transcript.with_suffix(".html").read_text()
+    write_text(tmp_path / "notes.md", "# not a report")  # outside the reports root: markdown only
+    assert not (tmp_path / "notes.html").exists()
+
+
+def test_html_in_names_users_chose_stays_text(mlref_home):
+    evil = "<script>alert(1)</script>"
+    out = new_report_dir("fraud", evil, "evaluation")
+    write_report(
+        out,
+        title=f"Model card for {evil}",
+        metrics={evil: {"auc": 0.9}},
+        model_info={"dataset": evil, "link": "[x](javascript:alert(1))"},
+        data={"rows": 3, '<img src=x onerror="alert(1)">': 1},
+        sections={"Notes": f"{evil}\n\n<iframe src='http://example.com'></iframe>"},
+    )
+    page = (out / "report.html").read_text()
+    tags = _tags(page)
+    assert {"h1", "table", "td"} <= {t for t, _ in tags}
+    assert not {t for t, _ in tags} & {"script", "iframe"}
+    assert not [a for _, attrs in tags for a, _ in attrs if a.startswith("on")], "no event handler attributes"
+    assert not [v for _, attrs in tags for a, v in attrs if a in ("href", "src") and "javascript" in (v or "")]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # shown as the text it is
+    assert "<title>Model card for &lt;script&gt;alert(1)&lt;/script&gt;</title>" in page
+    assert "script" not in {t for t, _ in _tags((mlref_home / "reports" / "index.html").read_text())}
+
+
+def _tags(page: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """Every start tag of an HTML page with its attributes, as a browser's parser sees them."""
+    from html.parser import HTMLParser
+
+    found: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found.append((tag, attrs))
+
+    Collect().feed(page)
+    return found
+
+
+def test_the_index_renders_pages_for_reports_written_before_pages_existed(mlref_home):
+    from common.reports import update_index
+
+    old = new_report_dir("fraud", "sim", "evaluation")
+    (old / "report.md").write_text("# An old report\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n")
+    update_index()
+    assert "<td>1</td>" in (old / "report.html").read_text()
+    root = mlref_home / "reports"
+    assert f'href="{old.relative_to(root).as_posix()}/report.html"' in (root / "index.html").read_text()
+
+    (old / "report.md").write_text("# An edited report\n")  # a page older than its markdown is rendered again
+    os.utime(old / "report.html", (1, 1))
+    update_index()
+    assert "<h1>An edited report</h1>" in (old / "report.html").read_text()
