@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +152,18 @@ def test_recommendations_from_the_recommender_api(services: dict[str, Any]) -> N
         0.0,
     )
     result = call(services["up"], "action_recommend_products", text="recommend something")
-    assert texts(result) == "You might like: Trail runner; i2; Rain jacket."
+    assert texts(result) == "Picked for you from what you've bought: Trail runner; i2; Rain jacket."
     method, path, _ = rec.calls[-1]
-    assert method == "GET" and path == "/v1/users/17/recommendations?k=3"  # alice is recommender user 17
+    assert method == "GET" and path == "/v1/users/u00017/recommendations?k=3"  # alice is recommender user u00017
+
+
+def test_popular_items_are_not_presented_as_personal(services: dict[str, Any]) -> None:
+    rec = services["recommender"]
+    popular = {"k": 3, "strategy": "popular", "known_user": False, "model_version": "1"}
+    rec.reply = (200, {**popular, "items": [{"item": "i9", "score": 1.0, "rank": 1, "title": "Mug"}]}, 0.0)
+    said = texts(call(services["up"], "action_recommend_products", sender=":web-1", text="suggest something"))
+    assert said == "I don't know your taste yet, so these are our popular items, not personal picks: Mug."
+    assert rec.calls[-1][1] == "/v1/users/anonymous/recommendations?k=3"
 
 
 @pytest.mark.parametrize(
@@ -202,19 +212,37 @@ def test_an_alert_is_explained_with_its_reasons(services: dict[str, Any]) -> Non
     )
     result = call(services["up"], "action_check_charge", text="I don't recognise this charge")
     said = texts(result)
-    assert "flags the charge of 219.99 EUR on 2018-09-30" in said and "risk score 0.91" in said
+    assert "flags the charge of 219.99 EUR on " in said and "risk score 0.91" in said
     assert "recent fraud at that card terminal (7 days) (raises the risk)" in said
     assert "the amount of the charge (raises the risk)" in said
     assert "lowers" not in said  # an alert is explained by what raised the risk only
     method, path, body = fraud.calls[-1]
     assert (method, path) == ("POST", "/v1/transactions/score?explain=true")
-    assert body == {
+    assert {k: v for k, v in body.items() if k != "timestamp"} == {
         "tx_id": "chatbot-alice-2",
-        "timestamp": "2018-09-30T03:41:52",
         "customer_id": "17",
         "terminal_id": "877",
         "amount": 219.99,
     }
+
+
+def test_the_charge_is_dated_inside_the_fraud_services_window(services: dict[str, Any]) -> None:
+    """The store's charges were dated 2018: a fraud service whose state is newer refused them as too late."""
+    from apps.fraud.config import ServingConfig
+
+    services["fraud"].reply = (200, {"score": 0.1, "decision": "pass", "reasons": []}, 0.0)
+    window = ServingConfig()
+    for sender in (ALICE, "bob:chat-1"):
+        before = time.time()
+        said = texts(call(services["up"], "action_check_charge", sender=sender, text="I don't recognise this charge"))
+        after = time.time()
+        body = services["fraud"].calls[-1][2]
+        t = datetime.fromisoformat(body["timestamp"]).replace(tzinfo=UTC).timestamp()
+        # what apps/fraud/service.py accepts: not after its clock (+ skew); not older than max_late_days before the
+        # newest transaction in its state, which is at most its clock (here: a state fed up to now)
+        assert t <= after + window.future_skew_s
+        assert t >= before - window.max_late_days * 86400
+        assert f"on {body['timestamp'][:10]}" in said
 
 
 def test_a_pass_is_explained_by_what_lowered_the_risk_in_the_apis_words(services: dict[str, Any]) -> None:
@@ -333,19 +361,58 @@ def test_handoff_sends_a_summary(services: dict[str, Any]) -> None:
     ]
     result = call(services["up"], "action_handoff", events=events, text="I want a human", intent="human_handoff")
     said = texts(result)
-    assert "passing you to a colleague" in said and "3 messages" in said
-    assert "greet, order_status, human_handoff" in said
-    summary = next(m["custom"]["handoff"] for m in result["responses"] if m.get("custom"))
-    assert summary["last_messages"] == ["hi", "where is my order", "I want a human"]
-    assert summary["reason"] == "asked for a human"
     logged = [json.loads(line) for line in services["handoffs"].read_text().splitlines()]
-    assert logged[-1]["sender_id"] == ALICE and logged[-1]["customer"] == "alice" and logged[-1]["turns"] == 3
+    summary = logged[-1]
+    assert said.startswith(
+        f"I'm passing you to a colleague, who will reply here shortly (reference {summary['reference']})"
+    )
+    assert summary["last_messages"] == ["hi", "where is my order", "I want a human"]
+    assert summary["intents"] == ["greet", "order_status", "human_handoff"]
+    assert summary["reason"] == "asked for a human"
+    assert summary["sender_id"] == ALICE and summary["customer"] == "alice" and summary["turns"] == 3
+
+
+def test_the_handoff_payload_never_reaches_the_customer(services: dict[str, Any]) -> None:
+    """Customers got ``{"custom": {"handoff": {...}}}`` beside the sentence (an empty message in the demo)."""
+    result = call(services["up"], "action_handoff", text="I want a human", intent="human_handoff")
+    assert len(result["responses"]) == 1  # one message: the sentence, no payload
+    message = result["responses"][0]
+    assert not message.get("custom") and not message.get("json_message")
+    assert message["text"].startswith("I'm passing you to a colleague")
+    assert "hi" not in message["text"].split() and "sender_id" not in message["text"]
+
+
+def test_the_handoff_summary_does_not_repeat_messages(services: dict[str, Any]) -> None:
+    """The two-stage fallback takes the user's answer back (``rewind``) and re-adds it as a clarified copy: the
+    summary counted and listed it twice."""
+
+    def user(text: str, intent: str) -> dict[str, Any]:
+        return {"event": "user", "text": text, "parse_data": {"intent": {"name": intent, "confidence": 0.9}}}
+
+    events = [
+        user("parcel thing?", "nlu_fallback"),
+        {"event": "action", "name": "action_two_stage_fallback"},
+        {"event": "action", "name": "action_listen"},
+        user("/order_status", "order_status"),  # "Yes" to "Did you want to check an order?"
+        {"event": "rewind"},
+        {"event": "action", "name": "action_listen"},
+        user("/order_status", "order_status"),  # Rasa's clarified copy of the same message
+        {"event": "action", "name": "order_status_form"},
+        {"event": "action", "name": "action_listen"},
+        user("a person please", "human_handoff"),
+    ]
+    call(services["up"], "action_handoff", events=events, text="a person please", intent="human_handoff")
+    summary = json.loads(services["handoffs"].read_text().splitlines()[-1])
+    assert summary["last_messages"] == ["parcel thing?", "/order_status", "a person please"]
+    assert summary["intents"] == ["nlu_fallback", "order_status", "human_handoff"] and summary["turns"] == 3
 
 
 def test_default_fallback_hands_off(services: dict[str, Any]) -> None:
     result = call(services["up"], "action_default_fallback", text="blorp", intent="nlu_fallback")
-    summary = next(m["custom"]["handoff"] for m in result["responses"] if m.get("custom"))
+    summary = json.loads(services["handoffs"].read_text().splitlines()[-1])
     assert summary["reason"] == "not understood (two-stage fallback)"
+    assert f"reference {summary['reference']}" in texts(result)
+    assert not any(m.get("custom") for m in result["responses"])
     assert [e["event"] for e in result["events"]] == ["rewind"]  # reverted: no fallback loop afterwards
 
 

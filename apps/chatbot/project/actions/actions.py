@@ -4,7 +4,7 @@
 They reach the recommender and fraud apps over HTTP only (``services.py``); when one is down or slow the user gets
 a polite message and the conversation goes on. ``action_default_fallback`` (the end of the two-stage fallback) and
 ``action_handoff`` hand the conversation to a human with a summary, appended to ``MLREF_HANDOFF_LOG`` (JSONL) when
-that is set.
+that is set; the customer sees only a sentence with the handoff's reference.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ class ActionRecommendProducts(Action):
         # an anonymous or unknown customer gets the recommender's answer for a user it does not know (popular items)
         user = services.customer(tracker.sender_id).get("recommender_user", "anonymous")
         try:
-            titles = await services.recommendations(str(user), k=3)
+            recs = await services.recommendations(str(user), k=3)
         except services.ServiceUnavailable as exc:
             log.warning("recommender unavailable: %s", exc)
             dispatcher.utter_message(
@@ -83,10 +84,16 @@ class ActionRecommendProducts(Action):
                 "Anything else I can help with?"
             )
             return []
-        if not titles:
+        if not recs.titles:
             dispatcher.utter_message(text="I don't have any suggestions for you yet. Anything else?")
             return []
-        dispatcher.utter_message(text="You might like: " + "; ".join(titles) + ".")
+        listed = "; ".join(recs.titles) + "."
+        if recs.personalised:
+            dispatcher.utter_message(text="Picked for you from what you've bought: " + listed)
+        else:
+            dispatcher.utter_message(
+                text="I don't know your taste yet, so these are our popular items, not personal picks: " + listed
+            )
         return []
 
 
@@ -104,7 +111,8 @@ class ActionCheckCharge(Action):
         return "action_check_charge"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        transactions = services.customer(tracker.sender_id).get("transactions", [])
+        # the store dates charges relative to today ("days_ago"): the fraud service refuses stale timestamps
+        transactions = services.dated_transactions(services.customer(tracker.sender_id).get("transactions", []))
         tx = _pick_transaction(transactions, tracker.latest_message.get("text", ""))
         if tx is None:
             dispatcher.utter_message(
@@ -146,9 +154,22 @@ class ActionCheckCharge(Action):
         return []
 
 
+def said(tracker: Tracker) -> list[dict[str, Any]]:
+    """The user messages of the conversation, each once: a message Rasa took back (``rewind``, e.g. the two-stage
+    fallback replacing the user's answer with its clarified copy) is not counted again."""
+    kept: list[dict[str, Any]] = []
+    for e in tracker.events:
+        kind = e.get("event")
+        if kind == "user":
+            kept.append(e)
+        elif kind == "rewind" and kept:
+            kept.pop()
+    return kept
+
+
 def conversation_summary(tracker: Tracker, max_turns: int = 6) -> dict[str, Any]:
     """What a human agent needs: the customer, the intents and slots seen, and the last user messages."""
-    users = [e for e in tracker.events if e.get("event") == "user"]
+    users = said(tracker)
     intents = [(e.get("parse_data") or {}).get("intent", {}).get("name") for e in users]
     return {
         "sender_id": tracker.sender_id,
@@ -161,20 +182,26 @@ def conversation_summary(tracker: Tracker, max_turns: int = 6) -> dict[str, Any]
     }
 
 
+def handoff_reference() -> str:
+    """A short reference the customer can quote to the colleague (``H-7K2Q9F``)."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+    return "H-" + "".join(secrets.choice(alphabet) for _ in range(6))
+
+
 def _hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -> list[EventType]:
-    summary = {**conversation_summary(tracker), "reason": reason}
+    """The summary goes to the handoff log (``MLREF_HANDOFF_LOG``) only; the customer gets a sentence with the
+    reference the colleague sees, never the payload."""
+    summary = {"reference": handoff_reference(), **conversation_summary(tracker), "reason": reason}
     path = os.environ.get("MLREF_HANDOFF_LOG")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(summary) + "\n")
-    recent = "; ".join(m for m in summary["last_messages"][-3:] if m)
+    else:
+        log.warning("MLREF_HANDOFF_LOG is not set: handoff %s is only in this log: %s", summary["reference"], summary)
     dispatcher.utter_message(
-        text="I'm passing you to a colleague, who will reply here shortly. I've sent them a "
-        f"summary: {summary['turns']} messages, topics "
-        f"{', '.join(dict.fromkeys(summary['intents'])) or 'none'}; "
-        f'you said: "{recent}".',
-        json_message={"handoff": summary},
+        text=f"I'm passing you to a colleague, who will reply here shortly (reference {summary['reference']}). "
+        "They can see what we've talked about, so you won't need to repeat yourself."
     )
     return []
 
@@ -196,6 +223,7 @@ INTENT_DESCRIPTIONS = {
     "human_handoff": "talk to a person",
     "out_of_scope": "ask something I can't help with",
     "start_over": "start over",
+    "cancel_order": "cancel an order",
 }
 
 

@@ -23,6 +23,9 @@ import json
 import logging
 import os
 import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -109,8 +112,17 @@ async def _call(method: str, url: str, body: dict[str, Any] | None = None) -> di
     return data
 
 
-async def recommendations(user: str, k: int = 3) -> list[str]:
-    """Titles (or ids) of the recommender's top ``k`` items for ``user``."""
+@dataclass(frozen=True)
+class Recommendations:
+    """The recommender's answer as the actions use it: item titles (or ids), and whether the list is personal (the
+    recommender knows the user) or its popular items (an unknown or anonymous user: ``known_user: false``)."""
+
+    titles: list[str]
+    personalised: bool
+
+
+async def recommendations(user: str, k: int = 3) -> Recommendations:
+    """The recommender's top ``k`` items for ``user``."""
     base = setting("MLREF_RECOMMENDER_URL", "http://127.0.0.1:8001")
     data = await _call("GET", f"{base}/v1/users/{quote(user, safe='')}/recommendations?k={k}")
     items = data.get("items")
@@ -122,7 +134,29 @@ async def recommendations(user: str, k: int = 3) -> list[str]:
         if isinstance(name, bool) or not isinstance(name, (str, int)) or not str(name).strip():
             raise ServiceUnavailable("recommender: an item without a title or id")
         titles.append(str(name).strip())
-    return titles
+    # personal only when the recommender says so; anything else is shown as popular items, never as "for you"
+    personalised = data.get("known_user") is True and data.get("strategy") != "popular"
+    return Recommendations(titles, personalised)
+
+
+def dated_transactions(transactions: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+    """The store's card payments with ISO timestamps (UTC, seconds) relative to ``now`` (default: the clock).
+
+    The store dates a payment by ``days_ago`` (days before now, fractions allowed), so the demo's charges stay
+    inside the fraud service's window (not in the future, not more than ``max_late_days`` before its newest
+    transaction) whenever it runs; an absolute ``timestamp`` is kept as it is."""
+    now = time.time() if now is None else now
+    out = []
+    for tx in transactions:
+        tx = dict(tx)
+        if "days_ago" in tx:
+            days = tx.pop("days_ago")
+            if isinstance(days, bool) or not isinstance(days, (int, float)) or not 0 <= days <= 3650:
+                raise ValueError(f"shop store: transaction {tx.get('tx_id')!r}: days_ago must be a number in [0, 3650]")
+            moment = datetime.fromtimestamp(now - days * 86400.0, timezone.utc).replace(tzinfo=None)
+            tx["timestamp"] = moment.isoformat(timespec="seconds")
+        out.append(tx)
+    return out
 
 
 async def score_transaction(tx: dict[str, Any]) -> dict[str, Any]:
