@@ -8,7 +8,6 @@ The commands and options follow the contract in ``common/cli.py``.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -260,7 +259,7 @@ def chat(
     import httpx
 
     from apps.chatbot import identity
-    from apps.chatbot.service import say
+    from apps.chatbot.service import customer_lines, say
 
     customer_token = None
     if customer:
@@ -282,8 +281,8 @@ def chat(
         if not text:
             continue
         try:
-            for m in say(url, sender, text, token=customer_token):
-                typer.echo("bot> " + (m.get("text") or json.dumps({k: v for k, v in m.items() if v is not None})))
+            for line in customer_lines(say(url, sender, text, token=customer_token)):
+                typer.echo("bot> " + line)
         except httpx.HTTPStatusError as exc:
             try:
                 detail = exc.response.json().get("message") or exc.response.json().get("detail")

@@ -2,7 +2,8 @@
 
 Routes (besides common's /healthz, /readyz, /metrics, /v1/model, /admin/reload, /docs):
 
-- ``POST /v1/messages``: ``{"sender": conversation id, "text": message}`` -> the bot's messages. The message is
+- ``POST /v1/messages``: ``{"sender": conversation id, "text": message}`` -> the bot's messages (text, buttons,
+  images; never Rasa's custom payloads, which are internal, e.g. a handoff summary). The message is
   capped at :data:`~apps.chatbot.text.MAX_MESSAGE_CHARS` characters (422 above; bodies over
   ``MLREF_MAX_BODY_BYTES`` get 413 unread) and normalised (:func:`~apps.chatbot.text.normalise_message`) before
   Rasa sees it; a message that is empty once normalised, or that starts with ``/`` but is not a plain button
@@ -121,7 +122,6 @@ class BotMessage(BaseModel):
     text: str | None = None
     buttons: list[Button] | None = None
     image: str | None = None
-    custom: dict[str, Any] | None = Field(None, description="structured payloads, e.g. a handoff summary")
 
 
 class MessagesOut(BaseModel):
@@ -132,7 +132,8 @@ class MessagesOut(BaseModel):
 
 
 def _bot_message(raw: Any) -> BotMessage | None:
-    """Rasa's message -> the documented shape (unknown keys and malformed parts dropped)."""
+    """Rasa's message -> the documented shape (unknown keys and malformed parts dropped). Custom payloads (e.g. a
+    handoff summary) are internal: they never reach the customer, and a message that is only one is dropped."""
     if not isinstance(raw, dict):
         return None
     text = raw.get("text") if isinstance(raw.get("text"), str) else None
@@ -142,10 +143,9 @@ def _bot_message(raw: Any) -> BotMessage | None:
         if isinstance(b, dict) and isinstance(b.get("title"), str) and isinstance(b.get("payload"), str)
     ]
     image = raw.get("image") if isinstance(raw.get("image"), str) else None
-    custom = raw.get("custom") if isinstance(raw.get("custom"), dict) else None
-    if text is None and not buttons and image is None and custom is None:
+    if not (text and text.strip()) and not buttons and image is None:
         return None
-    return BotMessage(text=text, buttons=buttons or None, image=image, custom=custom)
+    return BotMessage(text=text, buttons=buttons or None, image=image)
 
 
 def _text_error(message: str) -> RequestValidationError:
@@ -295,3 +295,20 @@ def say(
     r = httpx.post(f"{url}/v1/messages", json={"sender": sender, "text": text}, headers=headers, timeout=timeout_s)
     r.raise_for_status()
     return r.json()["messages"]
+
+
+def customer_lines(messages: list[dict[str, Any]]) -> list[str]:
+    """What a customer sees of the bot's messages, one line each: the text, with buttons as ``[title]`` options.
+
+    Anything else (a custom payload from an older gateway, an empty message) is not shown: internal payloads such
+    as handoff summaries go to the handoff log, never to the customer."""
+    lines = []
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        text = m.get("text") if isinstance(m.get("text"), str) else ""
+        titles = [b["title"] for b in m.get("buttons") or [] if isinstance(b, dict) and isinstance(b.get("title"), str)]
+        line = " ".join([text.strip(), *(f"[{t}]" for t in titles)]).strip()
+        if line:
+            lines.append(line)
+    return lines

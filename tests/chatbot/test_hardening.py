@@ -107,9 +107,10 @@ def test_gateway_is_a_common_serving_service(rasa: FakeRasa) -> None:
             "text": "echo: hello",
             "buttons": [{"title": "Talk to a person", "payload": "/human_handoff"}],
             "image": None,
-            "custom": None,
         }
-        assert body["messages"][1]["custom"] == {"handoff": {"turns": 1}} and len(body["messages"]) == 2
+        assert len(body["messages"]) == 1  # the custom payload (a handoff summary) is internal: dropped
+        assert '"turns"' not in r.text and '"custom"' not in r.text
+        assert "custom" not in json.dumps(client.get("/openapi.json").json()["components"]["schemas"]["BotMessage"])
         assert "recipient_id" not in json.dumps(body)  # Rasa's internal conversation id is not echoed
         assert rasa.service.headers[-1]["X-Rasa-Token"] == RASA_TOKEN  # Rasa's channel is called with the token
         assert client.get("/healthz").json() == {"status": "ok"}
@@ -119,6 +120,42 @@ def test_gateway_is_a_common_serving_service(rasa: FakeRasa) -> None:
         assert "/v1/messages" in client.get("/openapi.json").json()["paths"]
         assert client.get("/webhooks/rest/webhook").status_code == 404  # unknown paths are 404, not 500
         assert client.delete("/model").status_code in (404, 405)
+
+
+def test_chat_shows_customers_only_text(rasa: FakeRasa) -> None:
+    """`chat` printed a message without text as JSON: the handoff payload reached the customer's screen."""
+    from apps.chatbot.__main__ import app
+
+    old_gateway = FakeService(
+        lambda method, path, body: (
+            200,
+            {
+                "sender": "terminal",
+                "customer": None,
+                "model_version": "1",
+                "messages": [
+                    {"text": "I'm passing you to a colleague (reference H-ABC234).", "custom": None},
+                    {"text": None, "custom": {"handoff": {"turns": 1, "last_messages": ["secret"]}}},
+                    {
+                        "text": "Did you want to check an order?",
+                        "buttons": [{"title": "Yes", "payload": "/order_status"}],
+                    },
+                ],
+            },
+            0.0,
+        )
+    )
+    try:
+        r = CliRunner().invoke(app, ["chat", "--url", old_gateway.url], input="I want a human\n/quit\n")
+    finally:
+        old_gateway.close()
+    assert r.exit_code == 0, r.output
+    shown = [line[line.index("bot> ") :] for line in r.stdout.splitlines() if "bot> " in line]  # after "you> "
+    assert shown == [
+        "bot> I'm passing you to a colleague (reference H-ABC234).",
+        "bot> Did you want to check an order? [Yes]",
+    ]
+    assert "handoff" not in r.stdout and "secret" not in r.stdout
 
 
 def test_gateway_api_key_and_body_limit(rasa: FakeRasa, monkeypatch: pytest.MonkeyPatch) -> None:
