@@ -210,8 +210,8 @@ def monitor(
     ),
     ref: str = cli.REF,
 ) -> None:
-    """Sensor drift per operating condition against the training data, and error/coverage on observed failures.
-    Exit 1 on any alert."""
+    """Sensor drift per operating condition against the training readings at the same ages (training units that
+    had lived as long), and error/coverage on observed failures. Exit 1 on any alert."""
     from apps.maintenance.data import read_fleet
     from apps.maintenance.lifecycle import load_version
     from apps.maintenance.lifecycle import monitor as run_monitor

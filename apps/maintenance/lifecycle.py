@@ -10,17 +10,25 @@ import numpy as np
 import pandas as pd
 
 from apps.maintenance.config import REGISTRY_NAME, Config
-from apps.maintenance.data import FAILED, UNIT, failure_times, validate_fleet
+from apps.maintenance.data import CYCLE, FAILED, UNIT, failure_times, validate_fleet
 from apps.maintenance.features import add_rul
 from apps.maintenance.model import RULModel
+from apps.maintenance.reference import (
+    AGE_REFERENCE_FILE,
+    CONDITION,
+    LIFE,
+    age_matched_profile,
+    alive_until,
+    load_reference_rows,
+    save_reference_rows,
+    scaled,
+)
 from apps.maintenance.train import train
 from common import monitoring, registry, retraining
 from common.data import DataError, fingerprint, write_table
 from common.metrics.regression import rmse
 
 log = logging.getLogger(__name__)
-
-CONDITION = "condition"
 
 
 def condition_reference_name(k: int) -> str:
@@ -30,15 +38,20 @@ def condition_reference_name(k: int) -> str:
 def register(
     model: RULModel, histories: pd.DataFrame, *, metrics: dict[str, float], dataset: str, alias: str | None = None
 ) -> registry.ModelVersion:
-    """Save ``model`` with its monitoring references (scaled sensors + condition mix + predictions overall, raw
-    sensors per operating condition) and register it, tagged with ``last_training_timestamp``: the failure time
-    of the newest training unit (see :func:`apps.maintenance.data.failure_times`)."""
+    """Save ``model`` with its monitoring references and register it, tagged with ``last_training_timestamp``: the
+    failure time of the newest training unit (see :func:`apps.maintenance.data.failure_times`).
+
+    References: the training rows with cycle and condition (:data:`AGE_REFERENCE_FILE`), from which
+    :func:`monitor` draws the readings at the monitored units' ages; and the all-ages profiles (scaled sensors +
+    condition mix in ``reference.json``, raw sensors per operating condition), which models registered before the
+    age-matched reference are still monitored against."""
     cond = model.pre.conditions(histories)
     scaled = pd.DataFrame(model.pre.transform(histories), columns=model.pre.sensors)
     scaled[CONDITION] = [f"c{k}" for k in cond]
 
     def build(path: Path) -> None:
         model.save(path)
+        save_reference_rows(model.pre, histories, path / AGE_REFERENCE_FILE)
         monitoring.ReferenceProfile.from_frame(scaled, categorical=[CONDITION]).save(path / monitoring.REFERENCE_FILE)
         for k in range(model.pre.n_conditions):
             rows = histories.loc[cond == k, model.pre.sensors]
@@ -118,22 +131,53 @@ def monitor(
     coverage_tolerance: float = 0.1,
     rmse_factor: float = 1.5,
 ) -> monitoring.MonitorVerdict:
-    """Sensor drift of ``recent`` rows overall and per operating condition against the training references; once
-    failures are observed (units with ``failed == 1``), RMSE and interval coverage on them. Alerts: drift in
-    any condition, coverage below ``1 - alpha - coverage_tolerance``, RMSE above ``rmse_factor`` x the
-    validation RMSE recorded at training. The report goes to ``out_dir``."""
+    """Sensor drift of ``recent`` rows per operating condition and overall against the training readings at the
+    same ages (:mod:`apps.maintenance.reference`: training rows at the recent rows' cycles, of units that lived
+    at least as long as the recent units have run, so a fleet early in life is not compared with histories that
+    end in failure); once failures are observed (units with ``failed == 1``), RMSE and interval coverage on them.
+    Alerts: drift in any condition, coverage below ``1 - alpha - coverage_tolerance``, RMSE above
+    ``rmse_factor`` x the validation RMSE recorded at training. The report goes to ``out_dir``; ``stats`` holds
+    the largest PSI per condition. A model registered without the age-matched reference is compared with its
+    all-ages profiles, with a warning in the report."""
     recent = validate_fleet(recent, source="recent data")
-    cond = model.pre.conditions(recent)
+    pre = model.pre
+    cond = pre.conditions(recent)
+    cycles, alive = recent[CYCLE].to_numpy(), alive_until(recent)
     alerts: list[str] = []
+    warnings: list[str] = []
     stats: dict[str, Any] = {"units": int(recent[UNIT].nunique()), "rows": len(recent)}
+    age_path = Path(model_dir) / AGE_REFERENCE_FILE
+    ref = load_reference_rows(age_path, pre) if age_path.exists() else None
+    stats["age_matched"] = ref is not None
+    if ref is None:
+        warnings.append(
+            "this model version was registered without the age-matched reference: drift compares the recent rows "
+            "with training rows of all ages, so a fleet early in life reads as drifted; register it again"
+        )
+    ref_cond = ref[CONDITION].to_numpy() if ref is not None else np.zeros(0, np.int64)
     per_condition: dict[str, list[str]] = {}
-    for k in range(model.pre.n_conditions):
-        ref_path = Path(model_dir) / condition_reference_name(k)
-        rows = recent.loc[cond == k, model.pre.sensors]
+    for k in range(pre.n_conditions):
+        rows = recent.loc[cond == k, pre.sensors]
         stats[f"rows_condition_{k}"] = len(rows)
-        if not ref_path.exists() or len(rows) == 0:
+        if len(rows) == 0:
             continue
-        rep = monitoring.detect_drift(monitoring.ReferenceProfile.load(ref_path), rows)
+        if ref is not None:
+            if not (ref_cond == k).any():
+                continue
+            mine = ref_cond == k
+            profile = age_matched_profile(
+                ref.loc[mine, pre.sensors],
+                ref.loc[mine, CYCLE].to_numpy(),
+                ref.loc[mine, LIFE].to_numpy(),
+                cycles[cond == k],
+                alive[cond == k],
+            )
+        elif (Path(model_dir) / condition_reference_name(k)).exists():
+            profile = monitoring.ReferenceProfile.load(Path(model_dir) / condition_reference_name(k))
+        else:
+            continue
+        rep = monitoring.detect_drift(profile, rows)
+        stats[f"max_psi_condition_{k}"] = round(float(rep.features["psi"].max()), 4)
         if rep.drifted_features:
             per_condition[f"c{k}"] = rep.drifted_features
             alerts.append(f"sensor drift in operating condition c{k}: {', '.join(rep.drifted_features)}")
@@ -149,15 +193,27 @@ def monitor(
             alerts.append(
                 f"RMSE {perf['rmse']:.1f} on observed failures > {rmse_factor} x validation {float(ref_rmse):.1f}"
             )
-    current = pd.DataFrame(model.pre.transform(recent), columns=model.pre.sensors)
+    reference: monitoring.ReferenceProfile | Path = Path(model_dir)
+    if ref is not None:
+        current = pd.DataFrame(scaled(pre, recent[pre.sensors].to_numpy(), cond), columns=pre.sensors)
+        overall = pd.DataFrame(scaled(pre, ref[pre.sensors].to_numpy(), ref_cond), columns=pre.sensors)
+        overall[CONDITION] = [f"c{k}" for k in ref_cond]
+        reference = age_matched_profile(
+            overall, ref[CYCLE].to_numpy(), ref[LIFE].to_numpy(), cycles, alive, categorical=(CONDITION,)
+        )
+        stats["reference_effective_rows"] = reference.meta["effective_rows"]
+    else:
+        current = pd.DataFrame(pre.transform(recent), columns=pre.sensors)
     current[CONDITION] = [f"c{k}" for k in cond]
     verdict = monitoring.run_check(
-        Path(model_dir),
+        reference,
         current,
         out_dir,
-        title=f"{REGISTRY_NAME}: recent readings vs training",
+        title=f"{REGISTRY_NAME}: recent readings vs training readings"
+        + (" at the same ages" if ref is not None else ""),
         extra_alerts=alerts,
         stats=stats,
+        warnings=warnings,
     )
     verdict.stats["drift_by_condition"] = per_condition
     return verdict
