@@ -148,7 +148,10 @@ def register(
             :mod:`common.retraining` uses to refuse comparisons on data a model was trained on.
     """
     model_dir = Path(model_dir)
+    t0 = time.perf_counter()
     digest = hash_dir(model_dir)
+    size_mb = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file()) / 1e6
+    log.info("%s: sha256 of the model directory (%.1f MB) in %.1f s", name, size_mb, time.perf_counter() - t0)
     active = mlflow.active_run()
     version_tags = {"sha256": digest, "git_commit": git_commit(), **dict(tags or {})}
     if data_fingerprint:
@@ -165,7 +168,9 @@ def register(
         ) as run:
             if metrics:
                 tracking.log_metrics(metrics)
+            t0 = time.perf_counter()
             tracking.log_artifact(model_dir, "model")
+            log.info("%s: model directory stored as an MLflow artifact in %.1f s", name, time.perf_counter() - t0)
             run_id = run.info.run_id
             source = f"{run.info.artifact_uri.rstrip('/')}/model"
         version_tags.setdefault(TRAINING_RUN_TAG, run_id)

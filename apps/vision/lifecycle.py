@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,16 +110,24 @@ def register(
     ``seen``: content hashes of images the model learnt from before ``train`` (a fine-tuned model inherits its
     parent's); stored with ``train``'s in ``seen_images.npy``.
     """
+    t0 = time.perf_counter()
     seen_all = np.union1d(content_hashes(train), seen if seen is not None else np.zeros(0, np.uint64))
+    log.info("register: content hashes of %d training images in %.1f s", len(train), time.perf_counter() - t0)
     g = torch.Generator().manual_seed(0)
     ref = train.subset(torch.randperm(len(train), generator=g)[:REFERENCE_IMAGES].sort().values.numpy())
+    t0 = time.perf_counter()
     pca = fit_pca(model.embed(ref.images).numpy())
+    log.info("register: embeddings and PCA of %d reference images in %.1f s", len(ref), time.perf_counter() - t0)
+    t0 = time.perf_counter()
     frame = monitoring_frame(model, ref, pca)
+    log.info("register: monitoring reference (statistics, components, predictions) in %.1f s", time.perf_counter() - t0)
     model.meta["reference_confidence"] = float(frame["confidence"].mean())
 
     def build(path: Path) -> None:
         model.save(path)
+        t0 = time.perf_counter()
         export(path)
+        log.info("register: TorchScript and ONNX exports written in %.1f s", time.perf_counter() - t0)
         (path / PCA_FILE).write_text(json.dumps(pca))
         np.save(path / SEEN_FILE, seen_all.astype(np.uint64), allow_pickle=False)
         monitoring.ReferenceProfile.from_frame(frame, categorical=["prediction"]).save(path / monitoring.REFERENCE_FILE)
