@@ -160,6 +160,37 @@ def webhook_latency(url: str, n: int, *, warmup: int = 20, token: str | None = N
     }
 
 
+def gateway_vs_direct(
+    assistant: service.Assistant, n: int, *, warmup: int = 20, customer: str = "alice", secret: bytes
+) -> dict[str, dict[str, float]]:
+    """The same script sent through the gateway and straight to Rasa's channel (loopback, token), interleaved
+    message by message so that load on the machine hits both alike: ``{"gateway": {...}, "direct_to_rasa": {...},
+    "p95_ratio": gateway/direct}``. Each path has conversations of its own (same customer)."""
+    token = identity.mint_token(customer, secret)
+    upstream = service.Upstream(assistant.servers.url, assistant.servers.token)
+    times: dict[str, list[float]] = {"gateway": [], "direct_to_rasa": []}
+    try:
+        for i in range(warmup + n):
+            text = LATENCY_SCRIPT[i % len(LATENCY_SCRIPT)]
+            conv = f"bench-{i // len(LATENCY_SCRIPT)}"
+            for path in ("gateway", "direct_to_rasa") if i % 2 == 0 else ("direct_to_rasa", "gateway"):
+                t0 = time.perf_counter()
+                if path == "gateway":
+                    service.say(assistant.url, conv, text, token=token)
+                else:
+                    upstream.say(f"{customer}:direct-{conv}", text)
+                if i >= warmup:
+                    times[path].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        upstream.client.close()
+    out: dict[str, Any] = {}
+    for path, t in times.items():
+        q = np.percentile(t, [50, 95])
+        out[path] = {"p50_ms": float(q[0]), "p95_ms": float(q[1]), "max_ms": float(max(t)), "requests": n}
+    out["p95_ratio"] = round(out["gateway"]["p95_ms"] / out["direct_to_rasa"]["p95_ms"], 3)
+    return out
+
+
 def run_bench(
     dataset: Path | None,
     *,
@@ -198,12 +229,15 @@ def run_bench(
     run_dir = lifecycle.workdir("bench-serve")
     secret = secrets.token_bytes(32)
     with service.running(trained.model, run_dir, cfg, tracker_db=run_dir / "tracker.db", secret=secret) as assistant:
-        latency = webhook_latency(assistant.url, latency_requests, token=identity.mint_token("alice", secret))
+        pair = gateway_vs_direct(assistant, latency_requests, secret=secret)
+        latency = pair["gateway"]
         load_s = assistant.servers.load_s
     doc["serving"] = {
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "path": "gateway POST /v1/messages -> Rasa (loopback, token) -> action server",
         "gateway_messages": latency,
+        "direct_to_rasa": pair["direct_to_rasa"],  # the same messages without the gateway, interleaved
+        "gateway_p95_ratio": pair["p95_ratio"],
         "model_load_s": round(load_s, 1),
         "assistant_test_stories": trained.stories,
         "assistant_holdout": {k: trained.holdout[k] for k in ("accuracy", "macro_f1", "n")},

@@ -269,6 +269,22 @@ def test_the_bench_measures_replies_through_the_gateway(rasa: FakeRasa) -> None:
     assert [m["sender"] for m in rasa.messages()] == ["alice:bench-0"] * 4  # all through the gateway's channel
 
 
+def test_the_bench_times_the_gateway_and_rasa_directly_side_by_side(rasa: FakeRasa) -> None:
+    from types import SimpleNamespace
+
+    from apps.chatbot.bench import gateway_vs_direct
+    from apps.chatbot.service import Assistant
+    from common import serving
+
+    with serving.BackgroundServer(gateway(rasa)) as gw:
+        assistant = Assistant(url=gw.url, servers=SimpleNamespace(url=rasa.url, token=RASA_TOKEN), app=None)
+        res = gateway_vs_direct(assistant, 4, warmup=2, secret=SECRET)
+    assert res["gateway"]["requests"] == res["direct_to_rasa"]["requests"] == 4
+    assert res["p95_ratio"] == pytest.approx(res["gateway"]["p95_ms"] / res["direct_to_rasa"]["p95_ms"], rel=1e-2)
+    senders = [m["sender"] for m in rasa.messages()]
+    assert senders.count("alice:bench-0") == 6 and senders.count("alice:direct-bench-0") == 6  # both paths, alike
+
+
 # -------------------------------------------------------------------------------------------------------- serve
 def test_serve_before_any_training_says_to_train_first() -> None:
     r = subprocess.run(
