@@ -248,7 +248,7 @@ def read_tracker(db: Path, *, days: float | None = None) -> tuple[pd.DataFrame, 
     actions = events[events["type_name"] == "action"][["timestamp", "sender_id", "action_name"]]
     actions = actions.rename(columns={"action_name": "action"})
     actions["action"] = actions["action"].map(_name)
-    # a handoff is a bot message carrying the summary payload (action_handoff, or action_default_fallback run
+    # a handoff is a bot message marked with the handoff's reference (action_handoff, or action_default_fallback run
     # inside the two-stage fallback, which logs no action event of its own)
     handoffs = [
         {"timestamp": r.timestamp, "sender_id": r.sender_id, "action": HANDOFF}
@@ -282,6 +282,11 @@ def _number(value: Any) -> float:
 
 
 def _is_handoff(data: dict[str, Any]) -> bool:
+    """A bot message of a handoff: its metadata names the handoff's reference (the summary itself is only in the
+    handoff log), or, in conversations stored before that, it carries the summary as a custom payload."""
+    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    if isinstance(metadata.get("handoff"), str):
+        return True
     payload = data.get("data") if isinstance(data.get("data"), dict) else {}
     custom = payload.get("custom")
     return isinstance(custom, dict) and "handoff" in custom

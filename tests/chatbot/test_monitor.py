@@ -26,7 +26,8 @@ SCHEMA = (
 
 
 def make_tracker(path: Path, conversations: list[list[tuple]], *, age_days: float = 0.0) -> Path:
-    """Conversations of ("user", text, intent, confidence), ("action", name) and ("bot", custom payload) steps ->
+    """Conversations of ("user", text, intent, confidence), ("action", name) and ("bot", custom payload[, metadata])
+    steps ->
     a tracker store."""
     con = sqlite3.connect(path)
     con.execute(SCHEMA)
@@ -51,8 +52,10 @@ def make_tracker(path: Path, conversations: list[list[tuple]], *, age_days: floa
                     "(?, 'user', ?, ?, ?)",
                     (sender, t, intent, json.dumps(data)),
                 )
-            elif step[0] == "bot":  # a bot message with a custom payload
+            elif step[0] == "bot":  # a bot message with a custom payload (and metadata)
                 data = {"event": "bot", "timestamp": t, "text": "passing you on", "data": {"custom": step[1]}}
+                if len(step) > 2:
+                    data["metadata"] = step[2]
                 con.execute(
                     "INSERT INTO events (sender_id, type_name, timestamp, data) VALUES (?, 'bot', ?, ?)",
                     (sender, t, json.dumps(data)),
@@ -117,10 +120,11 @@ def test_fallbacks_handoffs_and_drift_alert_and_low_confidence_is_exported(tmp_p
             ("user", "zzz qqq", "nlu_fallback", 0.1),
             ("action", "action_two_stage_fallback"),
             # the two-stage fallback gives up by running action_default_fallback inside itself: no action event,
-            # only the bot message with the handoff summary
-            ("bot", {"handoff": {"turns": 2}}),
+            # only the bot message: marked with the handoff's reference (the summary is in the handoff log only);
+            # conversations stored before that carry the summary as a custom payload
+            ("bot", None, {"handoff": "H-ABC234"}) if n % 2 else ("bot", {"handoff": {"turns": 2}}),
         ]
-        for _ in range(15)
+        for n in range(15)
     ]
     convs += [
         [

@@ -201,7 +201,8 @@ def _hand_off(dispatcher: CollectingDispatcher, tracker: Tracker, reason: str) -
         log.warning("MLREF_HANDOFF_LOG is not set: handoff %s is only in this log: %s", summary["reference"], summary)
     dispatcher.utter_message(
         text=f"I'm passing you to a colleague, who will reply here shortly (reference {summary['reference']}). "
-        "They can see what we've talked about, so you won't need to repeat yourself."
+        "They can see what we've talked about, so you won't need to repeat yourself.",
+        handoff=summary["reference"],  # Rasa keeps it in the bot event's metadata (monitor counts handoffs by it)
     )
     return []
 
