@@ -86,6 +86,20 @@ def test_the_fastest_measured_candidate_wins_whichever_it_is(monkeypatch: pytest
         assert p.rates[p.name] == pytest.approx(len(x) / 0.1) and len(p.rates) == 4
 
 
+def test_clearly_slower_candidates_stop_being_timed_after_one_round() -> None:
+    cost = {(True, True): 1.0, (True, False): 1.4, (False, True): 4.0, (False, False): 5.0}
+    calls: list[tuple[bool, bool]] = []
+
+    def step(c: tuple[bool, bool]) -> float:
+        calls.append(c)
+        return cost[c]
+
+    times = precision.timed_rounds(list(cost), step, rounds=3)
+    assert times == cost  # every candidate keeps a time (ranks under torchrun sum the same keys)
+    assert calls.count((True, True)) == calls.count((True, False)) == 1 + 3  # warm-up + every round
+    assert calls.count((False, True)) == calls.count((False, False)) == 1 + 1  # warm-up + the first round only
+
+
 def test_a_real_measurement_leaves_the_net_untouched_and_is_cached() -> None:
     net, x, y = _batch()
     before = copy.deepcopy(net.state_dict())
