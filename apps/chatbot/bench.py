@@ -150,13 +150,18 @@ def webhook_latency(url: str, n: int, *, warmup: int = 20, token: str | None = N
         service.say(url, sender, text, token=token)
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1e3)
-    q = np.percentile(times, [50, 95])
+    return _latency_summary(times)
+
+
+def _latency_summary(times_ms: list[float]) -> dict[str, float]:
+    """p50/p95/max/mean milliseconds and the count of ``times_ms``."""
+    q = np.percentile(times_ms, [50, 95])
     return {
         "p50_ms": float(q[0]),
         "p95_ms": float(q[1]),
-        "max_ms": float(max(times)),
-        "mean_ms": statistics.fmean(times),
-        "requests": n,
+        "max_ms": float(max(times_ms)),
+        "mean_ms": statistics.fmean(times_ms),
+        "requests": len(times_ms),
     }
 
 
@@ -183,10 +188,7 @@ def gateway_vs_direct(
                     times[path].append((time.perf_counter() - t0) * 1e3)
     finally:
         upstream.client.close()
-    out: dict[str, Any] = {}
-    for path, t in times.items():
-        q = np.percentile(t, [50, 95])
-        out[path] = {"p50_ms": float(q[0]), "p95_ms": float(q[1]), "max_ms": float(max(t)), "requests": n}
+    out: dict[str, Any] = {path: _latency_summary(t) for path, t in times.items()}
     out["p95_ratio"] = round(out["gateway"]["p95_ms"] / out["direct_to_rasa"]["p95_ms"], 3)
     return out
 

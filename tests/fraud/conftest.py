@@ -27,3 +27,14 @@ def tiny_model(tiny_prepared: pd.DataFrame) -> FraudModel:
     cfg = FraudConfig()
     params = {**cfg.xgb.params(), "n_estimators": 60}
     return train_model(tiny_prepared, cfg, params=params)
+
+
+def tx_body(r) -> dict:
+    """The JSON body of ``POST /v1/transactions/score`` for one row of a transactions frame."""
+    return {
+        "tx_id": int(r.tx_id),
+        "timestamp": r.timestamp.isoformat(),
+        "customer_id": int(r.customer_id),
+        "terminal_id": int(r.terminal_id),
+        "amount": float(r.amount),
+    }

@@ -12,16 +12,7 @@ from apps.fraud.data import TIMESTAMP
 from apps.fraud.features import FEATURE_GROUPS, compute_features, feature_label, feature_names
 from apps.fraud.model import FraudModel
 from apps.fraud.service import build_app
-
-
-def _body(r) -> dict:
-    return {
-        "tx_id": int(r.tx_id),
-        "timestamp": r.timestamp.isoformat(),
-        "customer_id": int(r.customer_id),
-        "terminal_id": int(r.terminal_id),
-        "amount": float(r.amount),
-    }
+from tests.fraud.conftest import tx_body
 
 
 @pytest.fixture
@@ -80,7 +71,7 @@ def test_api_explanations_agree_with_the_decision(split, tiny_model: FraudModel)
     with TestClient(app) as client:
         outs = []
         for r in rows.itertuples(index=False):
-            resp = client.post("/v1/transactions/score?explain=true", json=_body(r))
+            resp = client.post("/v1/transactions/score?explain=true", json=tx_body(r))
             assert resp.status_code == 200
             outs.append(resp.json())
     decisions = [o["decision"] for o in outs]
@@ -134,12 +125,12 @@ def test_bad_explain_values_get_422(split, tiny_model: FraudModel, bad: str) -> 
     app = build_app(history, model=tiny_model)
     with TestClient(app) as client:
         n = len(app.state.scorer.store)
-        resp = client.post(f"/v1/transactions/score?explain={bad}", json=_body(next(future.itertuples(index=False))))
+        resp = client.post(f"/v1/transactions/score?explain={bad}", json=tx_body(next(future.itertuples(index=False))))
         assert resp.status_code == 422, resp.text
         assert resp.json()["detail"][0]["loc"] == ["query", "explain"]
         assert len(app.state.scorer.store) == n  # refused: not scored, not added to the state
         explain_false = client.post(
-            "/v1/transactions/score?explain=false", json=_body(next(future.itertuples(index=False)))
+            "/v1/transactions/score?explain=false", json=tx_body(next(future.itertuples(index=False)))
         ).json()
         assert explain_false["reasons"] == [] and explain_false["summary"] is None
         assert explain_false["explanation"] is None

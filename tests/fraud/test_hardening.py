@@ -20,22 +20,13 @@ from apps.fraud.features import Transaction, compute_features
 from apps.fraud.lifecycle import alert_precision_from_logs
 from apps.fraud.service import build_app
 from common.config import get_settings
+from tests.fraud.conftest import tx_body
 
 
 @pytest.fixture
 def split(tiny_raw: pd.DataFrame):
     cut = tiny_raw[TIMESTAMP].min() + pd.Timedelta(days=56)
     return tiny_raw[tiny_raw[TIMESTAMP] < cut], tiny_raw[tiny_raw[TIMESTAMP] >= cut]
-
-
-def _body(r) -> dict:
-    return {
-        "tx_id": int(r.tx_id),
-        "timestamp": r.timestamp.isoformat(),
-        "customer_id": int(r.customer_id),
-        "terminal_id": int(r.terminal_id),
-        "amount": float(r.amount),
-    }
 
 
 def _busiest(history: pd.DataFrame) -> tuple[int, int]:
@@ -91,7 +82,7 @@ def test_late_transaction_inside_the_window_is_scored_on_its_own_past(split, tin
     got = {}
     with TestClient(app) as client:
         for pos in order:
-            r = client.post("/v1/transactions/score", json=_body(stream.iloc[pos]))
+            r = client.post("/v1/transactions/score", json=tx_body(stream.iloc[pos]))
             assert r.status_code == 200, r.text
             got[pos] = r.json()["score"]
             if pos == late:
@@ -109,7 +100,7 @@ def test_bad_amounts_are_refused_before_any_state_change(split, tiny_model, amou
     with TestClient(app) as client:
         before = _probe(app, card, terminal)
         n_before = len(app.state.scorer.store)
-        body = {**_body(future.iloc[0]), "customer_id": card, "terminal_id": terminal, "amount": amount}
+        body = {**tx_body(future.iloc[0]), "customer_id": card, "terminal_id": terminal, "amount": amount}
         # json.dumps writes inf/nan as Infinity/NaN, which the server's JSON parser reads as floats
         r = client.post(
             "/v1/transactions/score", content=json.dumps(body), headers={"Content-Type": "application/json"}
@@ -138,7 +129,7 @@ def test_bad_amounts_are_refused_before_any_state_change(split, tiny_model, amou
 def test_ids_are_bounded_strings_without_boolean_coercion(split, tiny_model, patch, field) -> None:
     history, future = split
     with TestClient(build_app(history, model=tiny_model)) as client:
-        r = client.post("/v1/transactions/score", json={**_body(future.iloc[0]), **patch})
+        r = client.post("/v1/transactions/score", json={**tx_body(future.iloc[0]), **patch})
     assert r.status_code == 422, r.text
     assert r.json()["message"].startswith(f"body.{field}:")
 
@@ -150,10 +141,10 @@ def test_string_and_huge_ids_round_trip_to_monitoring(split, tiny_model) -> None
     rows = list(future.head(3).itertuples(index=False))
     huge = 10**30
     with TestClient(build_app(history, model=tiny_model)) as client:
-        r1 = client.post("/v1/transactions/score", json={**_body(rows[0]), "tx_id": huge})
+        r1 = client.post("/v1/transactions/score", json={**tx_body(rows[0]), "tx_id": huge})
         r2 = client.post(
             "/v1/transactions/score",
-            json={**_body(rows[1]), "tx_id": "TX-0001", "customer_id": "C171", "terminal_id": "T9"},
+            json={**tx_body(rows[1]), "tx_id": "TX-0001", "customer_id": "C171", "terminal_id": "T9"},
         )
         assert r1.status_code == 200 and r1.json()["tx_id"] == str(huge)
         assert r2.status_code == 200 and r2.json()["tx_id"] == "TX-0001"
@@ -174,7 +165,7 @@ def test_string_and_huge_ids_round_trip_to_monitoring(split, tiny_model) -> None
 def test_same_tx_id_twice_is_scored_and_counted_once(split, tiny_model) -> None:
     """Issue #8 defect 9 (idempotency): the second call gets 409 and neither the state nor the log counts it."""
     history, future = split
-    body = _body(future.iloc[0])
+    body = tx_body(future.iloc[0])
     app = build_app(history, model=tiny_model)
     with TestClient(app) as client:
         assert client.post("/v1/transactions/score", json=body).status_code == 200

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from apps.fraud.data import TIMESTAMP
 from apps.fraud.service import build_app
+from tests.fraud.conftest import tx_body
 
 
 @pytest.fixture
@@ -16,23 +17,13 @@ def split(tiny_raw: pd.DataFrame):
     return tiny_raw[tiny_raw[TIMESTAMP] < cut], tiny_raw[tiny_raw[TIMESTAMP] >= cut]
 
 
-def _body(r) -> dict:
-    return {
-        "tx_id": int(r.tx_id),
-        "timestamp": r.timestamp.isoformat(),
-        "customer_id": int(r.customer_id),
-        "terminal_id": int(r.terminal_id),
-        "amount": float(r.amount),
-    }
-
-
 def test_score_good_request(split, tiny_model) -> None:
     history, future = split
     app = build_app(history, model=tiny_model)
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200
         rows = list(future.head(30).itertuples(index=False))
-        responses = [client.post("/v1/transactions/score", json=_body(r)) for r in rows]
+        responses = [client.post("/v1/transactions/score", json=tx_body(r)) for r in rows]
         assert all(r.status_code == 200 for r in responses)
         out = responses[0].json()
         assert set(out) >= {"tx_id", "score", "decision", "threshold", "reasons", "model_version"}
@@ -41,7 +32,7 @@ def test_score_good_request(split, tiny_model) -> None:
         for r in responses:  # reasons (exact TreeSHAP) come with alerts by default
             assert len(r.json()["reasons"]) == (3 if r.json()["decision"] == "alert" else 0)
         assert any(r.json()["decision"] == "alert" for r in responses)
-        nxt = _body(future.iloc[30])
+        nxt = tx_body(future.iloc[30])
         explained = client.post("/v1/transactions/score?explain=true", json=nxt).json()
         assert 1 <= len(explained["reasons"]) <= 3 and explained["reasons"][0]["feature"] in tiny_model.features
         contribs = [abs(x["contribution"]) for x in explained["reasons"]]  # the largest effects first
@@ -78,7 +69,7 @@ def test_score_good_request(split, tiny_model) -> None:
 )
 def test_bad_transactions_get_422_naming_the_field(split, tiny_model, patch: dict, field: str) -> None:
     history, future = split
-    body = {**_body(next(future.itertuples(index=False))), **patch}
+    body = {**tx_body(next(future.itertuples(index=False))), **patch}
     with TestClient(build_app(history, model=tiny_model)) as client:
         r = client.post("/v1/transactions/score", json=body)
     assert r.status_code == 422
@@ -87,7 +78,7 @@ def test_bad_transactions_get_422_naming_the_field(split, tiny_model, patch: dic
 
 def test_missing_field_gets_422(split, tiny_model) -> None:
     history, future = split
-    body = _body(next(future.itertuples(index=False)))
+    body = tx_body(next(future.itertuples(index=False)))
     del body["terminal_id"]
     with TestClient(build_app(history, model=tiny_model)) as client:
         r = client.post("/v1/transactions/score", json=body)
@@ -119,5 +110,5 @@ def test_no_model_is_503(split) -> None:
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 503
         assert (
-            client.post("/v1/transactions/score", json=_body(next(future.itertuples(index=False)))).status_code == 503
+            client.post("/v1/transactions/score", json=tx_body(next(future.itertuples(index=False)))).status_code == 503
         )
