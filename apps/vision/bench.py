@@ -9,8 +9,9 @@ Two runs of the AirNet (airbench94) recipe, each its own complete schedule sized
   quiet AMX machine in bf16);
 - ``long``: ``budget_s`` (default 1,080 s = 18 minutes, under the 20-minute mark).
 
-A throughput probe (three timed steps, counted in the training time) sets each run's epoch count so that it fits
-its budget on whatever CPU it meets; ``epochs`` fixes the count instead (no probe).
+The precision probe (timed training steps, counted in the training time) sets each run's epoch count so that it fits
+its budget on whatever CPU it meets (a precision pinned by the config is timed alone); ``epochs`` fixes the count
+instead.
 
 Per run: the test accuracy after every epoch (plain forward, no TTA) against cumulative training seconds
 (validation time excluded), the final accuracy with TTA, the time to 85/90/92 % (first epoch at or above, or
@@ -41,10 +42,12 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from apps.vision import precision
 from apps.vision.config import APP, Config
 from apps.vision.data import CIFAR10, ImageSet, load, train_val_test
 from apps.vision.evaluate import top_k_accuracy
-from apps.vision.train import BatchAugment, choose_precision, fit_model, make_model, to_vision_model
+from apps.vision.precision import resolve_device
+from apps.vision.train import BatchAugment, choose_precision, fit_model, make_model, probe_batch, to_vision_model
 from common import cli
 from common.config import machine_info, override
 from common.reports import save_figure, write_json, write_text
@@ -64,31 +67,6 @@ def _load_avg() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
-
-
-def probe_throughput(cfg: Config, train: ImageSet, steps: int = 3) -> float:
-    """Training images/s of ``cfg``'s net on this machine (one warm-up step, then ``steps`` timed)."""
-    net = make_model(cfg, train)
-    net.train()
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    aug = BatchAugment(len(train), len(train.classes), cfg, cfg.seed)
-    n = min(cfg.batch_size, len(train))
-    idx = torch.arange(n)
-    x, y = aug((train.images[:n], idx), train.labels[:n], 1)
-    x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    t0 = 0.0
-    for i in range(steps + 1):
-        if i == 1:
-            t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.amp) and not torch.cuda.is_available()):
-            loss = loss_fn(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return n * steps / (time.perf_counter() - t0)
 
 
 def cpu_kind() -> str:
@@ -207,7 +185,10 @@ def run_one(
     chosen = choose_precision(make_model(cfg, train), train, cfg, augment)
     cfg = chosen.apply(cfg)
     if budget_s is not None:
-        rate = chosen.rates.get(chosen.name) or probe_throughput(cfg, train)
+        rate = chosen.rates.get(chosen.name)
+        if rate is None:  # pinned by the config or MLREF_VISION_AMP: nothing measured yet, time that one choice
+            x, y = probe_batch(train, cfg, augment)
+            rate = precision.training_rate(cfg, make_model(cfg, train), x, y, chosen, device=resolve_device(cfg.device))
         epochs = max(1, int((budget_s - (time.perf_counter() - t0)) * rate * 0.97 / len(train)))
         cfg = replace(cfg, epochs=min(epochs, 200))
         log.info("%s: probe %.0f images/s -> %d epochs for a %.0fs budget", name, rate, cfg.epochs, budget_s)

@@ -236,6 +236,15 @@ def timed_rounds(
     return {c: statistics.median(s) for c, s in samples.items()}
 
 
+def training_rate(
+    cfg: Config, net: nn.Module, x: torch.Tensor, y: torch.Tensor, choice: Precision, *, device: torch.device
+) -> float:
+    """Training images/s of ``net`` on the batch ``x``, ``y`` in ``choice``'s precision (median of 3 timed steps
+    after a warm-up; ``net`` is not changed): the rate of a choice that was pinned rather than measured."""
+    cand = (choice.amp, choice.channels_last)
+    return len(x) / _time_candidates(cfg, net, x, y, [cand], choice.dtype, device, rounds=3)[cand]
+
+
 def _agree_across_ranks(times: dict[tuple[bool, bool], float]) -> dict[tuple[bool, bool], float]:
     """Under torchrun: every rank's times averaged, so all ranks choose the same precision."""
     if int(os.environ.get("WORLD_SIZE", 1)) <= 1:

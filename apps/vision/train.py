@@ -307,13 +307,18 @@ def fit_model(
     return result
 
 
-def choose_precision(net: ImageClassifier, train: ImageSet, cfg: Config, augment: BatchAugment) -> Precision:
-    """The measured precision for training ``net`` on ``train`` (see :mod:`apps.vision.precision`): a few steps
-    on one real augmented batch of this rank's size."""
+def probe_batch(train: ImageSet, cfg: Config, augment: BatchAugment) -> tuple[Tensor, Tensor]:
+    """One real augmented batch of this rank's size (float images, labels) for timing training steps."""
     n = min(cfg.batch_size, math.ceil(len(train) / int(os.environ.get("WORLD_SIZE", 1))))
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(len(train), generator=g)[:n]
-    x, y = augment((train.images[idx], idx), train.labels[idx], 1)
+    return augment((train.images[idx], idx), train.labels[idx], 1)
+
+
+def choose_precision(net: ImageClassifier, train: ImageSet, cfg: Config, augment: BatchAugment) -> Precision:
+    """The measured precision for training ``net`` on ``train`` (see :mod:`apps.vision.precision`): a few steps
+    on one real augmented batch of this rank's size."""
+    x, y = probe_batch(train, cfg, augment)
     return precision.choose(cfg, net, x, y, device=precision.resolve_device(cfg.device))
 
 

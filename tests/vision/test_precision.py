@@ -114,6 +114,14 @@ def test_a_real_measurement_leaves_the_net_untouched_and_is_cached() -> None:
     assert precision.choose(cfg, net, x, y, device=torch.device("cpu")) is p  # the same shapes: no second probe
 
 
+def test_a_pinned_choice_is_timed_alone_without_touching_the_net() -> None:
+    net, x, y = _batch()
+    before = copy.deepcopy(net.state_dict())
+    choice = precision.Precision(False, "bfloat16", True, "config")
+    assert precision.training_rate(Config(), net, x, y, choice, device=torch.device("cpu")) > 0
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
 def test_the_choice_is_stored_with_the_model_and_a_reload_keeps_it(tmp_path: Path) -> None:
     cfg = tiny_config(epochs=1)
     tr, va, _ = train_val_test(
