@@ -126,10 +126,22 @@ def from_json_file(cls: type[T], path: str | Path | None) -> T:
     if not isinstance(data, dict) or set(data) - known:
         unknown = sorted(set(data) - known) if isinstance(data, dict) else []
         raise ConfigError(f"config {path}: expected an object with keys from {sorted(known)}; unknown: {unknown}")
-    for key, value in data.items():
-        as_tuple = isinstance(value, list) and isinstance(getattr(cfg, key), tuple)
-        setattr(cfg, key, tuple(value) if as_tuple else value)
+    _update(cfg, data, str(path))
     return cfg
+
+
+def _update(cfg: Any, data: dict[str, Any], where: str) -> None:
+    """Set ``cfg``'s fields from ``data``; an object given for a nested dataclass field updates that dataclass."""
+    for key, value in data.items():
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            known = {f.name for f in dataclasses.fields(current)}
+            if set(value) - known:
+                raise ConfigError(f"config {where}: {key}: unknown keys {sorted(set(value) - known)}")
+            _update(current, value, where)
+            continue
+        as_tuple = isinstance(value, list) and isinstance(current, tuple)
+        setattr(cfg, key, tuple(value) if as_tuple else value)
 
 
 def seed_everything(seed: int | None = None) -> int:

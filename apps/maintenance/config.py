@@ -57,6 +57,7 @@ class Config:
     patience: int | None = None  # early stopping on validation RMSE (epochs); None = fixed schedule
     max_train_s: float | None = 1200.0  # stop the epoch loop after this many seconds (20 minutes)
     n_seeds: int = 1  # members of the seed ensemble (predictions averaged)
+    baselines: tuple[str, ...] = ("mean", "linear", "summary")  # what evaluate compares with (summary: ~30 s)
     # prediction intervals and alerts
     alpha: float = 0.1  # conformal miscoverage: intervals aim at 1 - alpha coverage
     horizon: float = 30.0  # alert when the interval's lower bound is at or below this many cycles
@@ -104,6 +105,8 @@ class Config:
             raise DataError("config: boost_trees and boost_depth must be >= 1, boost_lr > 0, calibration_folds >= 0")
         if self.window < 2 or self.rul_cap <= 0 or not 0 < self.val_fraction < 1 or not 0 < self.alpha < 1:
             raise DataError("config: need window >= 2, rul_cap > 0, 0 < val_fraction < 1, 0 < alpha < 1")
+        if unknown := set(self.baselines) - {"mean", "linear", "summary"}:
+            raise DataError(f"config: baselines must be among mean, linear, summary; unknown {sorted(unknown)}")
         if self.norm not in ("minmax", "zscore"):
             raise DataError(f"config: norm must be 'minmax' or 'zscore', got {self.norm!r}")
         if self.epochs < 1 or self.n_seeds < 1 or self.batch_size < 1:

@@ -10,85 +10,42 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 
-from apps.maintenance.config import APP, Config
+from apps.maintenance.config import Config
 from apps.maintenance.data import CYCLE, TIMESTAMP, UNIT, sensors_of, settings_of, simulate, simulate_fleet
-from apps.maintenance.evaluate import alert_tradeoff, evaluate_last_cycle, write_evaluation
-from apps.maintenance.lifecycle import batch_score, load_version, monitor, register, retrain, summary
-from apps.maintenance.service import build_app
-from apps.maintenance.train import fit_baselines, prepare, train
+from apps.maintenance.pipeline import APP_IMPL as app
 from common import registry
-from common.config import get_settings, seed_everything
+from common.app import evaluate_pipeline, monitor_pipeline, train_pipeline
 from common.data import write_table
+from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 
-def demo_config(seed: int, *, epochs: int = 25, model: str = "boost") -> Config:
-    """The demo's settings: the default model (boosted trees, seconds); with ``model="dcnn"`` a short schedule
-    (the simulated sensors are easier than C-MAPSS, 25 epochs are plenty)."""
-    return Config(model=model, epochs=epochs, n_seeds=1, max_train_s=300, window=30, window_units=10, seed=seed).check()
-
-
-def run_demo(
-    *,
-    n_train: int = 60,
-    n_test: int = 30,
-    epochs: int = 25,
-    seed: int = 42,
-    model: str = "boost",
-    config: Config | None = None,
-) -> dict[str, Any]:
-    """Run every stage; returns a summary (what the end-to-end test checks). ``config`` replaces the demo's."""
+def run_demo(ws: Workspace, cfg: Config, *, n_train: int = 60, n_test: int = 30) -> dict[str, Any]:
+    """Run every stage in the workspace ``ws`` (a demo's own) through the same pipeline functions as the CLI;
+    returns a summary (what the end-to-end test checks)."""
     from fastapi.testclient import TestClient
 
-    seed_everything(seed)
     t0 = time.perf_counter()
-    cfg = config or demo_config(seed, epochs=epochs, model=model)
-    home = get_settings().home
+    seed = cfg.seed
+    work = ws.work_dir(app.name)
     out: dict[str, Any] = {}
 
-    # 1. data, training, evaluation against the baselines, report
+    # 1. data, training (a tracking run), registration as champion; evaluation of that model against the baselines
     fleet = simulate(n_train, n_test, seed=seed)
-    data = prepare(fleet.train, cfg)
-    model = train(fleet.train, cfg, data=data)
+    trained = train_pipeline(app, ws, "simulated", cfg, data=fleet, promote=True)
+    evaluation = evaluate_pipeline(app, ws, "simulated", cfg, data=fleet, fitted=trained.fitted)
+    out["evaluation"], out["report"] = evaluation.metrics, str(evaluation.report)
+    out["champion_version"] = trained.version
+
+    # 2. serve in-process: stream three test units' readings, good and bad requests, RUL and the fleet view
     assert fleet.test is not None and fleet.test_rul is not None
-    table: dict[str, dict[str, float]] = {}
-    table[cfg.model], per_unit = evaluate_last_cycle(model, fleet.test, fleet.test_rul, cfg.rul_cap)
-    for name, reg in fit_baselines(data, cfg, kinds=("mean", "linear", "summary")).items():
-        table[name], _ = evaluate_last_cycle(reg, fleet.test, fleet.test_rul, cfg.rul_cap)
-    curve = alert_tradeoff(per_unit, cfg.horizon)
-    report = write_evaluation(
-        home / "reports" / APP / "demo",
-        table,
-        dataset="simulated fleet",
-        model=model,
-        test=fleet.test,
-        truth=fleet.test_rul,
-        per_unit=per_unit,
-        curve=curve,
-        info={k: v for k, v in model.info.items() if k != "members"}
-        | ({"epochs": cfg.epochs} if cfg.model == "dcnn" else {}),
-    )
-    out["evaluation"], out["report"] = table, str(report)
-
-    # 2. the champion
-    mv1 = register(
-        model,
-        fleet.train,
-        metrics={f"test_{k}": v for k, v in table[cfg.model].items()},
-        dataset="simulated",
-        alias=registry.CHAMPION,
-    )
-    out["champion_version"] = mv1.version
-
-    # 3. serve in-process: stream two test units' readings, good and bad requests, RUL and the fleet view
     cols = settings_of(fleet.test) + sensors_of(fleet.test)
-    with TestClient(build_app(refresh_interval_s=None)) as client:
+    with TestClient(app.service(ws)) as client:
         codes: dict[str, int] = {}
         units = list(dict.fromkeys(fleet.test[UNIT]))[:3]
         for unit in units:
@@ -120,24 +77,24 @@ def run_demo(
         "true_rul": {u: float(fleet.test_rul[u]) for u in units},
     }
 
-    # 4. batch-score the running units from a file
-    src = home / "work" / APP / "running_units.parquet"
-    write_table(fleet.test, src)
-    champion, _ = load_version()
-    out["batch"] = batch_score(champion, src, home / "work" / APP / "rul.parquet")
+    # 3. batch-score the running units from a file
+    src = write_table(fleet.test, work / "running_units.parquet")
+    champion, _ = app.load_model(ws)
+    out["batch"] = app.batch(ws, champion, src, work / "rul.parquet", chunksize=app.batch_chunk[0])
 
-    # 5. later, the fleet's sensor_3 reads 5 % high in operating condition c1 (a recalibrated probe): monitor
+    # 4. later, the fleet's sensor_3 reads 5 % high in operating condition c1 (a recalibrated probe): monitor
     recent = simulate_fleet(max(n_test, 20), seed=seed + 1, unit_prefix="recent-")
     recent_cond = champion.pre.conditions(recent)
     recent.loc[recent_cond == 1, "sensor_3"] *= 1.05
-    verdict = monitor(champion, registry.fetch_model_dir(mv1), recent, home / "reports" / APP / "monitor")
+    verdict, _ = monitor_pipeline(app, ws, write_table(recent, work / "recent_readings.parquet"))
     out["monitor"] = {
         "alerts": verdict.alerts,
         "drift_by_condition": verdict.stats.get("drift_by_condition"),
-        "exit_code": verdict.exit_code,
+        "exit_code": 1 if verdict.alerts else 0,
+        "report": str(verdict.report),
     }
 
-    # 6. new failures from a changed population (faster wear, stronger sensor response): retrain, promote or keep
+    # 5. new failures from a changed population (faster wear, stronger sensor response): retrain, promote or keep
     new = simulate_fleet(
         max(2 * cfg.window_units, 20),
         seed=seed + 2,
@@ -145,10 +102,9 @@ def run_demo(
         unit_prefix="new-",
         start=int(fleet.train[TIMESTAMP].max()) + 1,
     )
-    histories = pd.concat([fleet.train, new], ignore_index=True)
-    decision = retrain(histories, replace(cfg), dataset="simulated+new failures")
-    out["retrain"] = summary(decision)
-    out["champion_after"] = registry.version_of(APP, registry.CHAMPION)
+    histories = write_table(pd.concat([fleet.train, new], ignore_index=True), work / "histories_with_new.parquet")
+    out["retrain"] = app.retrain(ws, str(histories), cfg, margin=0.0)
+    out["champion_after"] = registry.version_of(app.registry_name, registry.CHAMPION)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     log.info("demo finished in %.1f s", out["seconds"])
     return out

@@ -44,7 +44,7 @@ from apps.maintenance.config import MAX_BASELINE_CYCLES, REGISTRY_NAME, Config
 from apps.maintenance.data import CYCLE, MAX_CYCLE, SENSOR_PREFIX, SETTING_PREFIX, UNIT
 from apps.maintenance.model import RULModel
 from common import serving
-from common.config import get_settings
+from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
 CFG = Config()
@@ -607,9 +607,15 @@ def _install_model_openapi(app: Any) -> None:
     app.openapi = openapi
 
 
-def build_app(*, refresh_interval_s: float | None = 5.0, state_dir: Path | None = None, model: RULModel | None = None):
+def build_app(
+    *,
+    refresh_interval_s: float | None = 5.0,
+    state_dir: Path | None = None,
+    model: RULModel | None = None,
+    ws: Workspace | None = None,
+):
     """The FastAPI app serving the registry's champion (hot-swapped when the alias moves) over the fleet state in
-    ``state_dir`` (default ``$MLREF_HOME/state/maintenance/units``). ``model``: serve this one instead (tests).
+    ``state_dir`` (default ``<workspace>/state/maintenance/units``). ``model``: serve this one instead (tests).
 
     Starting the app (its lifespan) takes the fleet store's writer lock, or fails with :class:`StoreLocked` when
     another server holds it; stopping it releases the lock."""
@@ -617,7 +623,8 @@ def build_app(*, refresh_interval_s: float | None = 5.0, state_dir: Path | None 
     if model is not None:
         holder.set(serving.Loaded(model))
         refresh_interval_s = None
-    plog = serving.PredictionLog(get_settings().path("predictions", f"{REGISTRY_NAME}.jsonl"), sample_rate=0.1)
+    ws = ws or Workspace.from_env()
+    plog = serving.PredictionLog(ws.path("predictions", f"{REGISTRY_NAME}.jsonl"), sample_rate=0.1)
     app = serving.create_app(
         f"mlref {REGISTRY_NAME}",
         holder,
@@ -627,7 +634,7 @@ def build_app(*, refresh_interval_s: float | None = 5.0, state_dir: Path | None 
         prediction_buckets=(5, 10, 20, 30, 50, 75, 100, 125, 150),
         load_on_startup=model is None,
     )
-    store = FleetStore(state_dir or get_settings().path("state", REGISTRY_NAME, "units", "x").parent)
+    store = FleetStore(state_dir or ws.path("state", REGISTRY_NAME, "units", "x").parent)
     app.state.fleet = store
     app.state.fleet_index = None
     app.state.fleet_lock = threading.Lock()
