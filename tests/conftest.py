@@ -67,3 +67,40 @@ def free_port() -> int:
     from common.serving import free_port as pick
 
     return pick()
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory):
+    """One real ``redis-server`` for the session (see ``tests/redis_server.py``): skipped with one line where it
+    is not installed, a failure under ``CI=true``."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_session) -> str:
+    """``redis://127.0.0.1:<port>/0`` of the session's Redis, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_session.url) as client:
+        client.flushall()
+    return redis_session.url
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path):
+    """``redis_factory(persist=False)``: a Redis of this test's own (to stop, kill, restart); stopped at the end."""
+    from tests.redis_server import RedisServer
+
+    servers: list[RedisServer] = []
+
+    def make(*, persist: bool = False) -> RedisServer:
+        servers.append(RedisServer(tmp_path / f"redis-{len(servers)}", persist=persist).start())
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.stop()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -439,6 +440,65 @@ def _ratio(amount: Any, avg: Any) -> Any:
 # ---------------------------------------------------------------- online
 
 
+def window_features(
+    cfg: FeatureConfig,
+    names: list[str],
+    tx: Transaction,
+    t: int,
+    hist: Sequence[tuple[int, float]],
+    thist: Sequence[tuple[int, str]],
+    labels: Mapping[str, int],
+) -> np.ndarray:
+    """The online feature vector of ``tx`` at epoch seconds ``t`` (order: ``names``) from its card's history
+    ``hist`` (``(t, amount)`` in time order), its terminal's ``thist`` (``(t, tx_id)`` in time order) and the
+    known ``labels`` (``tx_id -> label``; a missing id is unlabelled). Entries outside the windows are ignored, so
+    a store may pass its whole history or just the windows (every store computes features with this function)."""
+    amount = float(tx.amount)
+    weekend, night = _calendar(t, cfg.night_end_hour)
+    vals: dict[str, float] = {AMOUNT: amount, "is_weekend": float(weekend), "is_night": float(night)}
+    wc, wt = max(cfg.customer_windows), max(cfg.terminal_windows)
+    for w in cfg.customer_windows:
+        lo = t - w * SECONDS_PER_DAY
+        count, total = 1, amount
+        for te, a in reversed(hist):
+            if te <= lo:
+                break
+            if te <= t:
+                count += 1
+                total += a
+        vals[f"customer_nb_tx_{w}d"] = float(count)
+        vals[f"customer_avg_amount_{w}d"] = total / count
+        if w == wc:
+            vals[f"amount_to_past_avg_{wc}d"] = float(
+                _ratio(amount, (total - amount) / (count - 1) if count > 1 else 0.0)
+            )
+    hi = t - cfg.delay_days * SECONDS_PER_DAY
+    for w in cfg.terminal_windows:
+        lo = hi - w * SECONDS_PER_DAY
+        count = frauds = 0
+        first = last = None
+        for te, tx_id in reversed(thist):
+            if te <= lo:
+                break
+            if te <= hi:
+                count += 1
+                if labels.get(tx_id, -1) == 1:
+                    frauds += 1
+                    first = te
+                    last = te if last is None else last
+        vals[f"terminal_nb_tx_{w}d"] = float(count)
+        vals[f"terminal_risk_{w}d"] = frauds / count if count else 0.0
+        if w == wt:
+            vals["terminal_days_since_first_fraud"] = NO_FRAUD if first is None else (t - first) / SECONDS_PER_DAY
+            vals["terminal_days_since_last_fraud"] = NO_FRAUD if last is None else (t - last) / SECONDS_PER_DAY
+    for w in cfg.customer_windows:
+        vals[f"amount_to_customer_avg_{w}d"] = float(_ratio(amount, vals[f"customer_avg_amount_{w}d"]))
+        vals[f"customer_avg_{w}d_to_{wc}d"] = float(
+            _ratio(vals[f"customer_avg_amount_{w}d"], vals[f"customer_avg_amount_{wc}d"])
+        )
+    return np.array([vals[n] for n in names], dtype=float)
+
+
 @dataclass
 class Transaction:
     """One incoming transaction (the online path's input)."""
@@ -495,55 +555,16 @@ class OnlineFeatureStore:
         ``t``: ``tx``'s epoch seconds when already computed. Entries newer than ``t`` (a late transaction) are
         not counted, so a late transaction gets the features it would have had on time.
         """
-        cfg = self.cfg
         t = to_seconds(tx.timestamp) if t is None else t
-        amount = float(tx.amount)
-        weekend, night = _calendar(t, cfg.night_end_hour)
-        vals: dict[str, float] = {AMOUNT: amount, "is_weekend": float(weekend), "is_night": float(night)}
-        hist = self._customers.get(id_key(tx.customer_id), ())
-        wc, wt = max(cfg.customer_windows), max(cfg.terminal_windows)
-        for w in cfg.customer_windows:
-            lo = t - w * SECONDS_PER_DAY
-            count, total = 1, amount
-            for te, a in reversed(hist):
-                if te <= lo:
-                    break
-                if te <= t:
-                    count += 1
-                    total += a
-            vals[f"customer_nb_tx_{w}d"] = float(count)
-            vals[f"customer_avg_amount_{w}d"] = total / count
-            if w == wc:
-                vals[f"amount_to_past_avg_{wc}d"] = float(
-                    _ratio(amount, (total - amount) / (count - 1) if count > 1 else 0.0)
-                )
-        thist = self._terminals.get(id_key(tx.terminal_id), ())
-        labels = self._labels
-        hi = t - cfg.delay_days * SECONDS_PER_DAY
-        for w in cfg.terminal_windows:
-            lo = hi - w * SECONDS_PER_DAY
-            count = frauds = 0
-            first = last = None
-            for te, tx_id in reversed(thist):
-                if te <= lo:
-                    break
-                if te <= hi:
-                    count += 1
-                    if labels.get(tx_id, -1) == 1:
-                        frauds += 1
-                        first = te
-                        last = te if last is None else last
-            vals[f"terminal_nb_tx_{w}d"] = float(count)
-            vals[f"terminal_risk_{w}d"] = frauds / count if count else 0.0
-            if w == wt:
-                vals["terminal_days_since_first_fraud"] = NO_FRAUD if first is None else (t - first) / SECONDS_PER_DAY
-                vals["terminal_days_since_last_fraud"] = NO_FRAUD if last is None else (t - last) / SECONDS_PER_DAY
-        for w in cfg.customer_windows:
-            vals[f"amount_to_customer_avg_{w}d"] = float(_ratio(amount, vals[f"customer_avg_amount_{w}d"]))
-            vals[f"customer_avg_{w}d_to_{wc}d"] = float(
-                _ratio(vals[f"customer_avg_amount_{w}d"], vals[f"customer_avg_amount_{wc}d"])
-            )
-        return np.array([vals[n] for n in self.names], dtype=float)
+        return window_features(
+            self.cfg,
+            self.names,
+            tx,
+            t,
+            self._customers.get(id_key(tx.customer_id), ()),
+            self._terminals.get(id_key(tx.terminal_id), ()),
+            self._labels,
+        )
 
     # -- state updates
     def update(self, tx: Transaction, label: int | None = None, t: int | None = None) -> None:

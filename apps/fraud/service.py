@@ -19,9 +19,11 @@ future beyond a small clock skew, not older than ``max_late_days`` before the ne
 else is a 422 naming the field, and a refused request changes nothing. A ``tx_id`` already in the state gets
 409 and is not counted again.
 
-The online state (:class:`~apps.fraud.features.OnlineFeatureStore`) belongs to the service, not to a model
-version: a hot-swapped champion keeps the card and terminal history. It starts from the transactions recorded
-with the served version (:func:`history_for`). A lock serialises state access.
+The online state (:mod:`apps.fraud.store`) belongs to the service, not to a model version: a hot-swapped
+champion keeps the card and terminal history. It starts from the transactions recorded with the served version
+(:func:`history_for`); ``serve`` journals it under ``$MLREF_HOME/state/fraud`` (replayed at start), or keeps it
+in Redis (``MLREF_REDIS_URL``), which several workers share (``serve --workers N``). When the state cannot be
+reached the service answers 503 and scores nothing.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -51,12 +56,24 @@ from apps.fraud.config import (
     FeatureConfig,
     ServingConfig,
 )
-from apps.fraud.data import MAX_INT_ID, check_id, id_key
+from apps.fraud.data import MAX_INT_ID, check_id
 from apps.fraud.features import OnlineFeatureStore, Transaction, to_seconds
 from apps.fraud.model import Explanation, FraudModel
+from apps.fraud.store import (
+    REDIS_URL_ENV,
+    DuplicateTransaction,
+    FeatureStore,
+    Journal,
+    LocalFeatureStore,
+    RedisFeatureStore,
+    StoreUnavailable,
+    View,
+    redis_url_from_env,
+)
 from common import registry, serving
 from common.config import get_settings
 from common.data import SECONDS_PER_DAY, DataError
+from common.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -165,34 +182,31 @@ class InvalidTransaction(ValueError):
         self.field = field
 
 
-class DuplicateTransaction(ValueError):
-    """A ``tx_id`` already in the online state (HTTP 409): it is not scored or counted again."""
-
-
 class FraudScorer:
     """The single-transaction path: online features -> model -> decision + reasons; owns the state.
 
-    :meth:`score` is transactional: the transaction is checked (:meth:`check`), its features and score are
-    computed, and only then is it added to the state - a refused or failed request leaves the state as it was.
+    :meth:`score` is transactional (:meth:`FeatureStore.transact`): the transaction is checked
+    (:meth:`check_input`, :meth:`check_state`), its features and score are computed, and only then is it added to
+    the state - a refused or failed request leaves the state as it was. ``store``: any
+    :class:`~apps.fraud.store.FeatureStore`; a plain :class:`OnlineFeatureStore` is used in memory, unjournaled.
     """
 
     def __init__(
         self,
-        store: OnlineFeatureStore,
+        store: FeatureStore | OnlineFeatureStore,
         serving_cfg: ServingConfig | None = None,
         label_log: serving.PredictionLog | None = None,
         *,
         clock: Any = time.time,
     ) -> None:
-        self.store = store
+        self.store: FeatureStore = store if isinstance(store, FeatureStore) else LocalFeatureStore.adopt(store)
         self.cfg = serving_cfg or ServingConfig()
         self.label_log = label_log
-        self.lock = threading.Lock()
         self._clock = clock  # epoch seconds (tests pass a fixed one)
 
-    def check(self, tx: Transaction, t: int) -> None:
-        """Refuse ``tx`` (epoch seconds ``t``) when its time is outside the accepted window, its amount is not a
-        finite number in range, or its id was scored before. Call with :attr:`lock` held."""
+    def check_input(self, tx: Transaction, t: int) -> None:
+        """Refuse ``tx`` (epoch seconds ``t``) when its amount is not a finite number in range or its time is in
+        the future (beyond the clock skew)."""
         cfg = self.cfg
         amount = tx.amount
         if (
@@ -208,18 +222,19 @@ class FraudScorer:
                 "timestamp",
                 f"is in the future: more than {cfg.future_skew_s:g} s after the server's clock ({_iso(now)})",
             )
-        last = self.store.last_t
+
+    def check_state(self, tx: Transaction, t: int, view: View) -> None:
+        """Refuse ``tx`` when it is too late (``max_late_days`` before the newest transaction held) or its id
+        is held already (409)."""
+        cfg, last = self.cfg, view.last_t
         if last is not None and t < last - cfg.max_late_days * SECONDS_PER_DAY:
             raise InvalidTransaction(
                 "timestamp",
                 f"is more than {cfg.max_late_days:g} days before the newest "
                 f"transaction seen ({_iso(last)}); too late to score",
             )
-        if self.store.seen(tx.tx_id):
-            raise DuplicateTransaction(
-                f"tx_id {id_key(tx.tx_id)!r} was already scored (or is in the warm-up "
-                "history); it is not scored or counted twice"
-            )
+        if view.seen:
+            raise DuplicateTransaction(tx.tx_id)
 
     def score(
         self, tx: Transaction, model: FraudModel, *, reasons: bool | None = None
@@ -228,20 +243,24 @@ class FraudScorer:
 
         ``reasons``: True/False forces the explanation on/off; None follows ``ServingConfig.explain``
         (default: explain alerts only). Raises :class:`InvalidTransaction` / :class:`DuplicateTransaction`
-        with the state unchanged.
+        with the state unchanged, :class:`~apps.fraud.store.StoreUnavailable` when the state cannot be reached.
         """
         if model.features != self.store.names:
             raise RuntimeError(f"model features {model.features} != online features {self.store.names}")
         t = to_seconds(tx.timestamp)
-        with self.lock:
-            self.check(tx, t)
-            x = self.store.features(tx, t)
+        self.check_input(tx, t)
+
+        def decide(view: View) -> tuple[np.ndarray, float]:
+            self.check_state(tx, t, view)
+            x = view.features
             if not np.isfinite(x).all():
                 raise InvalidTransaction("amount", "gives non-finite features")
             p = float(model.predict_proba(x)[0])
             if not math.isfinite(p):
                 raise InvalidTransaction("amount", "gives a non-finite score")
-            self.store.update(tx, t=t)
+            return x, p
+
+        x, p = self.store.transact(tx, t, decide)
         alert = p >= model.threshold
         explain = reasons if reasons is not None else (self.cfg.explain == "all" or alert)
         why = model.explain(x, self.cfg.n_reasons, score=p) if explain else None
@@ -250,8 +269,7 @@ class FraudScorer:
     def add_labels(self, labels: list[tuple[str, int]]) -> int:
         """Apply delayed labels to the state and append them to the label log in one write; returns how many
         matched a transaction still in the state. Blocking: call it off the event loop."""
-        with self.lock:
-            applied = sum(self.store.add_label(t, lab) for t, lab in labels)
+        applied = self.store.add_labels(labels)
         if self.label_log is not None:
             append_jsonl(self.label_log.path, [{"tx_id": t, "label": lab} for t, lab in labels])
         return applied
@@ -302,6 +320,8 @@ def build_router(scorer: FraudScorer) -> APIRouter:
             raise _field_error(e.field, str(e)) from None
         except DuplicateTransaction as e:
             raise HTTPException(409, detail=str(e)) from None
+        except StoreUnavailable as e:
+            raise HTTPException(503, detail=str(e)) from None
         request.app.state.metrics.observe_prediction(p)
         plog = request.app.state.prediction_log
         if plog is not None:
@@ -339,7 +359,10 @@ def build_router(scorer: FraudScorer) -> APIRouter:
     def labels(body: LabelsIn) -> LabelsOut:
         """Delayed fraud labels of transactions scored earlier."""
         pairs = [(item.tx_id, item.label) for item in body.labels]
-        applied = scorer.add_labels(pairs)
+        try:
+            applied = scorer.add_labels(pairs)
+        except StoreUnavailable as e:
+            raise HTTPException(503, detail=str(e)) from None
         return LabelsOut(received=len(pairs), applied=applied, unknown=len(pairs) - applied)
 
     return router
@@ -367,6 +390,11 @@ def history_for(mv: registry.ModelVersion | None = None) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+JOURNAL = ("state", MODEL_NAME, "journal.sqlite")  # under $MLREF_HOME: the local store's journal
+DATASET_ENV = "MLREF_FRAUD_SERVE_DATASET"  # serve --workers: what each worker warms the state from
+REFRESH_ENV = "MLREF_FRAUD_SERVE_REFRESH"
+
+
 def build_app(
     history: pd.DataFrame | None = None,
     *,
@@ -376,18 +404,38 @@ def build_app(
     model_version: registry.ModelVersion | None = None,
     refresh_interval_s: float | None = 5.0,
     log_predictions: bool = True,
+    store: FeatureStore | None = None,
+    warm_from: Callable[[], pd.DataFrame] | None = None,
 ) -> FastAPI:
     """The fraud service. ``history``: past transactions (with labels when known) that warm the online state
     (:func:`history_for` gives the served version's own).
 
     ``model``: serve this model (``model_version``: the registry version it is, if any) instead of the
     registry's champion (``predict --ref``, tests, benchmarks); the registry is then not polled.
+
+    ``store``: the online state (:mod:`apps.fraud.store`). By default, serving the champion (``model`` None):
+    Redis when ``MLREF_REDIS_URL`` is set (checked now: a user error when unreachable), else the in-process store
+    journaled in ``$MLREF_HOME/state/fraud/journal.sqlite`` (replayed at startup); with a given ``model``: in
+    memory only. A given :class:`LocalFeatureStore` already holds its history; a :class:`RedisFeatureStore` is
+    warmed at startup from ``history`` (or ``warm_from()``) unless Redis already holds a state.
     """
-    store = (
-        OnlineFeatureStore.from_history(history, feature_cfg)
-        if history is not None
-        else OnlineFeatureStore(feature_cfg)
-    )
+    if store is None:
+        url = redis_url_from_env() if model is None else None
+        if url:
+            store = RedisFeatureStore(url, feature_cfg)
+            try:
+                store.ping()
+            except StoreUnavailable as exc:
+                raise UserError(str(exc)) from None
+        else:
+            store = (
+                LocalFeatureStore.from_history(history, feature_cfg)
+                if history is not None
+                else LocalFeatureStore(feature_cfg)
+            )
+            if model is None:
+                store.journal = Journal(get_settings().path(*JOURNAL))
+    warm = None if isinstance(store, LocalFeatureStore) else (warm_from or history)
     settings = get_settings()
     label_log = serving.PredictionLog(settings.path("labels", f"{MODEL_NAME}.jsonl")) if log_predictions else None
     scorer = FraudScorer(store, serving_cfg, label_log)
@@ -406,7 +454,86 @@ def build_app(
         prediction_buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
     )
     app.state.scorer = scorer
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        store.start(warm)  # replay the journal / warm Redis before the first request
+        log.info("online state: %s, %d transaction(s)", store.describe(), len(store))
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            store.close()
+
+    app.router.lifespan_context = lifespan
     return app
+
+
+def app_from_env() -> FastAPI:
+    """``serve --workers N``: each uvicorn worker's app, on the shared Redis state (``MLREF_REDIS_URL``), warmed
+    once from ``MLREF_FRAUD_SERVE_DATASET`` (a transactions file) or the champion's recorded history."""
+    from common.serving.server import freeze_gc_once
+
+    url = redis_url_from_env()
+    if not url:
+        raise UserError(f"worker processes need the shared online state: set {REDIS_URL_ENV}")
+    dataset = os.environ.get(DATASET_ENV)
+
+    def history() -> pd.DataFrame:
+        if dataset:
+            from apps.fraud.data import load
+
+            return load(Path(dataset), require_label=False)
+        return history_for()
+
+    refresh = float(os.environ.get(REFRESH_ENV) or 0) or None
+    app = build_app(store=RedisFeatureStore(url), warm_from=history, refresh_interval_s=refresh)
+    freeze_gc_once()
+    return app
+
+
+def serve_workers(
+    workers: int,
+    *,
+    dataset: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str = "info",
+    refresh_interval_s: float | None = 5.0,
+) -> None:
+    """``serve --workers N``: N uvicorn worker processes sharing the online state in Redis. A user error (exit 2)
+    without ``MLREF_REDIS_URL`` (the in-process state belongs to one process) or when Redis cannot be reached."""
+    import uvicorn
+
+    from common.serving.server import warn_if_exposed
+
+    url = redis_url_from_env()
+    if not url:
+        raise UserError(
+            f"--workers {workers} needs a shared online state: set {REDIS_URL_ENV}=redis://127.0.0.1:6379/0 "
+            "(`make redis` starts one); the in-process state belongs to one process, so N workers would score "
+            "on N different histories"
+        )
+    try:
+        RedisFeatureStore(url).ping()
+    except StoreUnavailable as exc:
+        raise UserError(str(exc)) from None
+    if dataset is None:
+        registry.get(MODEL_NAME, registry.CHAMPION)  # no champion: a user error now, not in every worker
+    settings = get_settings()
+    os.environ[DATASET_ENV] = str(dataset.resolve()) if dataset is not None else ""
+    os.environ[REFRESH_ENV] = str(refresh_interval_s or 0)
+    host = host or settings.host
+    warn_if_exposed(host, bool(settings.api_key))
+    uvicorn.run(
+        "apps.fraud.service:app_from_env",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port or settings.port,
+        log_level=log_level,
+    )
 
 
 class BatchScorer:

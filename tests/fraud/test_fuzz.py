@@ -29,7 +29,7 @@ def snapshot_of(app) -> callable:
     logs = [app.state.prediction_log.path, app.state.scorer.label_log.path]
 
     def snapshot() -> tuple:
-        state = {k: v for k, v in vars(store).items() if k not in ("cfg", "names")}
+        state = {k: v for k, v in vars(store).items() if k not in ("cfg", "names", "journal", "_lock")}
         sizes = tuple(p.stat().st_size if p.exists() else 0 for p in logs)
         return hashlib.sha256(pickle.dumps(state)).hexdigest(), len(store), *sizes
 
