@@ -56,11 +56,11 @@ demo-lifecycle: setup-main  ## the common/ lifecycle on a tiny scikit-learn mode
 $(addprefix demo-,$(APPS)): demo-%: setup-main  ## demo-<app>: one app's demo
 	$(PY) -m apps.$* demo
 
-test: setup-main setup-chatbot  ## unit + end-to-end tests (no real data, no network)
-	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+test: setup-main setup-chatbot  ## unit + end-to-end tests (no real data, no network), with line coverage of common/ and apps/
+	$(PY) -m pytest -m "not bench" --cov --cov-report=term:skip-covered --durations=15 $(PYTEST_ARGS)
 
-test-fast: setup-main  ## unit tests only
-	$(PY) -m pytest -m "not bench and not e2e and not reliability" $(PYTEST_ARGS)
+test-fast: setup-main  ## the fast tier (~2 min): no end-to-end runs, no Rasa training, no probes, no benchmarks
+	$(PY) -m pytest -m "not bench and not e2e and not reliability and not slow" -q --durations=5 $(PYTEST_ARGS)
 
 probe: setup-main  ## reliability probes per app (fuzzing, limits, API key, load, kill -9): table -> bench/results/probe.md, README
 	@rm -f bench/results/probe.jsonl
