@@ -143,12 +143,12 @@ class App(ABC, Generic[C, D, M]):
     def config(self, path: Path | None = None, values: Mapping[str, Any] | None = None) -> C:
         """The config: defaults, then the JSON file, then ``values`` (dotted names reach nested dataclasses);
         checked by the config's own ``check()`` when it has one."""
-        cfg = from_json_file(self.config_type, path)
+        cfg: Any = from_json_file(self.config_type, path)
         for dotted, value in (values or {}).items():
             set_field(cfg, dotted, value)
         check = getattr(cfg, "check", None)
         checked = check() if callable(check) else None
-        return checked if checked is not None else cfg  # type: ignore[no-any-return]
+        return checked if checked is not None else cfg
 
     def dataset_name(self, dataset: str | Path | None) -> str:
         return str(dataset) if dataset is not None else self.default_dataset
@@ -252,10 +252,10 @@ _SCALARS = (bool, int, float, str)
 def _scalar(typ: Any) -> type:
     """``int``, ``float | None`` ... -> the scalar type a flag parses; anything else is not flaggable."""
     if typ in _SCALARS:
-        return typ  # type: ignore[no-any-return]
+        return typ
     args = [a for a in typing.get_args(typ) if a is not type(None)]
     if (typing.get_origin(typ) in (typing.Union, types.UnionType)) and len(args) == 1 and args[0] in _SCALARS:
-        return args[0]  # type: ignore[no-any-return]
+        return args[0]
     raise TypeError(f"a flag needs a bool/int/float/str field, not {typ}")
 
 
