@@ -250,12 +250,20 @@ def serve(
     port: int | None = cli.PORT,
     log_level: str = typer.Option("info"),
     refresh_interval: float = typer.Option(5.0, min=0.0, help="seconds between registry polls for a new champion"),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="uvicorn worker processes; more than 1 needs the shared state (MLREF_REDIS_URL)"
+    ),
 ) -> None:
     """Serve the champion over HTTP (uvicorn, 127.0.0.1); picks up a new champion without restart. The online
     state starts from the champion's own recorded history, or from --dataset."""
-    from apps.fraud.service import build_app, history_for
+    from apps.fraud.service import build_app, history_for, serve_workers
     from common.serving import serve as run_server
 
+    if workers > 1:
+        serve_workers(
+            workers, dataset=dataset, host=host, port=port, log_level=log_level, refresh_interval_s=refresh_interval
+        )
+        return
     history = _history(dataset) if dataset is not None else history_for()
     app_ = build_app(history, refresh_interval_s=refresh_interval or None)
     run_server(app_, host=host, port=port, log_level=log_level)

@@ -435,6 +435,8 @@ def build_app(
             )
             if model is None:
                 store.journal = Journal(get_settings().path(*JOURNAL))
+                store.journal.open()  # a busy or damaged journal: a user error now, not a failed startup
+                store.journal.close()
     warm = None if isinstance(store, LocalFeatureStore) else (warm_from or history)
     settings = get_settings()
     label_log = serving.PredictionLog(settings.path("labels", f"{MODEL_NAME}.jsonl")) if log_predictions else None
