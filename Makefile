@@ -80,6 +80,13 @@ $(addprefix bench-,$(APPS)): bench-%: setup-main  ## bench-<app>: one app's benc
 $(addprefix serve-,$(APPS)): serve-%: setup-main  ## serve-<app>: the app's champion on 127.0.0.1:8000
 	$(PY) -m apps.$* serve
 
+.PHONY: redis
+REDIS_PORT ?= 6379
+redis:  ## a Redis for the shared state (MLREF_REDIS_URL=redis://127.0.0.1:6379/0): loopback, append-only file in .mlref/redis
+	@command -v redis-server >/dev/null || { echo "error: redis-server not found: apt-get install redis-server" >&2; exit 1; }
+	@mkdir -p .mlref/redis
+	redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save "" --appendonly yes --dir .mlref/redis
+
 # the chatbot drives Rasa in .venv-chatbot: its targets build that environment too
 demo-chatbot serve-chatbot bench-chatbot: setup-chatbot
 
