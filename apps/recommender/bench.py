@@ -3,7 +3,7 @@
 ``python -m apps.recommender bench`` -> ``bench/results/recommender.json`` (the reference result, ML-100K); any
 other dataset -> ``bench/results/recommender-<dataset name>.json``, so a run on your own file never overwrites the
 reference. Needs ``ml-100k`` in ``MLREF_DATA_DIR`` (or network to download it). One run, ``threads`` cores (2 by
-default); tuning is bounded by ``tune_budget_s`` per model. Published anchors are the Microsoft Recommenders
+default); tuning is bounded by ``tune_budget_s`` seconds per model. Published anchors are the Microsoft Recommenders
 benchmark table for MovieLens 100K (k=10), copied here for the side-by-side.
 """
 
@@ -17,13 +17,13 @@ from typing import Any
 
 import pandas as pd
 
-from apps.recommender.config import APP, DEFAULT_PARAMS, RecommenderConfig
-from apps.recommender.data import load_dataset
+from apps.recommender.config import APP, DEFAULT_PARAMS
 from apps.recommender.evaluate import leave_last_out, stratified_split
 from apps.recommender.train import compare_models, tune
 from common import cli
 from common.config import machine_info
 from common.reports import write_json
+from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def run_bench(
     threads: int = 2,
     seed: int = 42,
     robustness_seeds: tuple[int, ...] = (1, 2, 3, 4, 5),
+    ws: Workspace | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark; returns (and, with ``write``, writes) the JSON document.
 
@@ -71,12 +72,17 @@ def run_bench(
     Besides the MS split (seed 42), ``robustness_seeds`` re-split the data to show how much nDCG@10 moves with
     the split alone (default-parameter EASE, ALS and most-popular; EASE only up to
     :data:`REPEAT_EASE_MAX_ITEMS` items). Tuning: at most ``tune_trials`` trials and ``tune_budget_s`` seconds
-    (default ``RecommenderConfig.tune_budget_s``) per model in ``tune_models``.
+    (default ``RecommenderConfig.tune_budget``) per model in ``tune_models``. The config and the data come from
+    the app's pipeline (:data:`apps.recommender.pipeline.APP_IMPL`), in the workspace ``ws`` (default: the
+    environment's).
     """
-    cfg = RecommenderConfig(seed=seed, threads=threads)
+    from apps.recommender.pipeline import APP_IMPL
+
+    ws = ws or Workspace.from_env()
+    cfg = APP_IMPL.config(values={"seed": seed, "threads": threads})
     if tune_budget_s is not None:
-        cfg.tune_budget_s = float(tune_budget_s)
-    ds = load_dataset(dataset)
+        cfg.tune_budget = float(tune_budget_s)
+    ds = APP_IMPL.load_data(ws, dataset, cfg)
     train, test = stratified_split(ds.interactions, 0.75, seed=42)  # the MS split, seed 42 as in their notebook
     models: dict[str, tuple[str, dict[str, Any]]] = {m: (m, dict(DEFAULT_PARAMS[m])) for m in BENCH_MODELS}
     tuned: dict[str, Any] = {}
@@ -87,7 +93,7 @@ def run_bench(
         tuned[m] = {
             "trials": len(trials),
             "max_trials": tune_trials,
-            "budget_s": cfg.tune_budget_s,
+            "budget_s": cfg.tune_budget,
             "params": best,
             "tune_s": round(time.perf_counter() - t0, 2),
         }

@@ -1,16 +1,17 @@
 """The recommender's settings and defaults: one place to read what the app does out of the box.
 
-Override from the command line (``--factors 32``) or a JSON file (``--config my.json`` with any of the fields of
-:class:`RecommenderConfig`, e.g. ``{"model": "ease", "params": {"ease": {"lambda_": 300}}}``).
+Override from the command line (``--factors 32``; the flags of each command are config fields, see
+``pipeline.py``) or a JSON file (``--config my.json`` with any of the fields of :class:`RecommenderConfig`, e.g.
+``{"model": "ease", "params": {"ease": {"lambda_": 300}}}``), read by :meth:`common.app.App.config`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
+
+from common.errors import ConfigError
 
 APP = "recommender"
 REGISTRY_NAME = "recommender"  # model name in the registry
@@ -30,53 +31,91 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+# Flags of ``train`` that set one hyper-parameter of the configured model (None: the model's ``params``).
+PARAM_FIELDS = ("factors", "regularization", "alpha", "iterations", "lambda_")
+PROTOCOLS = ("ms-stratified", "leave-last-out")
+WEIGHTINGS = ("none", "bm25", "tfidf")
+
+
 @dataclass
 class RecommenderConfig:
-    """Everything a training run needs besides the data."""
+    """Everything a run needs besides the data; every field can be set in a ``--config`` JSON file."""
 
-    model: str = "als"
+    model: str = "als"  # one of als, bpr, itemknn, ease, popular, random
     params: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PARAMS.items()})
+    # one hyper-parameter of the configured model, on top of its params (train's flags)
+    factors: int | None = None  # ALS/BPR latent factors
+    regularization: float | None = None  # ALS/BPR regularisation
+    alpha: float | None = None  # ALS confidence scale (confidence = alpha * weight)
+    iterations: int | None = None  # ALS/BPR iterations
+    lambda_: float | None = None  # EASE L2 regularisation
     weighting: str = "none"  # confidence weighting of interactions: none | bm25 | tfidf
     binary: bool = True  # treat every interaction as weight 1 (repeat counts/ratings ignored)
-    k: int = 10
+    k: int = 10  # cut-off of the ranking metrics
     max_k: int = 100  # largest k the API accepts
     seed: int = 42
     threads: int = 2  # implicit's worker threads; BLAS is limited to 1 thread inside implicit fits
     test_ratio: float = 0.25  # stratified split: share of each user's interactions held out
-    tune_budget_s: float = 120.0  # seconds per tuned model (Optuna trials stop early when the next would overrun)
+    tune_budget: float = 120.0  # seconds of tuning per model at most (trials stop when the next would overrun)
     baselines: tuple[str, ...] = ("popular", "random", "ease", "itemknn", "bpr")
+    # evaluate
+    protocol: str = "ms-stratified"  # ms-stratified | leave-last-out
+    models: str = "als,ease,itemknn,bpr,popular,random"  # comma-separated models evaluate compares
+    leave_last_out_models: tuple[str, ...] = ()  # also evaluated under leave-last-out (a report section)
+    # retrain
+    new: str | None = None  # new interactions to fold in ('synthetic-next' for the demo's)
+    window_days: float = 7.0  # the latest window both models are compared on
+    # the built-in synthetic data
+    tiny: bool = False  # a few hundred users: seconds instead of minutes
 
     def model_params(self, model: str | None = None) -> dict[str, Any]:
-        """Hyper-parameters of ``model`` (default: the configured model), defaults filled in."""
+        """Hyper-parameters of ``model`` (default: the configured model), defaults filled in; the single-parameter
+        fields (``factors``, ``lambda_`` ...) apply to the configured model."""
         name = model or self.model
         if name not in DEFAULT_PARAMS:
             raise ValueError(f"unknown model {name!r}; choose one of {list(DEFAULT_PARAMS)}")
-        return {**DEFAULT_PARAMS[name], **self.params.get(name, {})}
+        params = {**DEFAULT_PARAMS[name], **self.params.get(name, {})}
+        if name == self.model:
+            params.update({f: getattr(self, f) for f in PARAM_FIELDS if getattr(self, f) is not None})
+        return params
+
+    def model_names(self) -> list[str]:
+        """The models ``evaluate`` compares (from the comma-separated ``models``)."""
+        return [m.strip() for m in self.models.split(",") if m.strip()]
+
+    def check(self) -> RecommenderConfig:
+        """Raise :class:`ConfigError` naming the field when a value is unusable; returns ``self``."""
+        if self.model not in MODELS:
+            raise ConfigError(f"config model: unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        names = self.model_names()
+        unknown = sorted((set(names) | set(self.leave_last_out_models)) - set(MODELS))
+        if unknown or not names:
+            raise ConfigError(f"config models: unknown models {unknown}; choose from {', '.join(MODELS)}")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"config protocol: {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"config weighting: {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+        if not 1 <= self.k <= self.max_k:
+            raise ConfigError(f"config k: {self.k} is outside 1..{self.max_k}")
+        for name in ("factors", "iterations"):
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise ConfigError(f"config {name}: must be >= 1, got {value}")
+        for name in ("regularization", "alpha", "lambda_"):
+            if (value := getattr(self, name)) is not None and value < 0:
+                raise ConfigError(f"config {name}: must be >= 0, got {value}")
+        if self.tune_budget < 1:
+            raise ConfigError(f"config tune_budget: at least 1 second, got {self.tune_budget}")
+        if self.window_days < 0.01:
+            raise ConfigError(f"config window_days: at least 0.01, got {self.window_days}")
+        if not 0 < self.test_ratio < 1:
+            raise ConfigError(f"config test_ratio: must be in (0, 1), got {self.test_ratio}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["baselines"] = list(self.baselines)
+        d["leave_last_out_models"] = list(self.leave_last_out_models)
         return d
-
-    @classmethod
-    def from_file(cls, path: str | Path | None) -> RecommenderConfig:
-        """Defaults, updated from a JSON file when given (unknown keys are an error, not silently ignored)."""
-        cfg = cls()
-        if path is None:
-            return cfg
-        data = json.loads(Path(path).read_text())
-        unknown = set(data) - set(asdict(cfg))
-        if unknown:
-            raise ValueError(f"{path}: unknown config keys {sorted(unknown)}; known: {sorted(asdict(cfg))}")
-        for key, value in data.items():
-            if key == "params":
-                for model, p in value.items():
-                    cfg.params.setdefault(model, {}).update(p)
-            elif key == "baselines":
-                cfg.baselines = tuple(value)
-            else:
-                setattr(cfg, key, value)
-        return cfg
 
 
 def default_threads() -> int:

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.config import get_settings
 from common.data import SECONDS_PER_DAY, Column, DataError, Schema, fetch, read_table
 
 log = logging.getLogger(__name__)
@@ -181,8 +180,9 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def movielens_dir(variant: str = "ml-100k", *, download: bool = True) -> Path:
-    """Directory holding the extracted MovieLens files: ``$MLREF_DATA_DIR/<variant>/``.
+def movielens_dir(variant: str, data_dir: Path, *, download: bool = True) -> Path:
+    """Directory holding the extracted MovieLens files: ``<data_dir>/<variant>/`` (the workspace's data directory,
+    ``$MLREF_DATA_DIR``).
 
     Uses the files already there (e.g. ``MLREF_DATA_DIR=../shared/data``); otherwise downloads the GroupLens zip
     through :func:`common.data.fetch` (sha256-verified) and extracts it.
@@ -190,12 +190,12 @@ def movielens_dir(variant: str = "ml-100k", *, download: bool = True) -> Path:
     if variant not in MOVIELENS:
         raise DataError(f"unknown MovieLens variant {variant!r}; choose one of {list(MOVIELENS)}")
     spec = MOVIELENS[variant]
-    root = get_settings().data_path / variant
+    root = Path(data_dir) / variant
     if (root / spec["ratings"]).exists():
         return root
     if not download:
         raise DataError(f"{root / spec['ratings']} not found and download=False")
-    zpath = fetch(spec["url"], spec["sha256"], f"{variant}.zip")
+    zpath = fetch(spec["url"], spec["sha256"], Path(data_dir).absolute() / f"{variant}.zip")
     with zipfile.ZipFile(zpath) as zf:
         for member in zf.namelist():
             name = Path(member).name
@@ -205,12 +205,12 @@ def movielens_dir(variant: str = "ml-100k", *, download: bool = True) -> Path:
     return root
 
 
-def load_movielens(variant: str = "ml-100k", *, download: bool = True) -> Dataset:
+def load_movielens(variant: str, data_dir: Path, *, download: bool = True) -> Dataset:
     """MovieLens 100K or 1M as implicit feedback: every rating is an interaction, ``weight`` = the rating.
 
     Row order is the file's (the Microsoft Recommenders split depends on it). Item metadata: title and genres.
     """
-    root = movielens_dir(variant, download=download)
+    root = movielens_dir(variant, data_dir, download=download)
     spec = MOVIELENS[variant]
     ratings = root / spec["ratings"]
     if spec["ratings_md5"] and (got := _md5(ratings)) != spec["ratings_md5"]:
@@ -341,6 +341,7 @@ def _to_dataset(name: str, world: SyntheticWorld, df: pd.DataFrame) -> Dataset:
 
 
 SYNTH_START = 1_700_000_000  # 2023-11-14, unix seconds
+TINY = {"n_users": 300, "n_items": 150, "n_clusters": 5, "mean_activity": 20.0}  # seconds, not minutes
 
 
 def synthetic(
@@ -416,13 +417,20 @@ def synthetic_next_period(
 # ------------------------------------------------------------------ entry point
 
 
-def load_dataset(spec: str | Path = "synthetic", **synthetic_kwargs) -> Dataset:
-    """``synthetic`` (default, offline), ``ml-100k``, ``ml-1m``, or a path to the user's interactions file."""
+def load_dataset(spec: str | Path = "synthetic", *, data_dir: Path | None = None, **synthetic_kwargs) -> Dataset:
+    """``synthetic`` (default, offline), ``synthetic-next`` (its next month), ``ml-100k``, ``ml-1m`` (read from or
+    downloaded into ``data_dir``), or a path to the user's interactions file."""
     if str(spec) == "synthetic":
         return synthetic(**synthetic_kwargs)
+    if str(spec) == "synthetic-next":
+        return synthetic_next_period(**synthetic_kwargs)
     if str(spec) in MOVIELENS:
-        return load_movielens(str(spec))
+        if data_dir is None:
+            raise ValueError(f"{spec}: load_dataset needs data_dir (the workspace's data directory)")
+        return load_movielens(str(spec), data_dir)
     path = Path(spec)
     if not path.exists():
-        raise DataError(f"dataset {spec!r} is neither 'synthetic', one of {list(MOVIELENS)}, nor an existing file")
+        raise DataError(
+            f"dataset {spec!r} is neither 'synthetic', 'synthetic-next', one of {list(MOVIELENS)}, nor an existing file"
+        )
     return load_interactions(path)

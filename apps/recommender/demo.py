@@ -1,7 +1,7 @@
 """The whole lifecycle on the embedded synthetic data, offline: ``python -m apps.recommender demo``.
 
-1. generate interactions; evaluate ALS against the baselines (MS-stratified and leave-last-out); write the report
-2. train the champion on all data and register it (hash-verified directory, reference profile inside)
+1. generate interactions; train the champion (held-out metrics, then fitted on all data) and register it
+2. evaluate ALS against the baselines (MS-stratified, plus leave-last-out); the report
 3. serve it in-process and call every route, good and bad requests
 4. batch: top-k for every user to parquet
 5. a month later: new users, new trending items -> monitor raises alerts
@@ -11,91 +11,53 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
 
 import pandas as pd
 
-from apps.recommender.config import APP, RecommenderConfig
-from apps.recommender.data import synthetic, synthetic_next_period
-from apps.recommender.evaluate import leave_last_out, stratified_split, write_evaluation_report
-from apps.recommender.lifecycle import batch_recommend, load_version, monitor, register_bundle, retrain
-from apps.recommender.service import build_app
-from apps.recommender.train import compare_models, train_dataset
+from apps.recommender.config import RecommenderConfig
+from apps.recommender.data import ITEM, TINY, synthetic, synthetic_next_period
+from apps.recommender.pipeline import APP_IMPL as app
 from common import registry
-from common.config import get_settings, seed_everything
-from common.reports import markdown_table, new_report_dir
+from common.app import evaluate_pipeline, monitor_pipeline, train_pipeline
+from common.data import write_table
+from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-TINY = {"n_users": 300, "n_items": 150, "n_clusters": 5, "mean_activity": 20.0}
+RETRAIN_KEYS = ("champion_version", "challenger_version", "champion_score", "challenger_score", "promoted", "reason")
 
 
-def run_demo(*, tiny: bool = False, seed: int = 42) -> dict[str, Any]:
-    """Run every stage; returns a summary (also what the end-to-end test checks)."""
+def run_demo(ws: Workspace, cfg: RecommenderConfig) -> dict[str, Any]:
+    """Run every stage in the workspace ``ws`` (a demo's own) through the same pipeline functions as the CLI;
+    ``cfg.tiny``: a few hundred users and no BPR. Returns a summary (what the end-to-end test checks)."""
     from fastapi.testclient import TestClient
 
-    seed_everything(seed)
     t_start = time.perf_counter()
-    sizes = TINY if tiny else {}
-    cfg = RecommenderConfig(seed=seed)
-    home = get_settings().home
+    sizes = TINY if cfg.tiny else {}
+    if cfg.tiny:
+        cfg = dataclasses.replace(cfg, models=",".join(m for m in cfg.model_names() if m != "bpr"))
+    seed = cfg.seed
+    work = ws.work_dir(app.name)
     out: dict[str, Any] = {}
 
-    # 1. data + evaluation against baselines -------------------------------------------------------------
+    # 1-2. data; the champion (a tracking run, registered); its recipe and the baselines evaluated ---------------
     ds = synthetic(**sizes, seed=seed)
-    log.info("data: %s", ds.summary())
-    train, test = stratified_split(ds.interactions, 1 - cfg.test_ratio, seed)
-    labels = ["als", "ease", "itemknn", "popular", "random"] + ([] if tiny else ["bpr"])
-    models = {m: (m, None) for m in labels}
-    table, bundles, curves = compare_models(train, test, models, cfg, item_meta=ds.items)
-    llo_train, llo_test = leave_last_out(ds.interactions)
-    llo, _, _ = compare_models(
-        llo_train, llo_test, {m: (m, None) for m in ("als", "ease", "popular")}, cfg, curve_ks=None
-    )
-    report_dir = new_report_dir(APP, ds.name, "evaluation")
-    cols = [
-        "precision@10",
-        "recall@10",
-        "map@10",
-        "ndcg@10",
-        "coverage",
-        "mean_popularity_percentile",
-        "train_s",
-        "predict_s",
-    ]
-    llo_md = markdown_table(llo[["hit_rate@10", "ndcg@10", "mrr@10"]])
-    write_evaluation_report(
-        report_dir,
-        table[cols],
-        curves,
-        {m: bundles[m] for m in ("als", "ease", "popular")},
-        {m: test for m in ("als", "ease", "popular")},
-        title="Recommender (synthetic demo data)",
-        sections={
-            "Protocol": "MS-stratified 75/25 per user, k=10, seen removed.",
-            "Leave-last-out (next interaction)": llo_md,
-        },
-        model_info={"model": "als", "params": cfg.model_params("als")},
-        data=ds.summary(),
-        dataset=ds.name,
-        champion="als",
-    )
-    out["evaluation"] = table[["ndcg@10", "precision@10", "map@10", "coverage"]].round(4).to_dict(orient="index")
-    out["leave_last_out"] = llo[["hit_rate@10", "ndcg@10"]].round(4).to_dict(orient="index")
-    out["report"] = str(report_dir / "report.md")
-
-    # 2. champion on all data -------------------------------------------------------------------------------
-    champion = train_dataset(ds, cfg)
-    mv1 = register_bundle(
-        champion, ds.interactions, metrics=dict(table.loc["als", ["ndcg@10", "map@10"]]), alias=registry.CHAMPION
-    )
-    out["champion_version"] = mv1.version
+    trained = train_pipeline(app, ws, ds.name, cfg, data=ds, promote=True)
+    evaluation = evaluate_pipeline(app, ws, ds.name, cfg, data=ds, fitted=trained.fitted)
+    keep = ("ndcg@10", "precision@10", "map@10", "coverage")
+    out["evaluation"] = {m: {k: row[k] for k in keep} for m, row in evaluation.metrics.items()}
+    llo = evaluation.extra.get("leave_last_out", {})
+    out["leave_last_out"] = {m: {k: row[k] for k in ("hit_rate@10", "ndcg@10")} for m, row in llo.items()}
+    out["report"] = str(evaluation.report)
+    out["champion_version"] = trained.version
+    champion = trained.fitted.model
 
     # 3. serve in-process -------------------------------------------------------------------------------------
-    app = build_app(refresh_interval_s=None)
-    with TestClient(app) as client:
+    with TestClient(app.service(ws)) as client:
         user = champion.users.ids[0]
         item = champion.items.ids[0]
         history = list(champion.items.ids[[1, 2, 3]])
@@ -117,48 +79,35 @@ def run_demo(*, tiny: bool = False, seed: int = 42) -> dict[str, Any]:
             for name, r in calls.items()
         }
         out["api_example"] = calls["known_user"].json()["items"][:3]
-        metrics_text = client.get("/metrics").text
-        out["metrics_has_latency"] = "mlref_request_latency_seconds_bucket" in metrics_text
+        out["metrics_has_latency"] = "mlref_request_latency_seconds_bucket" in client.get("/metrics").text
 
         # 4. batch --------------------------------------------------------------------------------------------
-        res = batch_recommend(champion, home / "work" / "recommendations.parquet", k=cfg.k, progress=False)
-        out["batch"] = {"rows": res.rows, "users": len(champion.users), "output": str(res.output)}
+        res = app.batch(
+            ws, champion, None, work / "recommendations.parquet", chunksize=app.batch_chunk[0], k=cfg.k, progress=False
+        )
+        out["batch"] = {"rows": res["rows"], "users": len(champion.users), "output": res["output"]}
 
         # 5. a month later: monitor -------------------------------------------------------------------------------
         new = synthetic_next_period(**sizes, seed=seed)
-        monitor_dir = new_report_dir(APP, new.name, "monitor")
-        mon = monitor(
-            champion,
-            registry.fetch_model_dir(mv1),
-            new.interactions,
-            out_dir=monitor_dir,
-            model_version=str(mv1.version),
-        )
+        mon, _ = monitor_pipeline(app, ws, write_table(new.interactions, work / "synthetic-next.parquet"))
         out["monitor"] = {"alerts": mon.alerts, **{k: round(v, 4) for k, v in mon.stats.items()}}
 
-        # 6. retrain on old + new, compare on the latest week ----------------------------------------------------
+        # 6. retrain on old + new (a file, its item metadata beside it), compare on the latest week ---------------
+        combined = write_table(
+            pd.concat([ds.interactions, new.interactions], ignore_index=True), work / "with-next-month.parquet"
+        )
         items = pd.concat([ds.items, new.items[~new.items.index.isin(ds.items.index)]])
-        combined = pd.concat([ds.interactions, new.interactions], ignore_index=True)
-        decision = retrain(combined, cfg, window_days=7, margin=0.0, item_meta=items)
-        out["retrain"] = {
-            k: decision.to_dict()[k]
-            for k in (
-                "champion_version",
-                "challenger_version",
-                "champion_score",
-                "challenger_score",
-                "promoted",
-                "reason",
-            )
-        }
+        write_table(items.rename_axis(ITEM).reset_index(), work / "with-next-month.items.csv")
+        decision = app.retrain(ws, str(combined), dataclasses.replace(cfg, window_days=7.0), margin=0.0)
+        out["retrain"] = {k: decision[k] for k in RETRAIN_KEYS}
 
         # 7. hot swap ------------------------------------------------------------------------------------------
-        reload = client.post("/admin/reload").json()
+        out["reload"] = client.post("/admin/reload").json()
         served = client.get("/v1/model").json()["version"]
         out["served_version_after"] = served
-        out["reload"] = reload
-        if decision.promoted:
-            _, mv = load_version(registry.CHAMPION)
-            assert served == mv.version, f"service serves {served}, champion is {mv.version}"
+        if decision["promoted"]:
+            champion_now = registry.version_of(app.registry_name, registry.CHAMPION)
+            assert served == champion_now, f"service serves {served}, champion is {champion_now}"
     out["seconds"] = round(time.perf_counter() - t_start, 1)
+    log.info("demo finished in %.1f s", out["seconds"])
     return out

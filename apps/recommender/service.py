@@ -33,7 +33,7 @@ from apps.recommender.config import REGISTRY_NAME, RecommenderConfig
 from apps.recommender.data import MAX_ID_LENGTH
 from apps.recommender.model import Recommendation, RecommenderBundle
 from common import serving
-from common.config import get_settings
+from common.workspace import Workspace
 
 MAX_K = RecommenderConfig().max_k
 MAX_HISTORY = 1000
@@ -197,12 +197,15 @@ def build_app(
     bundle: RecommenderBundle | None = None,
     refresh_interval_s: float | None = 5.0,
     api_key: str | type[...] | None = ...,
+    ws: Workspace | None = None,
 ):
-    """The FastAPI app serving the registry's champion (hot-swapped), or a given ``bundle`` (tests, demo)."""
+    """The FastAPI app serving the registry's champion (hot-swapped), or a given ``bundle`` (tests); the prediction
+    log goes under the workspace ``ws`` (default: the environment's)."""
     holder = serving.ModelHolder(REGISTRY_NAME, RecommenderBundle.load)
     if bundle is not None:
         holder.set(serving.Loaded(bundle, None))
-    plog = serving.PredictionLog(get_settings().path("predictions", f"{REGISTRY_NAME}.jsonl"), sample_rate=1.0)
+    ws = ws or Workspace.from_env()
+    plog = serving.PredictionLog(ws.path("predictions", f"{REGISTRY_NAME}.jsonl"), sample_rate=1.0)
     return serving.create_app(
         "mlref recommender",
         holder,

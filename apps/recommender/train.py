@@ -141,7 +141,7 @@ def tune(
     training set (and hence the best regularisation / number of factors) stays close to the real one. The first
     trial is the configured parameters, so tuning can only confirm or improve them on validation.
 
-    Budget: at most ``n_trials`` trials and ``budget_s`` seconds (default ``cfg.tune_budget_s``); a trial is not
+    Budget: at most ``n_trials`` trials and ``budget_s`` seconds (default ``cfg.tune_budget``); a trial is not
     started when the mean trial time so far says it would end past the budget. Slow fits (EASE on a large
     catalogue) therefore get fewer trials, and the search ends within about the budget whatever the data size.
     ``metric`` defaults to ``ndcg@{cfg.k}``. Returns (best params merged over the configured ones, trials table).
@@ -151,7 +151,7 @@ def tune(
     cfg = cfg or RecommenderConfig()
     metric = metric or f"ndcg@{cfg.k}"
     cutoff = int(metric.rsplit("@", 1)[1]) if "@" in metric else cfg.k
-    budget = cfg.tune_budget_s if budget_s is None else float(budget_s)
+    budget = cfg.tune_budget if budget_s is None else float(budget_s)
     if model not in SEARCH_SPACES:
         raise ValueError(f"no search space for {model!r}; tunable: {list(SEARCH_SPACES)}")
     inner_train, valid = stratified_split(train, 1 - valid_ratio, seed=cfg.seed + 1)

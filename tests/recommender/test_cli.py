@@ -109,7 +109,7 @@ def test_movielens_parsers_on_fake_files(mlref_home):
     (root / "ml-1m" / "movies.dat").write_bytes(
         "10::Toy Story (1995)::Animation|Children's\n20::Á köldum klaka (1994)::Drama\n".encode("latin-1")
     )
-    ds = load_movielens("ml-1m", download=False)
+    ds = load_movielens("ml-1m", root, download=False)
     assert len(ds.interactions) == 3 and ds.interactions[USER].tolist() == ["1", "1", "2"]
     assert ds.items.loc["20", TITLE].startswith("Á köldum")
     (root / "ml-100k").mkdir()
@@ -119,7 +119,7 @@ def test_movielens_parsers_on_fake_files(mlref_home):
     (root / "ml-100k" / "u.item").write_text(
         "242|Kolya (1996)|24-Jan-1997||http://x|0|1\n302|L.A. Confidential (1997)|01-Jan-1997||http://y|1|0\n"
     )
-    ds = load_movielens("ml-100k", download=False)
+    ds = load_movielens("ml-100k", root, download=False)
     assert ds.items.loc["242", "genres"] == "Action" and len(ds.interactions) == 2
     with pytest.raises(DataError, match="unknown MovieLens variant 'ml-25m'"):
-        load_movielens("ml-25m", download=False)
+        load_movielens("ml-25m", root, download=False)

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from common import registry
+from common.workspace import Workspace
 
 
 @pytest.mark.e2e
-def test_demo_runs_end_to_end_on_tiny_data():
+def test_demo_runs_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     from apps.recommender.demo import run_demo
+    from apps.recommender.pipeline import APP_IMPL
 
-    out = run_demo(tiny=True, seed=3)
+    ws = Workspace.at(tmp_path / "demo")
+    cfg = APP_IMPL.demo_config(3)
+    cfg.tiny = True
+    with ws.activate():
+        out = run_demo(ws, cfg)
+        champion = registry.get("recommender", registry.CHAMPION).version
+    # the demo's reports go where the CLI's do: a run directory per report, a `latest` link, an index row
+    report = Path(out["report"])
+    assert report.parent.parent == ws.reports / "recommender" / "synthetic" / "evaluation"
+    assert (report.parent.parent / "latest").resolve() == report.parent.resolve()
+    index = (ws.reports / "index.md").read_text().replace("`", "")
+    assert "| recommender | synthetic | evaluation |" in index and "| monitor |" in index, index
+    assert set(out["leave_last_out"]) == {"als", "ease", "popular"} and "bpr" not in out["evaluation"]
     ev = out["evaluation"]
     assert ev["als"]["ndcg@10"] > ev["popular"]["ndcg@10"] > ev["random"]["ndcg@10"]
     assert out["api"]["known_user"]["status"] == 200 and out["api"]["bad_k"]["status"] == 422
@@ -26,7 +42,6 @@ def test_demo_runs_end_to_end_on_tiny_data():
     assert retrain["promoted"], retrain
     assert retrain["challenger_score"] > retrain["champion_score"]
     assert retrain["champion_version"] == out["champion_version"]
-    champion = registry.get("recommender", registry.CHAMPION).version
     assert champion != out["champion_version"] and int(champion) >= int(retrain["challenger_version"])
     assert out["served_version_after"] == champion
 
