@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -123,3 +124,31 @@ def test_movielens_parsers_on_fake_files(mlref_home):
     assert ds.items.loc["242", "genres"] == "Action" and len(ds.interactions) == 2
     with pytest.raises(DataError, match="unknown MovieLens variant 'ml-25m'"):
         load_movielens("ml-25m", root, download=False)
+
+
+def test_every_command_keeps_its_options_as_config_fields(tmp_path, monkeypatch, capsys):
+    """evaluate --protocol/--models/--k, retrain --new/--window-days and monitor --days work as before the port to
+    common.app; a bad value is a one-line exit 2 naming the config field."""
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({"tiny": True, "threads": 1}))
+    args = ["evaluate", "--config", str(tiny), "--protocol", "leave-last-out", "--models", "popular,random", "--k", "5"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    out = _json(r.stdout)
+    assert set(out["metrics"]) == {"popular", "random"} and "hit_rate@5" in out["metrics"]["popular"]
+    assert "(leave-last-out)" in Path(out["report"]).read_text()
+
+    assert runner.invoke(app, ["train", "--config", str(tiny), "--model", "popular"]).exit_code == 0
+    r = runner.invoke(app, ["monitor", "--dataset", "synthetic-next", "--days", "3"])
+    assert r.exit_code in (0, 1), r.output
+    days3 = _json(r.stdout)["stats"]["interactions"]
+    everything = _json(runner.invoke(app, ["monitor", "--dataset", "synthetic-next"]).stdout)["stats"]["interactions"]
+    assert 0 < days3 < everything
+    r = runner.invoke(app, ["retrain", "--config", str(tiny), "--new", "synthetic-next", "--window-days", "5"])
+    assert r.exit_code == 0, r.output
+    assert _json(r.stdout)["challenger_version"] == "2"
+
+    code, err = _exit_and_stderr(["evaluate", "--config", str(tiny), "--models", "als,nope"], monkeypatch, capsys)
+    assert code == 2 and "config models: unknown models ['nope']" in err, err
+    code, err = _exit_and_stderr(["train", "--model", "svd"], monkeypatch, capsys)
+    assert code == 2 and "config model: unknown model 'svd'" in err, err
