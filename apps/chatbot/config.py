@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import from_json_file
+from common.errors import ConfigError
 
 APP = "chatbot"
 REGISTRY_NAME = "chatbot"  # the model's name in the registry
@@ -43,6 +44,11 @@ class Config:
     startup_timeout_s: float = 600.0  # rasa run loads TensorFlow and the model: minutes on a busy machine
     train_timeout_s: float = 3600.0
     seed: int = 42
+    quick: bool = False  # few epochs, no cross-validation (demo/tests): sets the fields in QUICK
+    text_column: str = "text"  # CSV column with the message text (--dataset files)
+    intent_column: str = "intent"  # CSV column with the intent (Banking77: category)
+    ref: str = "champion"  # the registered model evaluate measures and serve serves (alias or version)
+    refresh_s: float = 10.0  # serve: check the registry this often; load a new champion without restart (0: never)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +58,22 @@ class Config:
         """Defaults, updated from a JSON file (unknown keys are an error)."""
         return from_json_file(cls, path)
 
-    @classmethod
-    def quick(cls) -> Config:
-        """Few epochs and no cross-validation: the demo's and the tests' settings."""
-        return cls(response_selector_epochs=15, ted_epochs=5, cv_folds=0)
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> Config:
+        """Apply ``quick`` (few epochs, no cross-validation) and refuse values no run can use."""
+        if self.quick:
+            for name, value in QUICK.items():
+                setattr(self, name, value)
+        for name in ("response_selector_epochs", "ted_epochs", "cv_folds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config {name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.fallback_threshold <= 1.0:
+            raise ConfigError(f"config fallback_threshold: must be in [0, 1], got {self.fallback_threshold}")
+        if self.refresh_s < 0:
+            raise ConfigError(f"config refresh_s: must be >= 0, got {self.refresh_s}")
+        return self
+
+
+QUICK: dict[str, Any] = {"response_selector_epochs": 15, "ted_epochs": 5, "cv_folds": 0}

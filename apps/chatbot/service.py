@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -199,13 +199,14 @@ def build_router(secret: bytes | None) -> APIRouter:
 
 
 def build_app(
-    upstream: Upstream,
+    upstream: Upstream | None,
     version: registry.ModelVersion | None = None,
     *,
     refresh_interval_s: float | None = 10.0,
     secret: bytes | type[...] | None = ...,
 ) -> FastAPI:
-    """The gateway in front of ``upstream`` (a Rasa server already serving ``version``).
+    """The gateway in front of ``upstream`` (a Rasa server already serving ``version``; None: set later, as
+    :func:`with_rasa` does once Rasa has started -- until then /readyz says 503).
 
     ``refresh_interval_s``: how often to check the registry's champion and load a new one into Rasa (None:
     never). ``secret``: the customer-token secret (default ``MLREF_CHATBOT_SECRET``; None: anonymous only).
@@ -216,8 +217,12 @@ def build_app(
             "%s is not set: customer tokens cannot be checked, every conversation is anonymous", identity.SECRET_ENV
         )
 
-    holder = serving.ModelHolder(REGISTRY_NAME, lambda model_dir: upstream.load(model_dir / MODEL_FILE))
-    holder.set(serving.Loaded(upstream, version))
+    def load(model_dir: Path) -> Upstream:  # a new champion: Rasa loads its archive, then the gateway reports it
+        return app.state.upstream.load(model_dir / MODEL_FILE)
+
+    holder = serving.ModelHolder(REGISTRY_NAME, load)
+    if upstream is not None:
+        holder.set(serving.Loaded(upstream, version))
     app = serving.create_app(
         "mlref chatbot gateway",
         holder,
@@ -227,6 +232,57 @@ def build_app(
         prediction_buckets=(0, 1, 2, 3, 4, 6, 10),
     )
     app.state.upstream = upstream
+    return app
+
+
+def with_rasa(
+    app: FastAPI,
+    model: Path,
+    version: registry.ModelVersion | None,
+    run_dir: Path,
+    cfg: Any,
+    *,
+    tracker_db: Path,
+    handoff_log: Path | None = None,
+    rasa_port: int | None = None,
+    actions_port: int | None = None,
+) -> FastAPI:
+    """Make the gateway ``app`` (built with no upstream) start Rasa on ``model`` and the action server when it
+    starts (``rasa_env.servers``, on 127.0.0.1 behind per-run tokens) and stop both when it stops: a service that
+    needs nothing else running. ``app.state.servers`` is the running pair; a failed start is kept in
+    ``app.state.start_error`` (uvicorn only logs it)."""
+    from apps.chatbot import rasa_env
+
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        try:
+            servers = rasa_env.servers(
+                model,
+                run_dir,
+                cfg,
+                tracker_db=tracker_db,
+                rasa_port=rasa_port,
+                actions_port=actions_port,
+                handoff_log=handoff_log,
+            )
+            srv = servers.__enter__()
+        except BaseException as exc:
+            a.state.start_error = exc
+            raise
+        upstream = Upstream(srv.url, srv.token, cfg.upstream_timeout_s, model)
+        a.state.upstream, a.state.servers = upstream, srv
+        a.state.holder.set(serving.Loaded(upstream, version))
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            upstream.client.close()
+            servers.__exit__(None, None, None)
+
+    app.router.lifespan_context = lifespan
+    app.state.start_error = None
     return app
 
 
@@ -252,27 +308,44 @@ def running(
     handoff_log: Path | None = None,
     rasa_port: int | None = None,
     actions_port: int | None = None,
+    app: FastAPI | None = None,
 ) -> Iterator[Assistant]:
-    """Rasa and the action server (``rasa_env.servers``) plus the gateway on a free loopback port, for demos,
-    benchmarks and tests; everything is stopped when the block ends. ``secret``: the customer-token secret."""
+    """The gateway that starts Rasa and the action server (:func:`with_rasa`) on free loopback ports, in a
+    background server, for demos, benchmarks and tests; everything is stopped when the block ends. ``secret``: the
+    customer-token secret; ``app``: a gateway built with no upstream (default: :func:`build_app`'s)."""
     from apps.chatbot import rasa_env
 
-    with rasa_env.servers(
+    gateway = with_rasa(
+        app if app is not None else build_app(None, version, refresh_interval_s=None, secret=secret),
         model,
+        version,
         run_dir,
         cfg,
         tracker_db=tracker_db,
+        handoff_log=handoff_log,
         rasa_port=rasa_port or rasa_env.free_port(),
         actions_port=actions_port or rasa_env.free_port(),
-        handoff_log=handoff_log,
-    ) as srv:
-        upstream = Upstream(srv.url, srv.token, timeout_s=cfg.upstream_timeout_s)
-        app = build_app(upstream, version, refresh_interval_s=None, secret=secret)
-        try:
-            with serving.BackgroundServer(app) as gw:
-                yield Assistant(url=gw.url, servers=srv, app=app)
-        finally:
-            upstream.client.close()
+    )
+    with in_background(gateway, cfg) as assistant:
+        yield assistant
+
+
+@contextmanager
+def in_background(gateway: FastAPI, cfg: Any) -> Iterator[Assistant]:
+    """A gateway made by :func:`with_rasa` in a background server on a free loopback port: started (Rasa and the
+    action server with it) when the block begins, all stopped when it ends. A failed start raises its own error."""
+    server = serving.BackgroundServer(gateway, start_timeout_s=2 * cfg.startup_timeout_s + 60)
+    try:
+        server.__enter__()
+    except RuntimeError:
+        if gateway.state.start_error is not None:  # say why (a port in use, Rasa missing...), not only "no start"
+            raise gateway.state.start_error from None
+        raise
+    try:
+        yield Assistant(url=server.url, servers=gateway.state.servers, app=gateway)
+    finally:
+        server.__exit__(None, None, None)
+        server.thread.join(timeout=120)  # the lifespan's end stops Rasa and the action server: wait for it
 
 
 def say(

@@ -45,7 +45,7 @@ def trained(session_home: Path):
     from common.config import override
 
     with override(home=session_home, tracking_uri=None):
-        return lifecycle.build(Config.quick())
+        return lifecycle.build(Config(quick=True))
 
 
 class FakeService:

@@ -12,12 +12,21 @@ import pytest
 
 from apps.chatbot import demo, lifecycle, rasa_env
 from apps.chatbot.config import REPO
+from apps.chatbot.pipeline import APP_IMPL
 from common import registry
+from common.app import demo_pipeline
+from common.workspace import Workspace
 
 
 @pytest.mark.e2e
-def test_demo_conversation_over_rest_then_clean_stop_and_monitor(trained: lifecycle.Trained) -> None:
-    summary = demo.run_demo(trained=trained)
+def test_demo_conversation_over_rest_then_clean_stop_and_monitor(
+    trained: lifecycle.Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo through the pipeline functions (train_pipeline, evaluate_pipeline, app.service, app.batch,
+    monitor_pipeline); its Rasa training is the session's model (the pipeline's fit runs on it)."""
+    monkeypatch.setattr(lifecycle, "build", lambda cfg, **kwargs: trained)
+    ws = Workspace.from_env()
+    summary = demo_pipeline(APP_IMPL, ws)
     turns = {t["user"]: " ".join(t["bot"]) for t in summary["conversation"]}
     assert all(t["ok"] for t in summary["conversation"]), summary["conversation"]
     assert "Order SH12345 (running shoes, sports socks) is out for delivery" in turns["it's SH12345"]
@@ -25,19 +34,26 @@ def test_demo_conversation_over_rest_then_clean_stop_and_monitor(trained: lifecy
     assert "can't fetch recommendations right now" in turns["can you recommend something for me?"]
     assert summary["model_load_s"] > 0
     mon = summary["monitor"]
-    assert "Did you want to" in turns["blorp fizzle wug"]  # two-stage fallback, in words
-    handoff = turns["zxqv plimf grunk"]
+    # outside the assistant's intents (the calibrated threshold): what it can do and a handoff offer, not a guess
+    oos = turns["blorp fizzle wug"]
+    assert "can't help with that here" in oos and "check an order" in oos and "pass you to a colleague" in oos
+    assert "Did you want to" not in oos
+    handoff = turns["talk to a human"]
     assert "passing you to a colleague" in handoff and "(reference H-" in handoff
     assert all(b for t in summary["conversation"] for b in t["bot"])  # no empty message: payloads stay internal
     assert "welcome" in turns["thanks"]  # after the handoff the conversation goes on
     assert mon["messages"] == len(demo.SCRIPT) and mon["conversations"] == 1
-    assert mon["handoff_rate"] == 1.0 and mon["fallback_rate"] == 2 / len(demo.SCRIPT)
+    assert mon["handoff_rate"] == 1.0 and mon["fallback_rate"] == 1 / len(demo.SCRIPT)  # the rejected message
     # the gateway and both servers are gone: their ports are free again
     assert set(summary["urls"]) == {"gateway", "rasa", "actions"}
     for url in summary["urls"].values():
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         assert not rasa_env.port_open("127.0.0.1", port)
-    assert registry.version_of("chatbot") == summary["version"]
+    assert summary["test_stories"]["all_passed"] and summary["evaluation"]["model"]["accuracy"] > 0.8
+    assert summary["batch"]["rows"] == len(demo.SCRIPT) and "/evaluation/" in summary["report"]
+    with ws.for_demo("chatbot", fresh=False).activate():  # the demo's own registry, not the user's
+        assert registry.version_of("chatbot") == summary["version"]
+    assert registry.version_of("chatbot") is None
 
 
 @pytest.mark.e2e
@@ -73,7 +89,7 @@ def test_serve_answers_through_the_gateway_only_and_stops_everything_on_sigterm(
     from apps.chatbot.config import Config
     from tests.chatbot.test_hardening import _listen_addresses
 
-    lifecycle.register(trained, Config.quick(), dataset="project", alias=registry.CHAMPION)
+    lifecycle.register(trained, Config(quick=True), dataset="project", alias=registry.CHAMPION)
     port, rasa_port, actions_port = rasa_env.free_port(), rasa_env.free_port(), rasa_env.free_port()
     secret = "e2e-secret-0123456789abcdef"
     handoffs = mlref_home / "my-handoffs.jsonl"
@@ -120,6 +136,18 @@ def test_serve_answers_through_the_gateway_only_and_stops_everything_on_sigterm(
         faq = said("chat-3", "how long does delivery take?")
         assert "working days" in faq and faq.count("What's your order number?") == 1
         assert "Order SH61234 (yoga mat) is waiting for payment" in said("chat-3", "SH61234")
+        # out of scope (the classifier's calibrated threshold): an honest answer with what it can do and a handoff
+        # offer (was "Did you want to stop what we're doing?"); inside the order form, the form then asks on
+        shoes = "do you have running shoes in size 44?"
+        answer = service.say(gw, "chat-4", shoes, token=bob)
+        assert "can't help with that here" in answer[0]["text"] and "recommend products" in answer[0]["text"]
+        assert {"title": "Talk to a person", "payload": "/human_handoff"} in answer[0]["buttons"]
+        assert "Did you want to" not in said("chat-5", "blorp fizzle wug")
+        assert "passing you to a colleague" in said("chat-5", "talk to a human")
+        assert "order number" in said("chat-6", "where is my order?")
+        inside = said("chat-6", shoes)
+        assert "can't help with that here" in inside and inside.count("What's your order number?") == 1
+        assert "Order SH30112 (desk lamp) is delivered" in said("chat-6", "SH30112")
         # bob cannot read alice's order, whatever he calls his conversation
         answer = " ".join(m.get("text") or "" for m in service.say(gw, "alice", "where is order SH40018?", token=bob))
         assert "DHL" not in answer and "winter jacket" not in answer

@@ -48,7 +48,7 @@ def test_held_out_nlu_accuracy(trained: lifecycle.Trained) -> None:
 
 
 def test_registered_version_is_the_rasa_archive_with_its_hash(trained: lifecycle.Trained, tmp_path: Path) -> None:
-    mv = lifecycle.register(trained, Config.quick(), dataset="project", alias=registry.CHAMPION)
+    mv = lifecycle.register(trained, Config(quick=True), dataset="project", alias=registry.CHAMPION)
     model, got = lifecycle.model_path()
     assert got.version == mv.version and model.name == MODEL_FILE
     assert mv.sha256 == registry.hash_dir(model.parent)
@@ -70,7 +70,7 @@ def test_registered_version_is_the_rasa_archive_with_its_hash(trained: lifecycle
 
 def test_validation_rejects_a_story_with_an_unknown_action(tmp_path: Path) -> None:
     require_rasa()
-    wd = rasa_env.prepare_workdir(tmp_path / "broken", Config.quick())
+    wd = rasa_env.prepare_workdir(tmp_path / "broken", Config(quick=True))
     rules = yaml.safe_load((wd / "data" / "rules.yml").read_text())
     rules["rules"][0]["steps"][1]["action"] = "utter_not_in_the_domain"
     (wd / "data" / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))

@@ -40,9 +40,9 @@ def fake_trained(tmp: Path, *, accuracy: float, stories_ok: bool = True) -> life
 @pytest.fixture
 def champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> registry.ModelVersion:
     mv = lifecycle.register(
-        fake_trained(tmp_path / "champ", accuracy=0.95), Config.quick(), dataset="project", alias=registry.CHAMPION
+        fake_trained(tmp_path / "champ", accuracy=0.95), Config(quick=True), dataset="project", alias=registry.CHAMPION
     )
-    monkeypatch.setattr(lifecycle, "_holdout_accuracy", lambda model, cfg: 0.95)  # the champion, re-evaluated
+    monkeypatch.setattr(lifecycle, "_holdout_accuracy", lambda model, cfg, ws=None: 0.95)  # the champion, re-evaluated
     return mv
 
 
@@ -73,12 +73,12 @@ def test_retrain_gate(
 ) -> None:
     seen: list[pd.DataFrame] = []
 
-    def build(cfg: Config, *, extra: pd.DataFrame | None = None, validate: bool = True) -> lifecycle.Trained:
+    def build(cfg: Config, *, extra: pd.DataFrame | None = None, **kwargs: object) -> lifecycle.Trained:
         seen.append(extra)
         return fake_trained(tmp_path / "challenger", accuracy=accuracy, stories_ok=stories_ok)
 
     monkeypatch.setattr(lifecycle, "build", build)
-    result = lifecycle.retrain(labelled, Config.quick())
+    result = lifecycle.retrain(labelled, Config(quick=True))
     assert seen[0]["text"].tolist() == ["parcel gone missing?"]  # the held-out message was not trained on
     assert result["added_messages"] == 1 and result["promoted"] is promoted
     assert registry.version_of("chatbot") == (result["challenger_version"] if promoted else champion.version)
@@ -91,4 +91,4 @@ def test_retrain_refuses_intents_outside_the_domain(champion: registry.ModelVers
     path = tmp_path / "labelled.csv"
     path.write_text("text,intent\nbook a table,restaurant_booking\n")
     with pytest.raises(DataError, match=r"intents not in the assistant's domain: \['restaurant_booking'\]"):
-        lifecycle.retrain(path, Config.quick())
+        lifecycle.retrain(path, Config(quick=True))
