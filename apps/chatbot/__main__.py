@@ -114,7 +114,7 @@ def chat(
     import httpx
 
     from apps.chatbot import identity
-    from apps.chatbot.service import customer_lines, say
+    from apps.chatbot.service import chat as chat_with
 
     customer_token = None
     if customer:
@@ -126,26 +126,10 @@ def chat(
         except ValueError as exc:
             raise cli.fail(str(exc)) from None
     typer.echo(f"talking to {url} as {customer or 'an anonymous customer'}; /quit to leave", err=True)
-    while True:
-        try:
-            text = input("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            break
-        if text in ("/quit", "/exit"):
-            break
-        if not text:
-            continue
-        try:
-            for line in customer_lines(say(url, sender, text, token=customer_token)):
-                typer.echo("bot> " + line)
-        except httpx.HTTPStatusError as exc:
-            try:
-                detail = exc.response.json().get("message") or exc.response.json().get("detail")
-            except ValueError:
-                detail = exc.response.text[:200]
-            typer.echo(f"refused ({exc.response.status_code}): {detail}", err=True)
-        except httpx.HTTPError as exc:
-            raise cli.fail(f"no answer from {url}: {exc} (is `python -m apps.chatbot serve` running?)") from None
+    try:
+        chat_with(url, sender, token=customer_token, show=typer.echo, warn=lambda line: typer.echo(line, err=True))
+    except httpx.HTTPError as exc:
+        raise cli.fail(f"no answer from {url}: {exc} (is `python -m apps.chatbot serve` running?)") from None
 
 
 @app.command()

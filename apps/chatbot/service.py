@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -385,3 +385,35 @@ def customer_lines(messages: list[dict[str, Any]]) -> list[str]:
         if line:
             lines.append(line)
     return lines
+
+
+def chat(
+    url: str,
+    sender: str,
+    *,
+    token: str | None = None,
+    ask: Callable[[str], str] = input,
+    show: Callable[[str], None] = print,
+    warn: Callable[[str], None] = print,
+) -> None:
+    """A terminal conversation with the gateway at ``url`` until ``/quit`` (or end of input): each answer as
+    :func:`customer_lines`; a refusal is shown and the conversation goes on. Raises ``httpx.HTTPError`` when no
+    server answers."""
+    while True:
+        try:
+            text = ask("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if text in ("/quit", "/exit"):
+            return
+        if not text:
+            continue
+        try:
+            for line in customer_lines(say(url, sender, text, token=token)):
+                show("bot> " + line)
+        except httpx.HTTPStatusError as exc:
+            try:
+                detail = exc.response.json().get("message") or exc.response.json().get("detail")
+            except ValueError:
+                detail = exc.response.text[:200]
+            warn(f"refused ({exc.response.status_code}): {detail}")
