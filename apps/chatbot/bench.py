@@ -5,6 +5,13 @@ FallbackClassifier: a plain intent dataset has no retrieval intents, and accurac
 own top intent) with ``rasa train nlu`` in .venv-chatbot, then classifies the test CSV through the trained model.
 Training seconds are the wall time of ``rasa train nlu`` (including its ~10-30 s of TensorFlow start-up); peak memory
 is the largest resident size of a finished child process.
+
+Out of scope (``--oos-intents K``, the standard unknown-intent protocol): K intents of the training set, chosen with
+the seed, are held out as unseen: their training messages are dropped and their test messages relabelled ``oos``.
+A test CSV may label rows ``oos`` itself. The classifier calibrates its rejection threshold on out-of-fold
+predictions of the in-scope training messages only (``components/openset.py``); the report gives in-scope accuracy,
+macro-F1, out-of-scope recall and precision of each stored score's threshold, the same model's closed-set in-scope
+accuracy, and, descriptively, what in-scope accuracy an out-of-scope recall of 0.80 would cost.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from apps.chatbot import identity, lifecycle, nlu, rasa_env, service
@@ -42,6 +50,46 @@ PUBLISHED = {  # accuracy on the full test sets, as published
     },
 }
 MODEL_NAME = "MiniLM-L6 sentence embeddings + logistic regression (Rasa NLU)"
+OOS_TARGET = {"oos_recall": 0.80, "max_in_scope_accuracy_drop": 0.015}  # issue #20, Banking77 with 25 % unseen
+
+
+def hold_out_intents(
+    train_df: pd.DataFrame, test_df: pd.DataFrame, k: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The unknown-intent protocol: ``k`` training intents chosen with ``seed`` become unseen; their training
+    messages are dropped and their test messages labelled ``oos``. Returns (train, test, the unseen intents)."""
+    intents = sorted(set(train_df["intent"]) - {nlu.OOS_LABEL})
+    if not 0 < k <= len(intents) - 2:
+        raise DataError(f"--oos-intents must be between 1 and {len(intents) - 2} for {len(intents)} intents, got {k}")
+    unseen = sorted(str(i) for i in np.random.default_rng(seed).choice(intents, size=k, replace=False))
+    train = train_df[~train_df["intent"].isin(unseen)].reset_index(drop=True)
+    test = test_df.assign(intent=test_df["intent"].where(~test_df["intent"].isin(unseen), nlu.OOS_LABEL))
+    return train, test, unseen
+
+
+def _open_set_report(preds: pd.DataFrame) -> dict[str, Any]:
+    """Open-set metrics of the deployed rejection and of each calibrated score's threshold (from the same parse)."""
+    truth = preds["truth"].tolist()
+    verdicts = preds["out_of_scope"].tolist()
+    closed = [v.get("closed_set_intent") or p for v, p in zip(verdicts, preds["predicted"], strict=True)]
+    report: dict[str, Any] = {"deployed": nlu.open_set_scores(truth, preds["predicted"].tolist(), closed)}
+    first = next((v for v in verdicts if v), {})
+    report["deployed"]["score"] = first.get("method")
+    report["deployed"]["threshold"] = first.get("threshold")
+    methods = {}
+    for name, threshold in (first.get("thresholds") or {}).items():
+        scores = np.array([v["scores"][name] for v in verdicts])
+        pred = [
+            nlu.OOS_INTENT if (s < threshold and c != nlu.OOS_INTENT) else c
+            for s, c in zip(scores, closed, strict=True)
+        ]
+        methods[name] = {
+            "threshold": threshold,
+            **nlu.open_set_scores(truth, pred, closed),
+            "at_oos_recall_0.80": nlu.recall_trade_off(scores, truth, closed, 0.8),
+        }
+    report["scores"] = methods
+    return report
 
 
 def _published(name: str) -> dict[str, Any]:
@@ -59,15 +107,22 @@ def run_nlu_bench(
     name: str | None = None,
     output: Path | None = None,
     write: bool = True,
+    oos_intents: int = 0,
 ) -> dict[str, Any]:
-    """Train the intent pipeline on ``train_csv``, score ``test_csv``; returns (and writes) the results document."""
+    """Train the intent pipeline on ``train_csv``, score ``test_csv``; returns (and writes) the results document.
+    ``oos_intents``: hold out that many training intents as unseen (out of scope); ``oos`` rows of the test CSV
+    are out of scope too."""
     train_df = read_labelled(train_csv, text_column=text_column, intent_column=intent_column, rename_intents=True)
     test_df = read_labelled(test_csv, text_column=text_column, intent_column=intent_column, rename_intents=True)
+    held_out: list[str] = []
+    if oos_intents:
+        train_df, test_df, held_out = hold_out_intents(train_df, test_df, oos_intents, cfg.seed)
     if train_df["intent"].nunique() < 2:
         raise DataError(f"{train_csv}: need at least 2 intents, found {train_df['intent'].nunique()}")
-    unseen = sorted(set(test_df["intent"]) - set(train_df["intent"]))
+    unseen = sorted(set(test_df["intent"]) - set(train_df["intent"]) - {nlu.OOS_LABEL})
     if unseen:
         log.warning("%d test intents never occur in training (counted as errors): %s", len(unseen), unseen[:5])
+    open_set = bool((test_df["intent"] == nlu.OOS_LABEL).any())
     name = name or Path(train_csv).resolve().parent.name
     wd = lifecycle.workdir("nlu-bench")
     to_rasa_nlu(train_df, wd / "data" / "nlu.yml")
@@ -98,15 +153,50 @@ def run_nlu_bench(
         load_s = parser.load_s
         scores, preds = nlu.score_frame(parser, test_df)
     predict_s = time.perf_counter() - t0 - load_s
-    preds.to_csv(wd / "predictions.csv", index=False)
+    preds.assign(out_of_scope=preds["out_of_scope"].map(json.dumps)).to_csv(wd / "predictions.csv", index=False)
+    metrics = {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+    protocol = (
+        f"train {Path(train_csv).name} ({len(train_df)} messages, {train_df['intent'].nunique()} "
+        f"intents) -> test {Path(test_csv).name} ({len(test_df)}); accuracy and macro-F1 of the top intent"
+    )
+    extra: dict[str, Any] = {}
+    if open_set:
+        report = _open_set_report(preds.assign(truth=test_df["intent"].to_numpy()))
+        deployed = report["deployed"]
+        metrics = {
+            k: deployed[k]
+            for k in (
+                "in_scope_accuracy",
+                "macro_f1",
+                "in_scope_macro_f1",
+                "oos_recall",
+                "oos_precision",
+                "closed_set_in_scope_accuracy",
+            )
+        }
+        drop = deployed["closed_set_in_scope_accuracy"] - deployed["in_scope_accuracy"]
+        extra["out_of_scope"] = {
+            **report,
+            "held_out_intents": held_out,
+            "seed": cfg.seed if held_out else None,
+            "target": OOS_TARGET,
+            "in_scope_accuracy_drop": drop,
+            "target_met": bool(
+                deployed["oos_recall"] >= OOS_TARGET["oos_recall"] and drop <= OOS_TARGET["max_in_scope_accuracy_drop"]
+            ),
+        }
+        protocol += (
+            f"; out of scope: {deployed['n_oos']} test messages"
+            + (f" of {len(held_out)} intents held out of training (seed {cfg.seed})" if held_out else " labelled oos")
+            + "; rejection threshold calibrated on out-of-fold in-scope training predictions"
+        )
     doc = {
         "app": APP,
         "dataset": name,
-        "protocol": f"train {Path(train_csv).name} ({len(train_df)} messages, {train_df['intent'].nunique()} "
-        f"intents) -> test {Path(test_csv).name} ({len(test_df)}); accuracy and macro-F1 of the top intent",
+        "protocol": protocol,
         "models": {
             MODEL_NAME: {
-                "metrics": {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]},
+                "metrics": metrics,
                 "train_s": round(train_s, 1),
                 "predict_s": round(predict_s, 1),
                 "peak_rss_mb": round(peak_mb),
@@ -116,12 +206,15 @@ def run_nlu_bench(
                 "n_test": len(test_df),
             }
         },
-        "published": _published(name),
+        **extra,
+        "published": {} if open_set else _published(name),
         "machine": machine_info(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "workdir": str(wd),
     }
     if write:
-        path = write_json(output or cli.bench_output(f"{APP}-nlu", name, None), doc)
+        kind = f"{APP}-oos" if open_set else f"{APP}-nlu"
+        path = write_json(output or cli.bench_output(kind, name, None), doc)
         doc["output"] = str(path)
     return doc
 

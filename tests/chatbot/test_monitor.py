@@ -149,6 +149,27 @@ def test_fallbacks_handoffs_and_drift_alert_and_low_confidence_is_exported(tmp_p
     assert set(low.loc[low["text"] == "is this charge real", "intent"]) == {"dispute_charge"}
 
 
+def test_messages_rejected_as_out_of_scope_count_as_not_understood(tmp_path: Path) -> None:
+    """The classifier's calibrated threshold turns a message into out_of_scope (its parse data says rejected): the
+    monitor counts it with the fallbacks and exports it for labelling; the out_of_scope class itself is not."""
+    register_reference(tmp_path, TRAINING_MIX + ["out_of_scope"] * 10)
+    db = make_tracker(
+        tmp_path / "tracker.db",
+        steady(8) + [[("user", "blorp fizzle wug", "out_of_scope", 0.8), ("action", "utter_out_of_scope")]] * 2,
+    )
+    db2 = make_tracker(tmp_path / "class.db", steady(8) + [[("user", "book a flight", "out_of_scope", 0.9)]] * 2)
+    with sqlite3.connect(db) as con:
+        for row_id, data in con.execute("SELECT id, data FROM events WHERE intent_name='out_of_scope'").fetchall():
+            event = json.loads(data)
+            event["parse_data"]["out_of_scope"] = {"rejected": True, "score": 0.3, "closed_set_intent": "deny"}
+            con.execute("UPDATE events SET data=? WHERE id=?", (json.dumps(event), row_id))
+    messages, _ = read_tracker(db)
+    assert messages["rejected"].sum() == 2 and not read_tracker(db2)[0]["rejected"].any()
+    out = json.loads(runner.invoke(app, ["monitor", "--dataset", str(db)]).stdout)
+    assert out["fallback_rate"] == pytest.approx(2 / 34) and out["low_confidence"] == 2
+    assert json.loads(runner.invoke(app, ["monitor", "--dataset", str(db2)]).stdout)["fallback_rate"] == 0.0
+
+
 def test_days_window_and_errors(tmp_path: Path) -> None:
     register_reference(tmp_path, TRAINING_MIX)
     db = make_tracker(tmp_path / "old.db", steady(5), age_days=10)

@@ -6,6 +6,13 @@ minutes, where DIET needs 45 minutes for 90 %). Features: the sentence features 
 dense ones), standardised with the training mean/std. The fitted model is stored as plain arrays (``.npy``) and a
 JSON label list, never pickled. Output: ``intent`` and ``intent_ranking`` (top ``ranking_length``), as Rasa's own
 classifiers do, so FallbackClassifier can act on the confidence.
+
+Out of scope (``components/openset.py``): a message whose in-scope score (``oos_score``) is below the threshold
+calibrated at training time on out-of-fold predictions (``oos_threshold: auto``, costing at most
+``oos_max_accuracy_drop`` of held-out in-scope accuracy; a number fixes it; null turns it off) gets the intent
+``oos_intent`` (confidence 1 - the top intent's probability), placed before the closed-set ranking. Every message
+also carries ``out_of_scope``: the score, the threshold, whether it was rejected and the closed-set top intent.
+The threshold is stored with the model (``openset.json``).
 """
 
 from __future__ import annotations
@@ -24,8 +31,12 @@ from rasa.shared.nlu.constants import INTENT, INTENT_NAME_KEY, PREDICTED_CONFIDE
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
+from components import openset
+
 log = logging.getLogger(__name__)
 INTENT_RANKING = "intent_ranking"
+OUT_OF_SCOPE = "out_of_scope"  # the message's output key with the detector's verdict
+OPENSET_FILE = "openset.json"
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True)
@@ -40,6 +51,11 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
             "max_iter": 1000,
             "ranking_length": 10,
             "random_seed": 42,
+            # out-of-scope detection: "auto" = calibrated on out-of-fold predictions; a number; null = off
+            "oos_threshold": "auto",
+            "oos_score": "knn_msp",  # or "msp" (components/openset.py)
+            "oos_max_accuracy_drop": 0.015,
+            "oos_intent": "out_of_scope",
         }
 
     def __init__(
@@ -49,12 +65,16 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
         resource: Resource,
         arrays: Dict[str, np.ndarray] | None = None,
         labels: List[str] | None = None,
+        oos: Dict[str, Any] | None = None,
     ) -> None:
         self.config = {**self.get_default_config(), **config}
+        if self.config["oos_score"] not in openset.SCORES:
+            raise ValueError(f"SentenceLogRegClassifier: oos_score must be one of {openset.SCORES}")
         self._model_storage = model_storage
         self._resource = resource
         self.arrays = arrays
         self.labels = labels or []
+        self.oos = oos or {}  # {"score", "threshold", "thresholds", ...} as calibrated (openset.json)
 
     @classmethod
     def create(
@@ -86,10 +106,13 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
         mean, std = X.mean(0), X.std(0) + 1e-6
         self.labels = sorted(set(y))
         Z, target = (X - mean) / std, np.array([self.labels.index(v) for v in y])
+        vectors = openset.unit_rows(X)
+        self.oos = {}
         if len(self.labels) == 1:
             coef, intercept = np.zeros((1, X.shape[1]), np.float32), np.zeros(1, np.float32)
         else:
-            c = self._choose_c(Z, target)
+            c, oof = self._choose_c(Z, target)
+            self.oos = self._calibrate(vectors, target, c, oof)
             lr = LogisticRegression(
                 C=c, max_iter=int(self.config["max_iter"]), random_state=int(self.config["random_seed"])
             )
@@ -98,34 +121,87 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
             if len(self.labels) == 2:  # sklearn's binary form: one row for class 1 -> two-row softmax form
                 coef = np.vstack([-coef / 2, coef / 2])
                 intercept = np.array([-intercept[0] / 2, intercept[0] / 2], np.float32)
-        self.arrays = {"mean": mean, "std": std, "coef": coef, "intercept": intercept}
+        self.arrays = {"mean": mean, "std": std, "coef": coef, "intercept": intercept, "vectors": vectors}
         self.persist()
         return self._resource
 
-    def _choose_c(self, Z: np.ndarray, y: np.ndarray) -> float:
-        """The configured C, or for "auto" the C_grid value with the best stratified 3-fold accuracy (ties: the
-        stronger regularisation). Falls back to 1.0 when some intent has fewer than 2 examples."""
-        from sklearn.linear_model import LogisticRegression
+    def _folds(self, y: np.ndarray) -> List[Any]:
+        """Stratified (train, validation) index pairs, at most 3 folds; [] when some intent has < 2 examples."""
         from sklearn.model_selection import StratifiedKFold
 
-        if self.config["C"] != "auto":
-            return float(self.config["C"])
         folds = min(3, int(np.bincount(y).min()))
         if folds < 2:
-            return 1.0
+            return []
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(self.config["random_seed"]))
-        scores = {}
+        return list(cv.split(np.zeros(len(y)), y))
+
+    def _out_of_fold(self, Z: np.ndarray, y: np.ndarray, c: float, folds: List[Any]) -> np.ndarray:
+        """Class probabilities of every training example from a model fitted on the other folds."""
+        from sklearn.linear_model import LogisticRegression
+
+        probs = np.zeros((len(y), len(self.labels)))
+        for fit_idx, val_idx in folds:
+            lr = LogisticRegression(
+                C=c, max_iter=int(self.config["max_iter"]), random_state=int(self.config["random_seed"])
+            ).fit(Z[fit_idx], y[fit_idx])
+            probs[np.ix_(val_idx, lr.classes_)] = lr.predict_proba(Z[val_idx])
+        return probs
+
+    def _choose_c(self, Z: np.ndarray, y: np.ndarray) -> "tuple[float, np.ndarray | None]":
+        """The configured C, or for "auto" the C_grid value with the best stratified 3-fold accuracy (ties: the
+        stronger regularisation), and that C's out-of-fold probabilities (None without folds). Falls back to 1.0
+        when some intent has fewer than 2 examples."""
+        folds = self._folds(y)
+        if self.config["C"] != "auto":
+            c = float(self.config["C"])
+            return c, (self._out_of_fold(Z, y, c, folds) if folds and self._wants_oos() else None)
+        if not folds:
+            return 1.0, None
+        scores, probs = {}, {}
         for c in sorted(float(v) for v in self.config["C_grid"]):
-            hits = 0
-            for fit_idx, val_idx in cv.split(Z, y):
-                lr = LogisticRegression(
-                    C=c, max_iter=int(self.config["max_iter"]), random_state=int(self.config["random_seed"])
-                ).fit(Z[fit_idx], y[fit_idx])
-                hits += int((lr.predict(Z[val_idx]) == y[val_idx]).sum())
-            scores[c] = hits / len(y)
+            probs[c] = self._out_of_fold(Z, y, c, folds)
+            scores[c] = float((probs[c].argmax(1) == y).mean())
         best = max(scores, key=lambda c: (scores[c], -c))
         log.info("SentenceLogRegClassifier: cross-validated accuracy by C %s -> C=%s", scores, best)
-        return best
+        return best, probs[best]
+
+    def _wants_oos(self) -> bool:
+        return self.config["oos_threshold"] == "auto"
+
+    def _calibrate(self, vectors: np.ndarray, y: np.ndarray, c: float, oof: np.ndarray | None) -> Dict[str, Any]:
+        """The out-of-scope thresholds: calibrated on the out-of-fold predictions of the in-scope training examples
+        (those not labelled ``oos_intent``), or the configured number; {} when off or without folds."""
+        setting = self.config["oos_threshold"]
+        base = {"score": self.config["oos_score"], "msp_weight": openset.MSP_WEIGHT}
+        base["intent"] = self.config["oos_intent"]
+        if setting is None:
+            return {}
+        if setting != "auto":
+            return {**base, "threshold": float(setting), "calibrated": False}
+        if oof is None:
+            log.warning("SentenceLogRegClassifier: too few examples per intent to calibrate out-of-scope detection")
+            return {}
+        similarity = np.zeros(len(y))
+        for fit_idx, val_idx in self._folds(y):
+            similarity[val_idx] = openset.nearest_similarity(vectors[val_idx], vectors[fit_idx])
+        scores = openset.in_scope_scores(oof, similarity, openset.MSP_WEIGHT)
+        oos_label = self.labels.index(self.config["oos_intent"]) if self.config["oos_intent"] in self.labels else -1
+        inside = y != oos_label
+        correct = oof.argmax(1)[inside] == y[inside]
+        drop = float(self.config["oos_max_accuracy_drop"])
+        thresholds = {name: openset.calibrate(v[inside], correct, drop) for name, v in scores.items()}
+        out = {
+            **base,
+            "threshold": thresholds[base["score"]],
+            "thresholds": thresholds,
+            "calibrated": True,
+            "max_accuracy_drop": drop,
+            "n_calibration": int(inside.sum()),
+            "out_of_fold_accuracy": float(correct.mean()),
+            "C": c,
+        }
+        log.info("SentenceLogRegClassifier: out-of-scope thresholds %s (calibrated on %d)", thresholds, inside.sum())
+        return out
 
     def persist(self) -> None:
         if self.arrays is None:
@@ -134,6 +210,7 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
             for name, arr in self.arrays.items():
                 np.save(directory / f"{name}.npy", arr, allow_pickle=False)
             (directory / "labels.json").write_text(json.dumps(self.labels), encoding="utf-8")
+            (directory / OPENSET_FILE).write_text(json.dumps(self.oos), encoding="utf-8")
 
     @classmethod
     def load(
@@ -150,10 +227,15 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
                     n: np.load(directory / f"{n}.npy", allow_pickle=False) for n in ("mean", "std", "coef", "intercept")
                 }
                 labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
+                # models from before out-of-scope detection have neither file: they reject nothing
+                if (directory / "vectors.npy").is_file():
+                    arrays["vectors"] = np.load(directory / "vectors.npy", allow_pickle=False)
+                oos_file = directory / OPENSET_FILE
+                oos = json.loads(oos_file.read_text(encoding="utf-8")) if oos_file.is_file() else {}
         except (ValueError, FileNotFoundError):
             log.warning("SentenceLogRegClassifier: no trained model found; it will predict nothing")
             return cls(config, model_storage, resource)
-        return cls(config, model_storage, resource, arrays, labels)
+        return cls(config, model_storage, resource, arrays, labels, oos)
 
     def process(self, messages: List[Message]) -> List[Message]:
         for message in messages:
@@ -168,6 +250,33 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
             p /= p.sum()
             order = np.argsort(-p)[: int(self.config["ranking_length"]) or None]
             ranking = [{INTENT_NAME_KEY: self.labels[i], PREDICTED_CONFIDENCE_KEY: float(p[i])} for i in order]
+            verdict = self._out_of_scope(x, p)
+            if verdict.get("rejected"):
+                oos = self.oos["intent"]
+                rest = [r for r in ranking if r[INTENT_NAME_KEY] != oos][: len(ranking) - 1]
+                ranking = [{INTENT_NAME_KEY: oos, PREDICTED_CONFIDENCE_KEY: float(1.0 - p.max())}, *rest]
             message.set(INTENT, ranking[0], add_to_output=True)
             message.set(INTENT_RANKING, ranking, add_to_output=True)
+            message.set(OUT_OF_SCOPE, verdict, add_to_output=True)
         return messages
+
+    def _out_of_scope(self, x: np.ndarray, p: np.ndarray) -> Dict[str, Any]:
+        """The detector's verdict on one message: every score, the threshold, rejected or not, the closed-set top
+        intent; {} when the model has no out-of-scope threshold."""
+        if not self.oos or self.arrays is None:
+            return {}
+        vectors = self.arrays.get("vectors")
+        similarity = openset.nearest_similarity(x, vectors)[0] if vectors is not None else 0.0
+        scores = openset.in_scope_scores(p[np.newaxis, :], np.array([similarity]), float(self.oos["msp_weight"]))
+        score = float(scores[self.oos["score"]][0])
+        top = self.labels[int(p.argmax())]
+        return {
+            "score": score,
+            "threshold": float(self.oos["threshold"]),
+            "rejected": bool(score < float(self.oos["threshold"]) and top != self.oos["intent"]),
+            "method": self.oos["score"],
+            "scores": {k: float(v[0]) for k, v in scores.items()},
+            "thresholds": self.oos.get("thresholds", {}),
+            "closed_set_intent": top,
+            "closed_set_confidence": float(p.max()),
+        }

@@ -54,6 +54,8 @@ async def main(model_path: str) -> None:
                 "top_confidence": float(top.get("confidence") or 0.0),
                 "entities": [{"entity": e.get("entity"), "value": e.get("value")} for e in result.get("entities", [])],
                 "retrieval_intent": selector.get("intent_response_key"),
+                # the intent classifier's out-of-scope verdict (score, threshold, rejected, closed-set top intent)
+                "out_of_scope": result.get("out_of_scope") or {},
                 "parse_ms": (time.perf_counter() - t) * 1e3,
             }
         )
