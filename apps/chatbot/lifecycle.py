@@ -24,8 +24,8 @@ from apps.chatbot.config import APP, MODEL_FILE, PROJECT, REGISTRY_NAME, Config
 from apps.chatbot.data import holdout_file, read_labelled, read_rasa_nlu, to_rasa_nlu, training_messages
 from apps.chatbot.text import printable
 from common import monitoring, registry, reports, retraining
-from common.config import get_settings
 from common.data import DataError, fingerprint
+from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
 REFERENCE = "reference.json"
@@ -33,6 +33,8 @@ EVALUATION = "evaluation.json"
 HANDOFF = "handoff"  # what read_tracker calls a bot message carrying a handoff summary
 HANDOFF_ACTIONS = ("action_handoff", "action_default_fallback", HANDOFF)
 FALLBACK_INTENT = "nlu_fallback"
+TRACKER_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass
@@ -48,28 +50,30 @@ class Trained:
     data: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["text", "intent"]))
 
     def metrics(self) -> dict[str, float]:
+        """The registered metrics: test stories, held-out NLU, cross-validation (training time is in the card)."""
         m = {
             "holdout_accuracy": self.holdout["accuracy"],
             "holdout_macro_f1": self.holdout["macro_f1"],
             "test_stories_passed": float(self.stories["passed"]),
             "test_stories_total": float(self.stories["total"]),
-            "train_s": self.train_s,
         }
         if self.cross_validation:
             m |= {"cv_accuracy": self.cross_validation["accuracy"], "cv_macro_f1": self.cross_validation["macro_f1"]}
         return m
 
 
-def workdir(kind: str) -> Path:
-    """A fresh directory under ``$MLREF_HOME/work/chatbot/`` for one run."""
-    root = get_settings().path("work", APP, "x").parent
+def workdir(kind: str, ws: Workspace | None = None) -> Path:
+    """A fresh directory under ``<workspace>/work/chatbot/`` for one run (``ws`` None: the environment's)."""
+    root = (ws or Workspace.from_env()).work_dir(APP)
     return Path(tempfile.mkdtemp(prefix=f"{kind}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=root))
 
 
-def build(cfg: Config, *, extra: pd.DataFrame | None = None, validate: bool = True) -> Trained:
+def build(
+    cfg: Config, *, extra: pd.DataFrame | None = None, validate: bool = True, ws: Workspace | None = None
+) -> Trained:
     """Copy the project (plus ``extra`` labelled messages), validate the data, train, run the test stories and the
     held-out NLU test in one ``rasa test``, and cross-validate when ``cfg.cv_folds`` > 1."""
-    wd = workdir("train")
+    wd = workdir("train", ws)
     extra_file = None
     if extra is not None and len(extra):
         extra_file = to_rasa_nlu(extra, wd / "added_nlu.yml")
@@ -197,9 +201,9 @@ def model_path(ref: str = registry.CHAMPION) -> tuple[Path, registry.ModelVersio
     return registry.fetch_model_dir(mv) / MODEL_FILE, mv
 
 
-def tracker_db() -> Path:
-    """The SQLite tracker store ``serve`` writes: ``$MLREF_HOME/chatbot/tracker.db``."""
-    return get_settings().path(APP, "tracker.db")
+def tracker_db(ws: Workspace | None = None) -> Path:
+    """The SQLite tracker store ``serve`` writes: ``<workspace>/chatbot/tracker.db``."""
+    return (ws or Workspace.from_env()).path(APP, "tracker.db")
 
 
 # ----------------------------------------------------------------------------------------------------- monitor
@@ -299,7 +303,8 @@ class MonitorResult:
     messages: int
     conversations: int
     fallback_rate: float
-    handoff_rate: float
+    handoff_rate: float | None  # None: the source records no handoffs (a file of messages)
+    mean_confidence: float
     low_confidence: int
     intent_drift: bool
     alerts: list[str]
@@ -310,29 +315,82 @@ class MonitorResult:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
 
 
+def is_tracker_store(path: Path) -> bool:
+    """A Rasa SQLite tracker store (by name or by its first bytes), rather than a file of messages."""
+    path = Path(path)
+    if path.suffix.lower() in TRACKER_SUFFIXES or not path.is_file():
+        return True
+    with path.open("rb") as fh:
+        return fh.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+
+
+def read_messages(path: Path, model: Path, cfg: Config | None = None) -> pd.DataFrame:
+    """Recent messages from a file (CSV or parquet with a ``text`` column; ``sender_id`` and ``timestamp``
+    optional), each parsed by the model archive ``model`` -> the messages frame :func:`read_tracker` returns."""
+    from apps.chatbot import nlu
+
+    path = Path(path)
+    try:
+        df = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype=str)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV/parquet file of messages ({exc})") from None
+    if "text" not in df.columns:
+        raise DataError(f"{path}: no 'text' column (found {list(df.columns)}); or pass a Rasa tracker store (.db)")
+    df = df[df["text"].fillna("").astype(str).str.strip() != ""].reset_index(drop=True)
+    texts = [printable(t) for t in df["text"].astype(str)]
+    with nlu.Parser(model, cfg) as parser:
+        parsed = parser.parse(texts) if texts else []
+    senders = df["sender_id"].astype(str) if "sender_id" in df.columns else pd.Series([f"row-{i}" for i in df.index])
+    timestamps = pd.to_numeric(df["timestamp"], errors="coerce") if "timestamp" in df.columns else time.time()
+    messages = pd.DataFrame(
+        {
+            "timestamp": timestamps,
+            "sender_id": senders.map(printable),
+            "text": texts,
+            "intent": [_name(p.get("intent")) for p in parsed],
+            "confidence": [_number(p.get("confidence")) for p in parsed],
+            "top_intent": [_name(p.get("top_intent")) for p in parsed],
+            "top_confidence": [_number(p.get("top_confidence")) for p in parsed],
+        },
+        columns=["timestamp", "sender_id", "text", "intent", "confidence", "top_intent", "top_confidence"],
+    )
+    return messages[~messages["text"].str.startswith("/")].reset_index(drop=True)
+
+
 def monitor(
     model_dir: Path,
-    db: Path,
+    source: Path,
     out_dir: Path,
     *,
     days: float | None = None,
     low_confidence: float = 0.6,
     max_fallback_rate: float = 0.15,
     max_handoff_rate: float = 0.2,
+    cfg: Config | None = None,
 ) -> MonitorResult:
     """Intent drift (recent predicted intents vs the training intent mix), fallback and handoff rates, and the
-    low-confidence messages as ``text,intent`` CSV (intent = the model's guess, to correct) for labelling."""
-    messages, actions = read_tracker(db, days=days)
+    low-confidence messages as ``text,intent`` CSV (intent = the model's guess, to correct) for labelling.
+
+    ``source``: Rasa's SQLite tracker store (what the assistant said and did), or a file of recent messages that
+    the model of ``model_dir`` classifies here (intents and confidences only: a file records no handoffs)."""
+    if is_tracker_store(source):
+        messages, actions = read_tracker(source, days=days)
+    else:
+        messages, actions = read_messages(source, model_dir / MODEL_FILE, cfg), None
+        if days is not None and len(messages):
+            messages = messages[messages["timestamp"] >= time.time() - days * 86400]
     if messages.empty:
-        raise DataError(f"{db}: no user messages" + (f" in the last {days:g} days" if days else ""))
+        raise DataError(f"{source}: no user messages" + (f" in the last {days:g} days" if days else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
     conversations = messages["sender_id"].nunique()
     not_understood = messages["intent"] == FALLBACK_INTENT  # low confidence: the two-stage fallback ...
     if "rejected" in messages.columns:  # ... or rejected by the classifier's out-of-scope threshold
         not_understood |= messages["rejected"].astype(bool)
     fallback_rate = float(not_understood.mean())
-    handed_off = actions.loc[actions["action"].isin(HANDOFF_ACTIONS), "sender_id"].nunique()
-    handoff_rate = handed_off / conversations
+    handoff_rate = None
+    if actions is not None:
+        handed_off = actions.loc[actions["action"].isin(HANDOFF_ACTIONS), "sender_id"].nunique()
+        handoff_rate = handed_off / conversations
     low = messages[not_understood | (messages["top_confidence"] < low_confidence)]
     csv = out_dir / "low_confidence.csv"
     reports.write_text(
@@ -349,7 +407,7 @@ def monitor(
         alerts.append("the intent mix drifted from the training data")
     if fallback_rate > max_fallback_rate:
         alerts.append(f"fallback rate {fallback_rate:.1%} > {max_fallback_rate:.0%}")
-    if handoff_rate > max_handoff_rate:
+    if handoff_rate is not None and handoff_rate > max_handoff_rate:
         alerts.append(f"handoff rate {handoff_rate:.1%} > {max_handoff_rate:.0%}")
     drift.save(out_dir, title=f"{REGISTRY_NAME}: recent intents vs training data", alerts=alerts)
     summary = {
@@ -357,6 +415,7 @@ def monitor(
         "conversations": int(conversations),
         "fallback_rate": fallback_rate,
         "handoff_rate": handoff_rate,
+        "mean_confidence": float(messages["top_confidence"].mean()),
         "low_confidence_messages": len(low),
         "alerts": alerts,
     }
@@ -366,6 +425,7 @@ def monitor(
         conversations=int(conversations),
         fallback_rate=fallback_rate,
         handoff_rate=handoff_rate,
+        mean_confidence=summary["mean_confidence"],
         low_confidence=len(low),
         intent_drift=bool(drift.drift),
         alerts=alerts,
@@ -375,13 +435,19 @@ def monitor(
 
 
 # ----------------------------------------------------------------------------------------------------- retrain
-def _holdout_accuracy(model: Path, cfg: Config) -> float:
-    out = Path(tempfile.mkdtemp(dir=get_settings().path("work", APP, "x").parent, prefix="holdout-"))
+def _holdout_accuracy(model: Path, cfg: Config, ws: Workspace | None = None) -> float:
+    out = workdir("holdout", ws)
     return rasa_env.evaluate_nlu(model, holdout_file(), out, cwd=PROJECT, cfg=cfg)["accuracy"]
 
 
 def retrain(
-    labelled: Path, cfg: Config, *, margin: float = 0.0, text_column: str = "text", intent_column: str = "intent"
+    labelled: Path,
+    cfg: Config,
+    *,
+    margin: float = 0.0,
+    text_column: str = "text",
+    intent_column: str = "intent",
+    ws: Workspace | None = None,
 ) -> dict[str, Any]:
     """Add newly labelled messages, train a challenger, and promote it only if every test story passes and its
     held-out NLU accuracy is at least the champion's plus ``margin`` (so ``margin`` 0 = at least as good)."""
@@ -395,7 +461,7 @@ def retrain(
     if leaked.any():
         log.warning("dropping %d labelled messages that are in the held-out test set", int(leaked.sum()))
         added = added[~leaked]
-    trained = build(cfg, extra=added)
+    trained = build(cfg, extra=added, ws=ws)
     mv = register(trained, cfg, dataset=str(labelled))
     champion = registry.find(REGISTRY_NAME, registry.CHAMPION)
     if not trained.stories["all_passed"]:
@@ -418,7 +484,7 @@ def retrain(
 
     def evaluate(version: registry.ModelVersion) -> float:
         if version.version not in scores:
-            scores[version.version] = _holdout_accuracy(model_path(version.version)[0], cfg)
+            scores[version.version] = _holdout_accuracy(model_path(version.version)[0], cfg, ws)
         return scores[version.version]
 
     # "at least as good": a tie passes, so the rule's strict "gain > margin" gets margin - epsilon

@@ -12,12 +12,21 @@ import pytest
 
 from apps.chatbot import demo, lifecycle, rasa_env
 from apps.chatbot.config import REPO
+from apps.chatbot.pipeline import APP_IMPL
 from common import registry
+from common.app import demo_pipeline
+from common.workspace import Workspace
 
 
 @pytest.mark.e2e
-def test_demo_conversation_over_rest_then_clean_stop_and_monitor(trained: lifecycle.Trained) -> None:
-    summary = demo.run_demo(trained=trained)
+def test_demo_conversation_over_rest_then_clean_stop_and_monitor(
+    trained: lifecycle.Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo through the pipeline functions (train_pipeline, evaluate_pipeline, app.service, app.batch,
+    monitor_pipeline); its Rasa training is the session's model (the pipeline's fit runs on it)."""
+    monkeypatch.setattr(lifecycle, "build", lambda cfg, **kwargs: trained)
+    ws = Workspace.from_env()
+    summary = demo_pipeline(APP_IMPL, ws)
     turns = {t["user"]: " ".join(t["bot"]) for t in summary["conversation"]}
     assert all(t["ok"] for t in summary["conversation"]), summary["conversation"]
     assert "Order SH12345 (running shoes, sports socks) is out for delivery" in turns["it's SH12345"]
@@ -40,7 +49,11 @@ def test_demo_conversation_over_rest_then_clean_stop_and_monitor(trained: lifecy
     for url in summary["urls"].values():
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         assert not rasa_env.port_open("127.0.0.1", port)
-    assert registry.version_of("chatbot") == summary["version"]
+    assert summary["test_stories"]["all_passed"] and summary["evaluation"]["model"]["accuracy"] > 0.8
+    assert summary["batch"]["rows"] == len(demo.SCRIPT) and "/evaluation/" in summary["report"]
+    with ws.for_demo("chatbot", fresh=False).activate():  # the demo's own registry, not the user's
+        assert registry.version_of("chatbot") == summary["version"]
+    assert registry.version_of("chatbot") is None
 
 
 @pytest.mark.e2e
@@ -76,7 +89,7 @@ def test_serve_answers_through_the_gateway_only_and_stops_everything_on_sigterm(
     from apps.chatbot.config import Config
     from tests.chatbot.test_hardening import _listen_addresses
 
-    lifecycle.register(trained, Config.quick(), dataset="project", alias=registry.CHAMPION)
+    lifecycle.register(trained, Config(quick=True), dataset="project", alias=registry.CHAMPION)
     port, rasa_port, actions_port = rasa_env.free_port(), rasa_env.free_port(), rasa_env.free_port()
     secret = "e2e-secret-0123456789abcdef"
     handoffs = mlref_home / "my-handoffs.jsonl"
