@@ -34,15 +34,17 @@ from apps.fraud.config import APP, MODEL_NAME, FraudConfig, SimulationConfig
 from apps.fraud.data import DAY, LABEL, SCHEMA, TIMESTAMP, load
 from apps.fraud.evaluate import metric_names, start_day_for_test
 from apps.fraud.features import FEATURE_GROUPS, OnlineFeatureStore, Transaction, feature_names
-from apps.fraud.lifecycle import register_model, report_selection, select_models
+from apps.fraud.lifecycle import report_selection, select_models
 from apps.fraud.model import FraudModel
 from apps.fraud.service import BatchScorer, FraudScorer, latency_percentiles
 from apps.fraud.train import Candidate, grid_search, prepare, score_test, score_validation, train_model
 from common import batch, registry, serving
+from common.app import Fitted
 from common.cli import bench_output
-from common.config import machine_info, override
+from common.config import machine_info
 from common.data import DataError, write_table
 from common.reports import new_report_dir, write_json
+from common.workspace import Workspace
 from mlref_testing.probe import load as load_test
 
 log = logging.getLogger(__name__)
@@ -171,8 +173,10 @@ def evaluate_draws(
     tune_trials: int = 0,
     sim: SimulationConfig | None = None,
     groups: tuple[str, ...] = FEATURE_GROUPS,
+    cache_dir: Path | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """:func:`draw_models` on one simulation per seed (``sim``, default ``cfg.simulation``, with that seed).
+    """:func:`draw_models` on one simulation per seed (``sim``, default ``cfg.simulation``, with that seed;
+    cached in ``cache_dir`` when given).
 
     Returns the across-draw part of the result JSON (``models``, ``draws``, ``feature_groups``) and the first
     draw's raw transactions (for the latency and throughput measurements)."""
@@ -180,7 +184,7 @@ def evaluate_draws(
     per_draw, details, first_raw = [], [], None
     for s in seeds:
         t0 = time.perf_counter()
-        raw = load(None, sim=replace(sim, seed=s))
+        raw = load(None, sim=replace(sim, seed=s), cache_dir=cache_dir)
         prepared = prepare(raw, replace(cfg.features, groups=tuple(dict.fromkeys((*cfg.features.groups, *groups)))))
         prep_s = time.perf_counter() - t0
         per_draw.append(draw_models(prepared, cfg, tune_trials=tune_trials, seed=0, groups=groups))
@@ -394,8 +398,10 @@ def serve_and_time(
     http_requests: int = 2000,
 ) -> tuple[FraudModel, dict[str, Any], dict[str, Any]]:
     """``(model, latency, throughput)``: the serving model (xgboost with ``xgb_params``, trained on the week before
-    the first test fold's test days), registered in a registry of its own, timed in process, over HTTP and in
-    batch on the stream that follows its training days."""
+    the first test fold's test days), registered through the pipeline in a workspace of its own, timed in
+    process, over HTTP and in batch on the stream that follows its training days."""
+    from apps.fraud.pipeline import APP_IMPL, Transactions
+
     n_days = int(prepared[DAY].max()) + 1
     start = start_day_for_test(cfg.protocol, n_days)
     end_day = start + cfg.protocol.delta_train - 1
@@ -405,9 +411,11 @@ def serve_and_time(
     history, stream = raw[raw[TIMESTAMP] < split_ts], raw[raw[TIMESTAMP] >= split_ts]
     with tempfile.TemporaryDirectory(prefix="mlref-fraud-bench-") as tmp:
         work = Path(tmp)
-        # a registry of its own for the served model, without touching os.environ (common.config.override)
-        with override(home=work / "home", tracking_uri=None):
-            register_model(model, prepared, work_dir=work / "model", alias=registry.CHAMPION)
+        # a workspace of its own for the served model (registry, journal, logs), without touching os.environ
+        ws = Workspace.at(work / "home")
+        with ws.activate():
+            data = Transactions(prepared, "bench")
+            APP_IMPL.register(ws, Fitted(model), data, cfg, dataset="bench", alias=registry.CHAMPION)
             served = FraudModel.load(registry.fetch_model_dir(registry.get(MODEL_NAME)), nthread=1)
             latency = {"in_process": in_process_latency(served, history, stream.head(3000), cfg)}
             hist_path = work / "history.parquet"
@@ -433,7 +441,9 @@ def _recorded_xgb_params(models: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k != "features"}
 
 
-def run_serving_only(out_path: Path | None = None, *, http_requests: int = 2000, seed: int = 0) -> dict[str, Any]:
+def run_serving_only(
+    out_path: Path | None = None, *, http_requests: int = 2000, seed: int = 0, ws: Workspace | None = None
+) -> dict[str, Any]:
     """Re-measure latency and throughput into an existing results file (``bench --serving-only``): the reference
     draw (seed of the config) is simulated again and the serving model is retrained with the xgboost parameters
     the file records, so that serving figures can be refreshed without the 36-minute model comparison."""
@@ -442,7 +452,7 @@ def run_serving_only(out_path: Path | None = None, *, http_requests: int = 2000,
     if not path.exists():
         raise DataError(f"{path} does not exist: run `python -m apps.fraud bench` first")
     doc = json.loads(path.read_text())
-    raw = load(None, sim=cfg.simulation)
+    raw = _transactions(ws, None, cfg)
     prepared = prepare(raw, cfg.features)
     _, latency, thr = serve_and_time(
         raw, prepared, cfg, _recorded_xgb_params(doc["models"]), seed=seed, http_requests=http_requests
@@ -453,6 +463,19 @@ def run_serving_only(out_path: Path | None = None, *, http_requests: int = 2000,
     return doc
 
 
+def _cache(ws: Workspace | None) -> Path:
+    from apps.fraud.pipeline import APP_IMPL
+
+    return APP_IMPL.cache_dir(ws or Workspace.from_env())
+
+
+def _transactions(ws: Workspace | None, dataset: str | None, cfg: FraudConfig) -> pd.DataFrame:
+    """The pipeline's data: ``dataset`` or the simulated world of ``cfg`` (cached in the workspace)."""
+    from apps.fraud.pipeline import APP_IMPL
+
+    return APP_IMPL.transactions(ws or Workspace.from_env(), dataset, cfg)
+
+
 def run(
     *,
     tune_trials: int | None = None,
@@ -461,6 +484,7 @@ def run(
     http_requests: int = 2000,
     seed: int = 0,
     draws: int = 1,
+    ws: Workspace | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and write the JSON; returns it. ``tune_trials``: Optuna trials for XGBoost (default 20
     on one draw, 0 = the config's parameters across draws). ``draws`` >= 2: see the module docstring."""
@@ -475,10 +499,10 @@ def run(
     t0 = time.perf_counter()
     if draws > 1:
         seeds = [cfg.simulation.seed + i for i in range(draws)]
-        across, raw = evaluate_draws(cfg, seeds, tune_trials=tune_trials)
+        across, raw = evaluate_draws(cfg, seeds, tune_trials=tune_trials, cache_dir=_cache(ws))
         sim_s = across["draws"]["per_draw"][0]["simulate_and_features_s"]  # draw 0's simulation (+ features)
     else:
-        raw = load(dataset, sim=cfg.simulation)
+        raw = _transactions(ws, dataset, cfg)
         sim_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     prepared = prepare(raw, cfg.features)

@@ -7,10 +7,14 @@ is the one of the ULB/Worldline fraud-detection handbook (chapter 5: 7 days trai
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from common.data import DataError
+from common.errors import ConfigError
 
 APP = "fraud"
 MODEL_NAME = "fraud"  # registry name of the champion/challenger model
@@ -52,6 +56,10 @@ REFERENCE_SIMULATION = SimulationConfig()
 DEMO_SIMULATION = SimulationConfig(n_customers=1_000, n_terminals=2_000, n_days=84)
 # Tiny world for tests (seconds).
 TINY_SIMULATION = SimulationConfig(n_customers=300, n_terminals=600, n_days=70)
+SIZES = {"reference": REFERENCE_SIMULATION, "demo": DEMO_SIMULATION, "tiny": TINY_SIMULATION}  # --sim-size
+MODEL_KINDS = ("xgboost", "logreg", "random_forest", "decision_tree")
+# the xgboost flags of `train`; given with another --model they are that model's parameters (FraudConfig.params)
+MODEL_FLAGS = ("n_estimators", "max_depth", "learning_rate")
 
 
 @dataclass(frozen=True)
@@ -179,9 +187,21 @@ class RetrainConfig:
     margin: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass
+class DemoConfig:
+    """The demo's own knobs (``python -m apps.fraud demo``)."""
+
+    dataset: str | None = None  # your labelled transactions (>= 70 days) instead of the simulated world
+    seed: int = 42  # seed of the demo's models (the world's: FraudConfig.seed)
+    new_days: int = 21  # the latest days: served, batch-scored, drifted (amounts x1.5) and retrained on
+    n_folds: int = 2  # prequential folds of the demo's evaluation
+    n_requests: int = 200  # transactions scored over HTTP
+
+
+@dataclass
 class FraudConfig:
-    """Everything the app needs, in one object."""
+    """Everything the app needs, in one object: frozen sections, and the run's own choices as flat fields (the
+    command-line flags of :mod:`apps.fraud.pipeline`)."""
 
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -189,9 +209,102 @@ class FraudConfig:
     xgb: XGBConfig = field(default_factory=XGBConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    sim_size: str | None = None  # simulated world without --dataset: reference, demo or tiny (None: section)
+    seed: int | None = None  # seed of the simulated world (None: the simulation section's, 0)
+    model: str = "xgboost"  # the kind train fits: xgboost, logreg, random_forest or decision_tree
+    params: dict[str, Any] = field(default_factory=dict)  # parameters of a --model other than xgboost
+    train_days: int = 7  # train on the latest labelled N days
+    # fit the final xgboost model on a Dask cluster with xgboost.dask: ADDRESS (tcp://host:8786) or 'local'
+    # (2 local worker processes); validation and tuning stay local
+    scheduler: str | None = None  # Dask scheduler ADDRESS (tcp://host:8786) or 'local'
+    tune: int = 0  # Optuna trials for XGBoost on the validation folds (0: the xgb section as it is)
+    models: str = ",".join(MODEL_KINDS)  # evaluate: comma-separated model kinds
+    grids: str = "full"  # baselines' grids: full (train.BASELINE_GRIDS) or small (train.SMALL_GRIDS, the demo's)
+    monitor_days: int = 7  # monitor compares the most recent N days with the model's reference
 
     def with_(self, **kwargs: Any) -> FraudConfig:
         return replace(self, **kwargs)
 
     def asdict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def world(self) -> SimulationConfig:
+        """The simulated world without ``--dataset``: ``sim_size``'s preset (else the simulation section), with
+        ``seed`` when given."""
+        sim = SIZES[self.sim_size] if self.sim_size is not None else self.simulation
+        return replace(sim, seed=self.seed) if self.seed is not None else sim
+
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.models.split(",") if m.strip())
+
+    def check(self) -> FraudConfig:
+        """Bad values are a :class:`ConfigError` naming the field."""
+        if self.sim_size is not None and self.sim_size not in SIZES:
+            raise ConfigError(f"sim_size: {self.sim_size!r} is not one of {', '.join(SIZES)}")
+        for name, kinds in (("model", (self.model,)), ("models", self.kinds())):
+            bad = [k for k in kinds if k not in MODEL_KINDS]
+            if bad or not kinds:
+                raise ConfigError(f"{name}: {', '.join(bad) or 'none'} (choose from {', '.join(MODEL_KINDS)})")
+        if self.scheduler and self.model != "xgboost":
+            raise ConfigError(f"scheduler: only the xgboost model trains on Dask, not {self.model!r}")
+        if self.grids not in ("full", "small"):
+            raise ConfigError(f"grids: {self.grids!r} is not full or small")
+        for name in ("train_days", "monitor_days"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.tune < 0:
+            raise ConfigError(f"tune: must be >= 0, got {self.tune}")
+        if self.protocol.n_folds < 1:
+            raise ConfigError(f"protocol.n_folds: must be >= 1, got {self.protocol.n_folds}")
+        if self.serving.alerts_per_day < 1:
+            raise ConfigError(f"serving.alerts_per_day: must be >= 1, got {self.serving.alerts_per_day}")
+        return self
+
+
+def load_config(path: str | Path | None = None, values: Mapping[str, Any] | None = None) -> FraudConfig:
+    """Defaults, updated from a JSON file (sections and fields: ``{"xgb": {"max_depth": 6}, "model": "logreg"}``),
+    then from ``values`` (dotted names reach the sections: ``{"xgb.max_depth": 6}``), checked.
+
+    ``xgb.n_estimators``/``max_depth``/``learning_rate`` given in ``values`` with a ``model`` other than xgboost
+    are that model's parameters (``train --model random_forest --max-depth 8``)."""
+    cfg = FraudConfig()
+    if path is not None:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"config {path}: {exc}") from None
+        known = {f.name for f in fields(cfg)}
+        if not isinstance(data, dict) or set(data) - known:
+            raise ConfigError(f"config {path}: expected an object with keys from {sorted(known)}")
+        cfg = _updated(cfg, data, f"config {path}")
+    values = dict(values or {})
+    model = values.get("model", cfg.model)
+    if model != "xgboost":
+        moved = {k: values.pop(f"xgb.{k}") for k in MODEL_FLAGS if f"xgb.{k}" in values}
+        values["params"] = {**cfg.params, **values.get("params", {}), **moved}
+    nested: dict[str, Any] = {}
+    for dotted, value in values.items():
+        *parents, last = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return _updated(cfg, nested, "config").check()
+
+
+def _updated(obj: Any, data: Mapping[str, Any], where: str) -> Any:
+    """``obj`` (a dataclass) with ``data``'s fields replaced; an object for a section updates that section; JSON
+    lists become tuples where the field holds a tuple."""
+    known = {f.name for f in fields(obj)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: no field {unknown[0]!r} in {type(obj).__name__} (known: {sorted(known)})")
+    updates = {}
+    for key, value in data.items():
+        current = getattr(obj, key)
+        if is_dataclass(current) and isinstance(value, Mapping):
+            updates[key] = _updated(current, value, f"{where}, section {key!r}")
+        else:
+            updates[key] = tuple(value) if isinstance(value, list) and isinstance(current, tuple) else value
+    return replace(obj, **updates)

@@ -257,46 +257,47 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load(
-    path: str | Path | None = None, *, sim: SimulationConfig | None = None, require_label: bool = True
+    path: str | Path | None = None,
+    *,
+    sim: SimulationConfig | None = None,
+    require_label: bool = True,
+    cache_dir: Path | None = None,
 ) -> pd.DataFrame:
     """The transactions to work on: a user's CSV/parquet file in :data:`SCHEMA`, or the simulator's output.
 
-    With ``path=None`` the simulated reference set (or ``sim``) is generated; it is cached as parquet under
-    ``$MLREF_HOME/cache/fraud/`` keyed by the simulation settings, so repeated runs skip the simulation.
+    With ``path=None`` the simulated reference set (or ``sim``) is generated; with ``cache_dir`` (the pipeline
+    passes ``$MLREF_HOME/cache/fraud``) it is cached there as parquet keyed by the simulation settings, so repeated
+    runs skip the simulation.
     """
     if path is not None:
         return validate(read_table(path), source=str(path), require_label=require_label)
-    return simulated(sim)
+    return simulated(sim, cache_dir=cache_dir)
 
 
-def simulated(sim: SimulationConfig | None = None, *, cache: bool = True) -> pd.DataFrame:
-    """Simulated transactions for ``sim``, read from / written to the data-dir cache when ``cache``."""
-    from common.config import get_settings
-
+def simulated(sim: SimulationConfig | None = None, *, cache_dir: Path | None = None) -> pd.DataFrame:
+    """Simulated transactions for ``sim``, read from / written to ``cache_dir`` when given."""
     sim = sim or SimulationConfig()
+    if cache_dir is None:
+        return simulate(sim)
     key = "_".join(str(v) for v in sim.asdict().values()).replace(" ", "")
-    path = get_settings().path("cache", "fraud", f"simulated_{key}.parquet")
-    if cache and path.exists():
+    path = Path(cache_dir) / f"simulated_{key}.parquet"
+    if path.exists():
         return pd.read_parquet(path)
     df = simulate(sim)
-    if cache:
-        write_table(df, path)
+    write_table(df, path)
     return df
 
 
-def ulb_creditcard(data_dir: str | Path | None = None) -> pd.DataFrame:
+def ulb_creditcard(data_dir: str | Path) -> pd.DataFrame:
     """The ULB Kaggle card dataset (``creditcard.csv``, 284,807 transactions over 2 days, 0.17 % fraud), if present.
 
-    Read from ``$MLREF_DATA_DIR/fraud/creditcard.csv`` (download it by hand from
+    Read from ``data_dir/fraud/creditcard.csv`` (the workspace's ``data_dir``, ``$MLREF_DATA_DIR``; download it from
     https://www.kaggle.com/datasets/mlg-ulb/creditcardfraud - the licence (ODbL) requires an account, so it is
     not fetched automatically). It has no card or terminal ids and PCA-anonymised features ``V1..V28``: it fits the
     supervised part of this app (``Time`` -> timestamp, ``Amount``, ``Class`` -> label), not the card-based
     protocol; ``customer_id``/``terminal_id`` are set to the row number so the schema holds.
     """
-    from common.config import get_settings
-
-    base = Path(data_dir) if data_dir is not None else get_settings().data_path
-    path = base / "fraud" / "creditcard.csv"
+    path = Path(data_dir) / "fraud" / "creditcard.csv"
     if not path.exists():
         raise DataError(
             f"{path} not found: download creditcard.csv from https://www.kaggle.com/datasets/mlg-ulb/creditcardfraud "

@@ -1,123 +1,129 @@
-"""The whole lifecycle on a small simulated world, offline, in a few minutes on 2 cores.
+"""The whole lifecycle on a small simulated world, offline, in a few minutes on 2 cores, through the pipeline.
 
-simulate -> prequential evaluation vs baselines (report) -> train + register the champion -> serve in-process
-(score transactions, ingest delayed labels, a bad request, /metrics) -> batch-score a file -> an amount drift
-hits the new weeks -> monitor (drift report, alert precision) -> weekly retrain -> promote or keep.
+simulate -> train + register the champion (``train_pipeline``) -> prequential evaluation vs baselines of that model
+(``evaluate_pipeline``, report) -> serve in-process (``app.service``: score transactions, ingest delayed labels, a
+bad request, /metrics) -> batch-score a file -> an amount drift hits the new weeks -> monitor (``monitor_pipeline``:
+drift report, alert precision) -> weekly retrain (``app.retrain``) -> promote or keep. Runs in the workspace it is
+given (``python -m apps.fraud demo``: ``$MLREF_HOME/demo/fraud``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from apps.fraud.config import APP, DEMO_SIMULATION, MODEL_NAME, FraudConfig, SimulationConfig
-from apps.fraud.data import AMOUNT, DAY, LABEL, SCENARIO, SCHEMA, TIMESTAMP, TX_ID, load
-from apps.fraud.lifecycle import (
-    alert_precision_from_logs,
-    monitor,
-    register_model,
-    report_selection,
-    results_table,
-    retrain,
-    select_models,
-    window_metrics,
-)
-from apps.fraud.service import BatchScorer, build_app, load_model
-from apps.fraud.train import prepare, recent_window, train_model
-from common import batch, registry
-from common.config import get_settings, seed_everything
+from apps.fraud.config import APP, MODEL_NAME, FraudConfig
+from apps.fraud.data import AMOUNT, DAY, LABEL, SCENARIO, SCHEMA, TIMESTAMP, TX_ID
+from apps.fraud.lifecycle import alert_precision_from_logs, window_metrics
+from apps.fraud.train import prepare, recent_window
+from common import registry
+from common.app import evaluate_pipeline, monitor_pipeline, train_pipeline
 from common.data import write_table
-from common.reports import new_report_dir, write_json
+from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 DRIFT_FACTOR = 1.5  # the "new" weeks: every amount x1.5 (a currency change), labels unchanged
 
 
-def run(
-    sim: SimulationConfig = DEMO_SIMULATION,
-    *,
-    new_days: int = 21,
-    n_folds: int = 2,
-    tune_trials: int = 0,
-    dataset: str | None = None,
-    n_requests: int = 200,
-    seed: int | None = None,
-) -> dict[str, Any]:
-    """Run every stage; returns a summary dict (also written to ``$MLREF_HOME/reports/fraud/demo.json``)."""
-    seed = seed_everything(seed)
-    settings = get_settings()
-    out_dir = settings.path("reports", APP, "x").parent
-    work = settings.path("work", APP, "x").parent
-    cfg = FraudConfig(simulation=sim)
-    cfg = replace(cfg, protocol=replace(cfg.protocol, n_folds=n_folds, anchor_day=None))
+def run_demo(ws: Workspace, cfg: FraudConfig) -> dict[str, Any]:
+    """Run every stage in ``ws`` (activated by the caller); returns a summary (``demo`` prints it)."""
+    from apps.fraud.pipeline import APP_IMPL, Transactions
+
+    dc = cfg.demo
+    cfg = replace(cfg.check(), protocol=replace(cfg.protocol, n_folds=dc.n_folds, anchor_day=None))
+    name = dc.dataset or f"simulated-{cfg.sim_size or 'custom'}"
+    work = ws.work_dir(APP)
     summary: dict[str, Any] = {}
-    t_start = time.perf_counter()
 
     # 1. data: the past (evaluation + champion) and the new weeks (served, batch-scored, drifted, retrained on)
-    raw = load(dataset, sim=sim)
+    raw = APP_IMPL.transactions(ws, dc.dataset, cfg)
     prepared_all = prepare(raw, cfg.features)
     last_day = int(prepared_all[DAY].max())
-    split_day = last_day + 1 - new_days
-    past = prepared_all[prepared_all[DAY] < split_day]
+    split_day = last_day + 1 - dc.new_days
+    past = Transactions(prepared_all[prepared_all[DAY] < split_day], name)
     summary["data"] = {
         "transactions": len(raw),
         "fraud_rate": round(float(raw[LABEL].mean()), 5),
         "days": last_day + 1,
         "past_days": split_day,
-        "new_days": new_days,
+        "new_days": dc.new_days,
     }
     log.info("data: %s", summary["data"])
 
-    # 2. evaluation: handbook protocol on the past, xgboost vs baselines (small grids), report
-    grids = {
-        "logreg": {"C": [0.1, 1.0]},
-        "decision_tree": {"max_depth": [5, 8]},
-        "random_forest": {"n_estimators": [50], "max_depth": [10]},
+    # 2. champion: validated, trained on the latest labelled week of the past, registered (as `train` does)
+    trained = train_pipeline(APP_IMPL, ws, dc.dataset, cfg, tune=cfg.tune, promote=True, data=past)
+    champion = trained.fitted.model
+
+    # 3. evaluation: handbook protocol on the past, that model vs the baselines, report (as `evaluate` does)
+    ev = evaluate_pipeline(APP_IMPL, ws, dc.dataset, cfg, data=past, fitted=trained.fitted)
+    summary["evaluation"] = ev.metrics
+    summary["champion"] = {"version": trained.version, "threshold": champion.threshold, "report": str(ev.report)}
+
+    # 4. serve in-process (the champion on its recorded history): the new weeks' first transactions, their labels a
+    # week later, a bad request, /metrics
+    new = raw[raw[TIMESTAMP] >= raw[TIMESTAMP].min().normalize() + pd.Timedelta(days=split_day)]
+    summary["serve"] = _serve(APP_IMPL.service(ws, refresh_interval=0), new.head(dc.n_requests), ws)
+
+    # 5. batch-score the new weeks from a file (streamed in chunks, history carried across chunks)
+    src = work / "new_transactions.parquet"
+    write_table(new[[c for c in SCHEMA.names if c in new.columns and c not in (SCENARIO, LABEL)]], src)
+    model, _ = APP_IMPL.load_model(ws)
+    res = APP_IMPL.score_file(ws, model, src, work / "scored.parquet", chunksize=20_000, reasons=True, progress=False)
+    scored = pd.read_parquet(res["output"])
+    summary["batch"] = {
+        **{k: res[k] for k in ("rows", "chunks", "seconds")},
+        "rows_per_s": round(res["rows"] / max(res["seconds"], 1e-9)),
+        "alerts_per_day": round(float((scored["decision"] == "alert").sum() / dc.new_days), 1),
     }
-    candidates = select_models(past, cfg, tune_trials=tune_trials, grids=grids, seed=seed)
-    summary["evaluation"] = results_table(candidates)
 
-    # 3. champion: trained on the latest labelled week of the past, registered with its test metrics
-    params = candidates["xgboost"].params
-    champion = train_model(past, cfg, params=params, seed=seed)
-    report = report_selection(
-        candidates,
-        cfg,
-        new_report_dir(APP, dataset or "simulated-demo", "evaluation"),
-        dataset=dataset or f"simulated {sim}",
-        champion=champion,
-        data=past,
+    # 6. drift: amounts x1.5 in the new weeks; monitor the latest week (with the history its features need)
+    drifted_raw = raw.copy()
+    is_new = drifted_raw[TX_ID].isin(new[TX_ID])
+    drifted_raw.loc[is_new, AMOUNT] = np.round(drifted_raw.loc[is_new, AMOUNT] * DRIFT_FACTOR, 2)
+    cols = [c for c in SCHEMA.names if c in drifted_raw.columns and c != SCENARIO]
+    drifted_file = work / "drifted_transactions.parquet"
+    write_table(drifted_raw[cols], drifted_file)
+    keep = cfg.monitor_days + cfg.features.history_days + 2
+    recent_file = work / "recent_transactions.parquet"
+    write_table(
+        drifted_raw.loc[drifted_raw[TIMESTAMP] > raw[TIMESTAMP].max() - pd.Timedelta(days=keep), cols], recent_file
     )
-    mv1 = register_model(
-        champion,
-        past,
-        work_dir=work / "v1",
-        alias=registry.CHAMPION,
-        metrics={f"test_{k}": v for k, v in candidates["xgboost"].test.items()},
-    )
-    summary["champion"] = {"version": mv1.version, "threshold": champion.threshold, "report": str(report)}
+    watched, version = monitor_pipeline(APP_IMPL, ws, recent_file)
+    labelled_week = recent_window(prepare(drifted_raw, cfg.features), 7, cfg.features.delay_days)
+    summary["monitor"] = {
+        **{k: watched.stats[k] for k in ("drift", "drifted_features", "prediction_drift")},
+        "alerts": watched.alerts,
+        "champion_on_latest_labelled_week": {k: round(v, 4) for k, v in window_metrics(model, labelled_week).items()},
+        "report": str(watched.report),
+    }
+    log.info("monitor (version %s): drift=%s %s", version, watched.stats["drift"], watched.stats["drifted_features"])
 
-    # 4. serve in-process: the new weeks' first transactions, labels a week later, a bad request, /metrics
+    # 7. weekly retrain on the drifted weeks, champion vs challenger on the most recent labelled week
+    decision = APP_IMPL.retrain(ws, str(drifted_file), cfg, margin=cfg.retrain.margin)
+    keys = ("champion_version", "challenger_version", "metric", "champion_score", "challenger_score", "promoted")
+    summary["retrain"] = {k: decision[k] for k in (*keys, "reason")}
+    summary["champion_after"] = registry.get(MODEL_NAME, registry.CHAMPION).version
+    summary["report"] = str(ev.report)  # the page `demo` says to open next
+    return summary
+
+
+def _serve(service: Any, served: pd.DataFrame, ws: Workspace) -> dict[str, Any]:
+    """Score ``served`` over the service's HTTP API, then post their labels, a bad request, read /metrics."""
     from fastapi.testclient import TestClient
 
-    new = raw[raw[TIMESTAMP] >= raw[TIMESTAMP].min().normalize() + pd.Timedelta(days=split_day)]
-    history = raw.loc[raw.index.isin(past.index)]
-    app = build_app(history, feature_cfg=cfg.features, refresh_interval_s=None)
-    served = new.head(n_requests)
     alerts, statuses, example = 0, set(), None
-    with TestClient(app) as client:
+    with TestClient(service) as client:
         for row in served.itertuples(index=False):
             body = {
-                "tx_id": int(row.tx_id),
+                "tx_id": str(row.tx_id),
                 "timestamp": row.timestamp.isoformat(),
-                "customer_id": int(row.customer_id),
-                "terminal_id": int(row.terminal_id),
+                "customer_id": str(row.customer_id),
+                "terminal_id": str(row.terminal_id),
                 "amount": float(row.amount),
             }
             r = client.post("/v1/transactions/score", json=body)
@@ -125,14 +131,15 @@ def run(
             alerts += r.json().get("decision") == "alert"
             if example is None or r.json().get("decision") == "alert":
                 example = r.json()
-        labels = [{"tx_id": int(t), "label": int(lab)} for t, lab in zip(served[TX_ID], served[LABEL], strict=True)]
+        labels = [{"tx_id": str(t), "label": int(lab)} for t, lab in zip(served[TX_ID], served[LABEL], strict=True)]
         lab = client.post("/v1/labels", json={"labels": labels}).json()
         bad = client.post(
             "/v1/transactions/score",
             json={"tx_id": 1, "timestamp": "yesterday-ish", "customer_id": 1, "terminal_id": 2, "amount": -5},
         )
         metrics_text = client.get("/metrics").text
-    summary["serve"] = {
+    log.info("served %d transactions (%d alerts); bad request -> %s", len(served), alerts, bad.status_code)
+    return {
         "requests": len(served),
         "statuses": sorted(statuses),
         "alerts": alerts,
@@ -140,66 +147,5 @@ def run(
         "labels": lab,
         "bad_request": {"status": bad.status_code, "message": bad.json().get("message")},
         "metrics_lines": sum(ln.startswith("mlref_") for ln in metrics_text.splitlines()),
-        "alert_precision_from_logs": alert_precision_from_logs(),
+        "alert_precision_from_logs": alert_precision_from_logs(ws=ws),
     }
-    log.info(
-        "served %d transactions (%d alerts); bad request -> %s %s",
-        len(served),
-        alerts,
-        bad.status_code,
-        bad.json().get("message"),
-    )
-
-    # 5. batch-score the new weeks from a file (streamed in chunks, history carried across chunks)
-    src = work / "new_transactions.parquet"
-    write_table(new[[c for c in SCHEMA.names if c in new.columns and c not in (SCENARIO, LABEL)]], src)
-    model = registry.load(MODEL_NAME, registry.CHAMPION, load_model)[0]
-    scorer = BatchScorer(model, cfg.features, history=history, reasons=True)
-    res = batch.score_file(src, work / "scored.parquet", scorer, chunksize=20_000, progress=False)
-    scored = pd.read_parquet(res.output)
-    summary["batch"] = {
-        "rows": res.rows,
-        "chunks": res.chunks,
-        "seconds": round(res.seconds, 2),
-        "rows_per_s": round(res.rows / max(res.seconds, 1e-9)),
-        "alerts_per_day": round(float((scored["decision"] == "alert").sum() / new_days), 1),
-    }
-
-    # 6. drift: amounts x1.5 in the new weeks; monitor the last labelled-or-not week against the reference
-    drifted_raw = raw.copy()
-    is_new = drifted_raw[TX_ID].isin(new[TX_ID])
-    drifted_raw.loc[is_new, AMOUNT] = np.round(drifted_raw.loc[is_new, AMOUNT] * DRIFT_FACTOR, 2)
-    drifted = prepare(drifted_raw, cfg.features)
-    recent = drifted[drifted[DAY] > last_day - 7]
-    mdir = registry.fetch_model_dir(mv1)
-    monitor_dir = new_report_dir(APP, dataset or "simulated-demo", "monitor")
-    drift_report = monitor(model, mdir, recent, monitor_dir, model_version=str(mv1.version))
-    labelled_week = recent_window(drifted, 7, cfg.features.delay_days)
-    summary["monitor"] = {
-        "drift": drift_report.drift,
-        "drifted_features": drift_report.drifted_features,
-        "prediction_drift": drift_report.prediction_drift,
-        "alerts": drift_report.alerts,
-        "champion_on_latest_labelled_week": {k: round(v, 4) for k, v in window_metrics(model, labelled_week).items()},
-        "report": str(monitor_dir / "drift.md"),
-    }
-    log.info("monitor: drift=%s %s", drift_report.drift, drift_report.drifted_features)
-
-    # 7. weekly retrain on the drifted weeks, champion vs challenger on the most recent labelled week
-    decision = retrain(drifted, cfg, work_dir=work / "v2", params=params)
-    summary["retrain"] = {
-        k: decision.to_dict()[k]
-        for k in (
-            "champion_version",
-            "challenger_version",
-            "metric",
-            "champion_score",
-            "challenger_score",
-            "promoted",
-            "reason",
-        )
-    }
-    summary["champion_after"] = registry.get(MODEL_NAME, registry.CHAMPION).version
-    summary["seconds"] = round(time.perf_counter() - t_start, 1)
-    write_json(out_dir / "demo.json", summary)
-    return summary

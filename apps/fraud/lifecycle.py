@@ -31,9 +31,9 @@ from apps.fraud.train import (
     tune_xgboost,
 )
 from common import monitoring, registry, retraining, tracking
-from common.config import get_settings
 from common.data import DataError, fingerprint
 from common.metrics.classification import average_precision, card_precision_at_k, precision_at_k, roc_auc
+from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,12 @@ def select_models(
     grids: dict[str, dict[str, list[Any]]] | None = None,
     extras: bool = False,
     seed: int = 0,
+    xgb_params: dict[str, Any] | None = None,
 ) -> dict[str, Candidate]:
     """Handbook model selection for each kind: best configuration on validation, reported on test.
 
-    XGBoost: Optuna with ``tune_trials`` trials (0 = the config's parameters, validated and tested as they are).
+    XGBoost: Optuna with ``tune_trials`` trials (0 = the config's parameters, or ``xgb_params`` - a fitted
+    model's - validated and tested as they are).
     ``extras`` adds the measured variants: class weights (``*_balanced``) and XGBoost on the handbook's 15
     features only (``xgboost_handbook_features``), both with the selected parameters.
     """
@@ -64,7 +66,7 @@ def select_models(
             if tune_trials > 0:
                 out[kind] = tune_xgboost(prepared, features, p, n_trials=tune_trials, seed=seed, base=cfg.xgb.params())
             else:
-                c = Candidate(kind, cfg.xgb.params())
+                c = Candidate(kind, dict(xgb_params) if xgb_params is not None else cfg.xgb.params())
                 c.validation = score_validation(prepared, kind, c.params, features, p, seed=seed)
                 c.test, c.test_folds = score_test(prepared, kind, c.params, features, p, seed=seed)
                 out[kind] = c
@@ -367,15 +369,18 @@ def read_log(path: Path) -> pd.DataFrame:
     return df
 
 
-def alert_precision_from_logs(version: str | None = None) -> dict[str, dict[str, float]]:
+def alert_precision_from_logs(
+    version: str | None = None, *, ws: Workspace | None = None
+) -> dict[str, dict[str, float]]:
     """Per served model version: how many logged predictions got a label through ``POST /v1/labels``, how many
     of those were alerts, and the alert precision. ``version``: that version only. Empty when nothing joins.
 
-    Predictions of a model set by hand (no registry version) are reported under ``"unregistered"``.
+    Predictions of a model set by hand (no registry version) are reported under ``"unregistered"``. The logs are
+    the ones the service writes in ``ws`` (default: the workspace of the environment).
     """
-    s = get_settings()
-    preds = read_log(s.path("predictions", f"{MODEL_NAME}.jsonl"))
-    labels = read_log(s.path("labels", f"{MODEL_NAME}.jsonl"))
+    ws = ws or Workspace.from_env()
+    preds = read_log(ws.path("predictions", f"{MODEL_NAME}.jsonl"))
+    labels = read_log(ws.path("labels", f"{MODEL_NAME}.jsonl"))
     if preds.empty or labels.empty:
         return {}
     preds["version"] = preds["version"].fillna("unregistered") if "version" in preds else "unregistered"

@@ -115,6 +115,8 @@ class FraudModel:
     params: dict[str, Any] = field(default_factory=dict)
     threshold: float = 0.5
     info: dict[str, Any] = field(default_factory=dict)
+    # the directory it was loaded from (a registered version's: its recorded history lies beside it); not saved
+    source: Path | None = field(default=None, compare=False, repr=False)
 
     # -- construction
     @classmethod
@@ -279,4 +281,5 @@ class FraudModel:
             params=meta.get("params", {}),
             threshold=float(meta.get("threshold", 0.5)),
             info=meta.get("info", {}),
+            source=d,
         )

@@ -48,6 +48,12 @@ BASELINE_GRIDS: dict[str, dict[str, list[Any]]] = {
     "decision_tree": {"max_depth": [2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 50]},
     "random_forest": {"n_estimators": [100], "max_depth": [10, 20]},
 }
+# The demo's (and the contract test's) baseline grids: seconds instead of minutes.
+SMALL_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "logreg": {"C": [0.1, 1.0]},
+    "decision_tree": {"max_depth": [5, 8]},
+    "random_forest": {"n_estimators": [50], "max_depth": [10]},
+}
 
 
 def prepare(df: pd.DataFrame, cfg: FeatureConfig | None = None) -> pd.DataFrame:
@@ -403,3 +409,34 @@ def save_history(transactions: pd.DataFrame, model_dir: Path, cfg: FeatureConfig
     t = to_seconds(transactions[TIMESTAMP])
     recent = transactions.loc[t > t.max() - cfg.history_days * SECONDS_PER_DAY, cols] if len(t) else transactions[cols]
     return write_table(recent.reset_index(drop=True), Path(model_dir) / HISTORY_FILE)
+
+
+@dataclass
+class Production:
+    """What :func:`fit_production` returns: the model, the parameters it was fitted with and its validation
+    metrics (mean over the protocol's validation folds)."""
+
+    model: FraudModel
+    params: dict[str, Any]
+    validation: dict[str, float]
+
+
+def fit_production(prepared: pd.DataFrame, cfg: FraudConfig, *, tune: int = 0) -> Production:
+    """``train``: score ``cfg.model`` on the validation folds (XGBoost: after ``tune`` Optuna trials there, when
+    asked), then fit it on the latest labelled ``cfg.train_days`` days - on the Dask cluster of ``cfg.scheduler``
+    when given (connected first: an unreachable scheduler fails before minutes of validation)."""
+    params = cfg.xgb.params() if cfg.model == "xgboost" else dict(cfg.params)
+    features = feature_names(cfg.features)
+    protocol = cfg.protocol.fitted(int(prepared[DAY].max()) + 1)
+    with ExitStack() as stack:
+        client = stack.enter_context(dask_client(cfg.scheduler)) if cfg.scheduler else None
+        if tune and cfg.model == "xgboost":
+            cand = tune_xgboost(prepared, features, protocol, n_trials=tune, base=params)
+            params, metrics = {**params, **cand.params}, cand.validation
+        else:
+            metrics = score_validation(prepared, cfg.model, params, features, protocol)
+        if client is not None:
+            model = train_model_dask(prepared, cfg, client=client, params=params, train_days=cfg.train_days)
+        else:
+            model = train_model(prepared, cfg, kind=cfg.model, params=params, train_days=cfg.train_days)
+    return Production(model, params, metrics)

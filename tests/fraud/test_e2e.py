@@ -7,8 +7,6 @@ import sys
 
 import pytest
 
-from apps.fraud.config import TINY_SIMULATION
-
 
 def test_cli_help_lists_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "apps.fraud", "--help"], capture_output=True, text=True, timeout=120)
@@ -19,9 +17,14 @@ def test_cli_help_lists_commands() -> None:
 
 @pytest.mark.e2e
 def test_demo_on_tiny_world() -> None:
-    from apps.fraud import demo
+    """The demo through the pipeline (train_pipeline, evaluate_pipeline, the service, batch, monitor_pipeline,
+    retrain) in its own workspace, on the tiny world (seed 0, the conftest's)."""
+    from apps.fraud.pipeline import APP_IMPL
+    from common.app import demo_pipeline
+    from common.workspace import Workspace
 
-    s = demo.run(TINY_SIMULATION, n_requests=60)
+    ws = Workspace.from_env()
+    s = demo_pipeline(APP_IMPL, ws, seed=0, values={"sim_size": "tiny", "demo.n_requests": 60})
     assert s["data"]["transactions"] > 30_000
     ev = s["evaluation"]
     assert set(ev) == {"xgboost", "logreg", "random_forest", "decision_tree"}
@@ -36,3 +39,11 @@ def test_demo_on_tiny_world() -> None:
     assert s["retrain"]["promoted"] is True, s["retrain"]["reason"]
     assert s["retrain"]["challenger_score"] > s["retrain"]["champion_score"]
     assert s["champion_after"] == "2"
+    # everything landed in the demo's own workspace: reports with `latest` links, the user's registry untouched
+    demo_reports = ws.home / "demo" / "fraud" / "reports" / "fraud"
+    for kind in ("evaluation", "monitor"):
+        assert any(p.name == "latest" for p in demo_reports.glob(f"*/{kind}/*")), kind
+    assert s["report"].startswith(str(demo_reports))
+    from common import registry
+
+    assert registry.find("fraud") is None
