@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -326,21 +327,50 @@ NOT_FOR_RASA = ("MLREF_API_KEY", "MLREF_CHATBOT_SECRET")
 NOT_FOR_ACTIONS = (RASA_TOKEN_ENV, "MLREF_CHATBOT_SECRET")
 
 
-def write_endpoints(path: Path, *, actions_port: int, tracker_db: Path) -> Path:
+REDIS_URL_ENV = "MLREF_REDIS_URL"  # set: conversations (tracker store) and their locks in Redis
+REDIS_PASSWORD_ENV = "MLREF_REDIS_PASSWORD"  # the URL's password, given to Rasa in its environment, not the file
+REDIS_KEY_PREFIX = "mlrefchatbot"  # Rasa accepts alphanumeric prefixes only
+
+
+def redis_endpoint(url: str) -> tuple[dict[str, Any], str | None]:
+    """Rasa's Redis store settings (host, port, db, key prefix, TLS) from ``redis[s]://[user:password@]host:port/db``
+    and the password (kept out of endpoints.yml); a user error naming the variable for any other URL."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path.strip("/") or "0"
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname or not path.isdigit():
+        raise DataError(f"{REDIS_URL_ENV}: expected redis://host:port/db (or rediss://), got {parts.scheme}://...")
+    settings: dict[str, Any] = {"url": parts.hostname, "port": parts.port or 6379, "db": int(path)}
+    settings["key_prefix"] = REDIS_KEY_PREFIX
+    if parts.username:
+        settings["username"] = parts.username
+    if parts.scheme == "rediss":
+        settings["use_ssl"] = True
+    if parts.password:
+        settings["password"] = f"${{{REDIS_PASSWORD_ENV}}}"
+    return settings, parts.password
+
+
+def write_endpoints(path: Path, *, actions_port: int, tracker_db: Path, redis_url: str | None = None) -> Path:
     """endpoints.yml: the action server on loopback, called with the per-run token (``${MLREF_ACTION_TOKEN}``, read
-    from Rasa's environment, so the file holds no secret), and a SQLite tracker store at ``tracker_db``."""
-    tracker_db.parent.mkdir(parents=True, exist_ok=True)
-    db = json.dumps(str(tracker_db.resolve()))  # a JSON string is a valid YAML scalar, quotes and all
-    path.write_text(
+    from Rasa's environment, so the file holds no secret), and the tracker store: SQLite at ``tracker_db`` by
+    default; with ``redis_url`` (default: ``MLREF_REDIS_URL``) the tracker store *and* the lock store in Redis,
+    so several Rasa processes serve one conversation consistently (each turn locks it, reads it, writes it)."""
+    redis_url = redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV) or None
+    text = (
         "action_endpoint:\n"
         f'  url: "http://127.0.0.1:{actions_port}/webhook"\n'
         "  headers:\n"
         f"    X-Action-Token: ${{{ACTION_TOKEN_ENV}}}\n"  # plain scalar: Rasa expands ${...} only in those
-        "tracker_store:\n"
-        "  type: SQL\n"
-        "  dialect: sqlite\n"
-        f"  db: {db}\n"
     )
+    if redis_url:
+        settings, _ = redis_endpoint(redis_url)
+        lines = "".join(f"  {k}: {json.dumps(v) if not str(v).startswith('${') else v}\n" for k, v in settings.items())
+        text += f"tracker_store:\n  type: redis\n{lines}lock_store:\n  type: redis\n{lines}"
+    else:
+        tracker_db.parent.mkdir(parents=True, exist_ok=True)
+        db = json.dumps(str(tracker_db.resolve()))  # a JSON string is a valid YAML scalar, quotes and all
+        text += f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {db}\n"
+    path.write_text(text)
     return path
 
 
@@ -484,6 +514,10 @@ def servers(
         env = subprocess_env(cfg, **env_extra)
         for name in NOT_FOR_RASA:
             env.pop(name, None)
+        if env.get(REDIS_URL_ENV):
+            password = redis_endpoint(env[REDIS_URL_ENV])[1]
+            if password:
+                env[REDIS_PASSWORD_ENV] = password
         env.update({RASA_TOKEN_ENV: rasa_token, ACTION_TOKEN_ENV: action_token})
         python = rasa_executable().with_name("python")
         args = [
