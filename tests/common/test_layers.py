@@ -25,9 +25,9 @@ FOUNDATION: dict[str, set[str]] = {
     "common.data": {"common.errors", "common.config"},
 }
 TEST_KIT = "mlref_testing"
-# benchmarks drive a service with the probe kit's load client; no service, CLI or library module imports them at
-# import time (an app's `bench` command imports its bench module inside the command)
-TEST_KIT_USERS = ("apps.*.bench",)
+# benchmarks (bench, serving_bench) drive a service with the probe kit's load client; no service, CLI or library
+# module imports them at import time (an app's `bench` command imports its bench module inside the command)
+TEST_KIT_USERS = ("apps.*.bench", "apps.*.serving_bench")
 
 
 def module_name(path: Path) -> str:
