@@ -44,13 +44,16 @@ from PIL import Image
 
 from apps.vision import precision
 from apps.vision.config import APP, Config
-from apps.vision.data import CIFAR10, ImageSet, load, train_val_test
+from apps.vision.data import CIFAR10, Dataset, Images, ImageSet, load, train_val_test
 from apps.vision.evaluate import top_k_accuracy
+from apps.vision.pipeline import APP_IMPL
 from apps.vision.precision import resolve_device
 from apps.vision.train import BatchAugment, choose_precision, fit_model, make_model, probe_batch, to_vision_model
 from common import cli
-from common.config import machine_info, override
+from common.app import Fitted
+from common.config import machine_info
 from common.reports import save_figure, write_json, write_text
+from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,30 @@ ANCHORS = {
     "airbench95 (A100, lossless CIFAR-10)": {"accuracy_tta": 0.9501, "train_s": 10.4},
 }
 BENCH_CONFIG = Config(batch_size=1024, epochs=10, widths=(64, 256, 256), tta=2)  # airbench94
+
+
+def bench_config(path: Path | None = None, device: str = "auto") -> Config:
+    """The bench recipe on ``device`` with the fields of the JSON file ``path`` over it (checked like any config:
+    unknown keys, bad JSON, wrong types are a user error); a device that is not there is one error line."""
+    resolve_device(device)
+    cfg = replace(BENCH_CONFIG, device=device)
+    if path is None:
+        return cfg
+    Config.from_file(path)  # validates the file on its own
+    return Config.from_dict({**cfg.to_dict(), **json.loads(Path(path).read_text())}).validate()
+
+
+def summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """What ``bench`` prints: where the results went and each run's headline figures."""
+    return {
+        "output": doc.get("output"),
+        "figure": doc.get("figure"),
+        **{
+            k: {"metrics": v["metrics"], "train_s": v["train_s"], "time_to": v["time_to"]}
+            for k, v in doc["models"].items()
+        },
+        "serving": doc["serving"],
+    }
 
 
 def _load_avg() -> float | None:
@@ -131,11 +158,12 @@ def time_to(curve: list[dict[str, float]], final: dict[str, float], thresholds=T
 
 
 def served_vs_raw(model, images: ImageSet, cfg: Config, batch: int = 64, repeats: int = 3) -> dict[str, float]:
-    """Seconds per batch of ``batch`` images: HTTP service (JPEG uploads, in-process) vs raw torch forward."""
+    """Seconds per batch of ``batch`` images: HTTP service (JPEG uploads, in-process) vs raw torch forward.
+
+    The service is the pipeline's, serving ``model`` registered (by the pipeline's ``register``) as the champion of
+    a throwaway workspace."""
     from fastapi.testclient import TestClient
 
-    from apps.vision.lifecycle import register
-    from apps.vision.service import build_app
     from common import registry
 
     x = images.images[:batch]
@@ -149,14 +177,15 @@ def served_vs_raw(model, images: ImageSet, cfg: Config, batch: int = 64, repeats
         t0 = time.perf_counter()
         model.logits(x, tta=model.tta)
         raw_s.append(time.perf_counter() - t0)
-    with tempfile.TemporaryDirectory() as home, override(home=Path(home), tracking_uri=None):
-        register(
-            model, images.subset(np.arange(min(len(images), 500))), metrics={}, dataset="bench", alias=registry.CHAMPION
-        )
+    with tempfile.TemporaryDirectory() as home, Workspace.at(home).activate() as ws:
+        sample = images.subset(np.arange(min(len(images), 500)))
+        data = Images("bench", None, Dataset("bench", sample), sample, sample.subset([]), sample.subset([]))
+        APP_IMPL.register(ws, Fitted(model), data, cfg, dataset="bench", alias=registry.CHAMPION)
         files = [("files", (f"{i}.jpg", b, "image/jpeg")) for i, b in enumerate(jpegs)]
-        with TestClient(
-            build_app(refresh_interval_s=None, cfg=replace(cfg, max_batch_images=batch), prediction_log=False)
-        ) as client:
+        service = APP_IMPL.service(
+            ws, refresh_interval_s=None, cfg=replace(cfg, max_batch_images=batch), prediction_log=False
+        )
+        with TestClient(service) as client:
             client.post("/v1/images:classify", files=files[:2])  # warm-up
             http_s = []
             for _ in range(repeats):
@@ -419,6 +448,7 @@ def markdown(doc: dict[str, Any]) -> str:
 def run_bench(
     dataset: str | None = None,
     *,
+    ws: Workspace | None = None,
     output: Path | None = None,
     runs: tuple[str, ...] = ("short", "long"),
     budget_s: float = 1080.0,
@@ -437,11 +467,13 @@ def run_bench(
     seen (AMX, AVX-512, AVX2): a run on another kind adds its own instead of erasing the others.
 
     ``limit``: use only the first ``limit`` training and test images per split (a quick check of the pipeline).
+    ``ws``: where CIFAR-10 is looked for (its data directory; default: the environment's).
     """
     cfg = cfg or BENCH_CONFIG
+    ws = ws or Workspace.from_env()
     load_before = _load_avg()
     t0 = time.perf_counter()
-    ds = load(dataset or CIFAR10, image_size=cfg.image_size, progress=progress)
+    ds = load(dataset or CIFAR10, image_size=cfg.image_size, progress=progress, data_dir=ws.data_dir)
     data_s = time.perf_counter() - t0
     train, val, test = (
         train_val_test(ds, 0.0, cfg.test_fraction, cfg.seed) if ds.test is None else (ds.train, None, ds.test)

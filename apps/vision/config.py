@@ -1,7 +1,8 @@
 """Settings and defaults of the vision app: one place to read what it does out of the box.
 
 Override with flags (``--arch resnet18 --epochs 5``) or a JSON file (``--config my.json`` with any field of
-:class:`Config`; unknown keys are an error).
+:class:`Config`; unknown keys are an error). Which fields each command exposes as flags: ``VisionApp.flags`` in
+``pipeline.py``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class Config:
     fine_tune_epochs: int = 3  # retrain: epochs of fine-tuning the champion on new labelled images
     fine_tune_lr_scale: float = 0.3  # retrain: peak lr relative to Config.lr
     seed: int = 42
+    # options of one command rather than of the model (each is a flag of that command)
+    checkpoint_dir: str | None = None  # train: checkpoint every epoch here; an interrupted run resumes
+    ref: str = "champion"  # evaluate: the registered version or alias to evaluate
+    tiny: bool = False  # demo: a smaller, faster variant (what the tests run)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

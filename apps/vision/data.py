@@ -42,7 +42,6 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from common.config import get_settings
 from common.data import DataError, DownloadError
 
 log = logging.getLogger(__name__)
@@ -627,19 +626,28 @@ def digits(image_size: int = 32) -> ImageSet:
     )
 
 
-def cifar10_dir() -> Path:
-    return get_settings().data_path / "cifar10-jpeg"
+def _data_dir(data_dir: str | Path | None) -> Path:
+    """``data_dir``, or the workspace's (``$MLREF_DATA_DIR``) when a caller gives none."""
+    if data_dir is not None:
+        return Path(data_dir)
+    from common.workspace import Workspace
+
+    return Workspace.from_env().data_dir
 
 
-def _torchvision_cifar(image_size: int, train: bool) -> ImageSet:
+def cifar10_dir(data_dir: str | Path | None = None) -> Path:
+    return _data_dir(data_dir) / "cifar10-jpeg"
+
+
+def _torchvision_cifar(image_size: int, train: bool, data_dir: Path) -> ImageSet:
     import torchvision
 
-    root = get_settings().data_path / "cifar10"
+    root = data_dir / "cifar10"
     try:
         ds = torchvision.datasets.CIFAR10(str(root), train=train, download=True)  # md5-checked by torchvision
     except Exception as exc:  # noqa: BLE001 - urllib/HTTP errors of every kind mean "could not fetch"
         raise DownloadError(
-            f"CIFAR-10 is not in {cifar10_dir()} and could not be downloaded ({exc}); put the "
+            f"CIFAR-10 is not in {cifar10_dir(data_dir)} and could not be downloaded ({exc}); put the "
             "JPEG copy (train.tar.gz + test.tar.gz) there or run where a network exists"
         ) from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
@@ -664,14 +672,19 @@ def load(
     image_size: int = 32,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    data_dir: str | Path | None = None,
 ) -> Dataset:
-    """Read ``dataset`` (see the module docstring); a given test split keeps the training set's classes."""
+    """Read ``dataset`` (see the module docstring); a given test split keeps the training set's classes.
+    ``data_dir``: where ``cifar10`` is looked for (the workspace's data directory)."""
     if dataset is None or str(dataset) == DIGITS:
         return Dataset(DIGITS, digits(image_size))
     if str(dataset) in (CIFAR10, "cifar10-jpeg"):
-        root = cifar10_dir()
+        base = _data_dir(data_dir)
+        root = cifar10_dir(base)
         if _split_entry(root, "train") is None:
-            return Dataset(CIFAR10, _torchvision_cifar(image_size, True), _torchvision_cifar(image_size, False))
+            return Dataset(
+                CIFAR10, _torchvision_cifar(image_size, True, base), _torchvision_cifar(image_size, False, base)
+            )
         dataset = root
     root = Path(dataset).expanduser()
     if not root.exists():
@@ -734,6 +747,27 @@ def train_val_test(
         return ds.train.subset(tr), ds.train.subset(va), ds.test
     tr, va, te = split(ds.train.labels, (val_fraction, test_fraction), seed)
     return ds.train.subset(tr), ds.train.subset(va), ds.train.subset(te)
+
+
+@dataclass
+class Images:
+    """A dataset ready for the pipeline (what ``VisionApp.load_data`` returns): the decoded dataset, its name in
+    reports and tags, what ``--dataset`` said (to decode it again at another size), and the stratified
+    train/validation/test split."""
+
+    name: str
+    source: str | None
+    dataset: Dataset
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+
+    @classmethod
+    def split(
+        cls, name: str, source: str | None, ds: Dataset, val_fraction: float, test_fraction: float, seed: int
+    ) -> Images:
+        tr, va, te = train_val_test(ds, val_fraction, test_fraction, seed)
+        return cls(name, source, ds, tr, va, te)
 
 
 def write_image_folder(images: ImageSet, root: str | Path, *, fmt: str = "png", labelled: bool = True) -> Path:

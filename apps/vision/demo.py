@@ -3,7 +3,9 @@
 digits (upscaled to 32x32 RGB) -> train AirNet, calibrate on validation, evaluate against the prior baseline
 (report with confusion matrix, reliability diagram, confident mistakes) -> register the champion (with TorchScript
 and ONNX exports) -> serve over HTTP in-process (a good upload and a rejected non-image) -> batch-score a folder ->
-altered images (darker, blurred, noisy) -> monitor (drift) -> retrain on labelled altered images -> promote or keep.
+a new camera (32x32 files, darker, blurred, noisy) -> monitor (drift) -> retrain on labelled images from it ->
+promote or keep. Every stage is a pipeline function the command line runs too (``pipeline.py``), in the demo's own
+workspace; reports go to its ``reports/`` (a directory per run, ``latest`` links, ``index.html``).
 """
 
 from __future__ import annotations
@@ -13,25 +15,25 @@ import io
 import logging
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from apps.vision.config import APP, Config
-from apps.vision.data import DIGITS, Dataset, ImageSet, alter, digits, train_val_test, write_image_folder
-from apps.vision.evaluate import calibrate, prior_baseline, write_evaluation
-from apps.vision.lifecycle import batch_score, load_version, monitor, register, retrain, summary
-from apps.vision.service import build_app
-from apps.vision.train import train
+from apps.vision.config import Config
+from apps.vision.data import DIGITS, Dataset, Images, ImageSet, alter, digits, write_image_folder
 from common import registry
-from common.config import get_settings, seed_everything
+from common.app import evaluate_pipeline, monitor_pipeline, train_pipeline
+from common.workspace import Workspace
+
+if TYPE_CHECKING:
+    from apps.vision.pipeline import VisionApp
 
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = Config(widths=(32, 64, 128), epochs=12, batch_size=128, tta=1)
-TINY_CONFIG = Config(widths=(16, 32, 32), image_size=16, epochs=4, batch_size=64, tta=1, fine_tune_epochs=2)
+TINY_CONFIG = Config(widths=(16, 32, 32), image_size=16, epochs=4, batch_size=64, tta=1, fine_tune_epochs=2, tiny=True)
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -40,54 +42,44 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def run_demo(*, seed: int = 42, tiny: bool = False) -> dict[str, Any]:
-    """Run every stage; returns a summary (what the end-to-end test checks). ``tiny``: a small, fast variant."""
+def _step(what: str, t0: float) -> float:
+    log.info("demo: %s in %.1f s", what, time.perf_counter() - t0)
+    return time.perf_counter()
+
+
+def run_demo(ws: Workspace, cfg: Config, app: VisionApp) -> dict[str, Any]:
+    """Run every stage of ``app`` (``pipeline.APP_IMPL``, which calls this from its ``demo``) in the workspace
+    ``ws`` (a demo's own) through the same pipeline functions as the CLI; returns a summary (what the end-to-end
+    test checks). ``cfg.tiny``: a small, fast variant."""
     from fastapi.testclient import TestClient
 
-    seed_everything(seed)
-    t0 = time.perf_counter()
-    cfg = replace(TINY_CONFIG if tiny else DEMO_CONFIG, seed=seed)
-    home = get_settings().home
+    if cfg.tiny:
+        cfg = replace(TINY_CONFIG, seed=cfg.seed)
+    seed = cfg.seed
+    t0 = t = time.perf_counter()
+    work = ws.work_dir(app.name)
     out: dict[str, Any] = {}
 
-    # 1. data, training, calibration, evaluation against the baseline
+    # 1. data; training (a tracking run) with calibration and a report, registered as champion (with TorchScript +
+    # ONNX exports and the monitoring reference); that model against the prior baseline on the test split
     images = digits(cfg.image_size)
-    if tiny:  # every other image: half the work
+    if cfg.tiny:  # every other image: half the work
         images = images.subset(np.arange(0, len(images), 2))
-    tr, va, te = train_val_test(Dataset(DIGITS, images), cfg.val_fraction, cfg.test_fraction, seed)
-    model, fit = train(tr, va, cfg, progress=False)
-    calibrate(model, va)
-    report, res = write_evaluation(
-        home / "reports" / APP / "demo",
-        model,
-        te,
-        dataset=DIGITS,
-        info={
-            "arch": cfg.arch,
-            "widths": list(cfg.widths),
-            "epochs": cfg.epochs,
-            "temperature": round(model.temperature, 3),
-            "precision": (fit.info.get("precision") or {}).get("name"),
-        },
-        baselines={"prior": prior_baseline(tr, te)},
-    )
-    out["evaluation"] = {k: res[k] for k in ("accuracy", "top5_accuracy", "ece", "ece_uncalibrated", "temperature")}
-    out["train_seconds"] = round(sum(h["train_time_s"] for h in fit.history), 1)
-    out["precision"] = fit.info.get("precision")
-    out["report"] = str(report)
+    data = Images.split(DIGITS, DIGITS, Dataset(DIGITS, images), cfg.val_fraction, cfg.test_fraction, seed)
+    trained = train_pipeline(app, ws, DIGITS, cfg, data=data, promote=True)
+    evaluation = evaluate_pipeline(app, ws, DIGITS, cfg, data=data, fitted=trained.fitted)
+    keys = ("accuracy", "top5_accuracy", "ece", "ece_uncalibrated", "temperature")
+    out["evaluation"] = {k: evaluation.metrics[k] for k in keys}
+    model = trained.fitted.model
+    out["train_seconds"] = round(sum(h["train_time_s"] for h in model.meta.get("history", [])), 1)
+    out["precision"] = trained.fitted.summary["precision"]
+    out["report"] = str(evaluation.report)
+    out["champion_version"] = trained.version
+    t = _step("trained, evaluated and registered the champion", t)
 
-    # 2. champion (with TorchScript + ONNX exports and the monitoring reference)
-    mv1 = register(
-        model,
-        tr,
-        metrics={f"test_{k}": v for k, v in out["evaluation"].items()},
-        dataset=DIGITS,
-        alias=registry.CHAMPION,
-    )
-    out["champion_version"] = mv1.version
-
-    # 3. serve in-process: a good upload (multipart), the same as base64 JSON, and a rejected non-image
-    with TestClient(build_app(refresh_interval_s=None, cfg=cfg)) as client:
+    # 2. serve in-process: a good upload (multipart), the same as base64 JSON, and a rejected non-image
+    te = data.test
+    with TestClient(app.service(ws, refresh_interval_s=None, cfg=cfg)) as client:
         png = _png(te.images[0].numpy())
         good = client.post("/v1/images:classify", files={"file": ("digit.png", png, "image/png")})
         as_json = client.post(
@@ -103,29 +95,27 @@ def run_demo(*, seed: int = 42, tiny: bool = False) -> dict[str, Any]:
         "bad_message": bad.json().get("detail"),
     }
 
-    # 4. batch-score a folder of images (plus one corrupt file, reported in the output)
-    folder = write_image_folder(te, home / "work" / APP / "incoming", labelled=False)
+    # 3. batch-score a folder of images (plus one corrupt file, reported in the output)
+    folder = write_image_folder(te, work / "incoming", labelled=False)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    champion, _ = load_version()
-    out["batch"] = batch_score(champion, folder, home / "work" / APP / "predictions.csv", k=3)
+    champion, _ = app.load_model(ws)
+    out["batch"] = app.batch(ws, champion, folder, work / "predictions.csv", chunksize=app.batch_chunk[0], k=3)
+    t = _step("served and batch-scored", t)
 
-    # 5. a new camera: darker, blurred, noisier images -> monitor against the training reference
-    drifted = alter(te, seed=seed)
-    verdict = monitor(
-        champion,
-        registry.fetch_model_dir(mv1),
-        drifted,
-        home / "reports" / APP / "monitor",
-        cfg=cfg,
-        version=mv1.version,
-    )
+    # 4. a new camera: 32x32 files (the digits were 8x8), darker, blurred, noisier -> monitor against the training
+    # reference (labelled folders, so the accuracy on them is measured too)
+    recent = write_image_folder(alter(te, seed=seed), work / "new_camera")
+    verdict, _ = monitor_pipeline(app, ws, recent)
     out["monitor"] = {
         "alerts": verdict.alerts,
-        "drifted_features": verdict.drifted_features,
+        "drifted_features": verdict.stats["drifted_features"],
         "accuracy_on_drifted": verdict.stats.get("accuracy"),
+        "report": str(verdict.report),
     }
+    t = _step("monitored the new camera's images", t)
 
-    # 6. labels arrive for images from the new camera: fine-tune the champion, promote only if it wins
+    # 5. labels arrive for images from the new camera: fine-tune the champion, promote only if it wins
+    tr, va = data.train, data.val
     new = alter(va.subset(np.arange(len(va))), seed=seed + 1)
     new_all = alter(tr.subset(np.arange(min(len(tr), 600))), seed=seed + 2)
     merged = ImageSet(
@@ -135,8 +125,10 @@ def run_demo(*, seed: int = 42, tiny: bool = False) -> dict[str, Any]:
         new.paths + new_all.paths,
         np.concatenate([new.sizes, new_all.sizes]),
     )
-    decision = retrain(merged, cfg, dataset="digits-altered")
-    out["retrain"] = summary(decision)
-    out["champion_after"] = registry.version_of(APP, registry.CHAMPION)
+    labelled = write_image_folder(merged, work / "new_camera_labelled")
+    out["retrain"] = app.retrain(ws, str(labelled), cfg, margin=0.0)
+    out["champion_after"] = registry.version_of(app.registry_name, registry.CHAMPION)
+    _step("retrained on the new camera's labelled images", t)
     out["seconds"] = round(time.perf_counter() - t0, 1)
+    log.info("demo finished in %.1f s", out["seconds"])
     return out

@@ -159,6 +159,8 @@ def choose(
     )
     if key in _CACHE:
         return _CACHE[key]
+    names = ", ".join(_name(a, dtype, c) for a, c in cands)
+    log.info("precision: timing up to %d training steps of each candidate (%s) at batch %d", rounds + 1, names, len(x))
     times = _time_candidates(cfg, net, x, y, cands, dtype, device, rounds)
     times = _agree_across_ranks(times)
     best = min(times, key=times.get)

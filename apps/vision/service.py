@@ -45,7 +45,7 @@ from apps.vision.data import DecodeBudget, DecodeBusy, ImageError, decode_image
 from apps.vision.export import BACKENDS
 from apps.vision.model import VisionModel
 from common import serving
-from common.config import get_settings
+from common.workspace import Workspace
 
 CFG = Config()
 BACKEND_ENV = "MLREF_VISION_BACKEND"
@@ -273,8 +273,10 @@ def build_app(
     backend: str | None = None,
     cfg: Config | None = None,
     prediction_log: bool = True,
+    ws: Workspace | None = None,
 ):
-    """The FastAPI app serving the registry's champion (hot-swapped when the alias moves).
+    """The FastAPI app serving the registry's champion (hot-swapped when the alias moves); predictions are logged
+    under the workspace ``ws`` (default: the environment's).
 
     ``backend``: ``torch`` (default, or ``MLREF_VISION_BACKEND``), ``torchscript`` or ``onnx``.
     """
@@ -285,8 +287,9 @@ def build_app(
 
         raise DataError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}")
     holder = serving.ModelHolder(REGISTRY_NAME, lambda p: VisionModel.load(p, backend))
+    ws = ws or Workspace.from_env()
     plog = (
-        serving.PredictionLog(get_settings().path("predictions", f"{REGISTRY_NAME}.jsonl"), sample_rate=1.0)
+        serving.PredictionLog(ws.path("predictions", f"{REGISTRY_NAME}.jsonl"), sample_rate=1.0)
         if prediction_log
         else None
     )

@@ -1,5 +1,5 @@
-"""The command line on a user's own folder: train -> predict -> batch -> evaluate -> export -> monitor, and the
-exit codes of user errors."""
+"""The command line on a user's own folder: train -> predict -> batch -> evaluate -> export -> monitor, the shared
+report directories, and the exit codes of user errors."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from apps.vision.__main__ import app
+from common.workspace import Workspace
 from tests.vision.conftest import make_folder
 
 runner = CliRunner()
@@ -25,7 +26,8 @@ def test_train_predict_batch_evaluate_export_monitor(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["version"] == "1" and "champion" in out["aliases"] and out["test"]["accuracy"] >= 0
-    assert Path(out["report"]).is_file()
+    assert Path(out["report"]).is_file() and out["dataset"] == str(folder)
+    assert out["epochs"] == 2 and out["arch"] == "airnet" and out["skipped_files"] == 0
 
     img = next((folder / "red").glob("*.png"))
     r = runner.invoke(app, ["predict", str(img), "--k", "2"])
@@ -40,9 +42,21 @@ def test_train_predict_batch_evaluate_export_monitor(tmp_path: Path) -> None:
     preds = pd.read_parquet(tmp_path / "p.parquet")
     assert len(preds) == 15 and set(preds.columns) >= {"path", "prediction", "confidence", "top_k", "error"}
 
-    r = runner.invoke(app, ["evaluate", "--dataset", str(folder)])
+    r = runner.invoke(app, ["evaluate", "--dataset", str(folder), "--ref", "1"])  # decoded at the model's 16 px
     assert r.exit_code == 0, r.output
-    assert "accuracy" in json.loads(r.stdout)["metrics"]
+    evaluated = json.loads(r.stdout)
+    assert "accuracy" in evaluated["metrics"] and evaluated["version"] == "1"
+    assert evaluated["baselines"]["prior"]["accuracy"] <= 0.5  # 3 balanced classes
+
+    # issue 18: train's and evaluate's reports are two runs of reports/vision/<dataset>/evaluation (neither
+    # overwrites the other), `latest` points at the newest, and the index has a row naming dataset and kind
+    train_run, eval_run = Path(out["report"]).parent, Path(evaluated["report"]).parent
+    kind = train_run.parent
+    assert train_run != eval_run and eval_run.parent == kind and kind.name == "evaluation"
+    assert kind.parent == Workspace.from_env().reports / "vision" / "photos"
+    assert (train_run / "report.md").is_file() and (kind / "latest").resolve() == eval_run.resolve()
+    index = (Workspace.from_env().reports / "index.md").read_text().replace("`", "")
+    assert index.count("| vision | photos | evaluation |") == 2, index
 
     r = runner.invoke(app, ["export", "--out", str(tmp_path / "exported")])
     assert r.exit_code == 0, r.output
@@ -51,7 +65,9 @@ def test_train_predict_batch_evaluate_export_monitor(tmp_path: Path) -> None:
 
     r = runner.invoke(app, ["monitor", "--dataset", str(folder)])
     assert r.exit_code in (0, 1), r.output  # same distribution: usually 0; never a crash
-    assert "drifted_features" in json.loads(r.stdout)
+    monitored = json.loads(r.stdout)
+    assert "drifted_features" in monitored["stats"] and monitored["stats"]["accuracy"] >= 0
+    assert Path(monitored["report"]).parent.parent == Workspace.from_env().reports / "vision" / "photos" / "monitor"
 
 
 def test_user_errors_exit_2(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ with the model; and the monitor's confidence alert, checked on a shift built to 
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,25 @@ def test_the_fastest_measured_candidate_wins_whichever_it_is(monkeypatch: pytest
         p = precision.choose(Config(), net, x, y, device=torch.device("cpu"))
         assert (p.amp, p.channels_last) == fastest and p.source == "measured"
         assert p.rates[p.name] == pytest.approx(len(x) / 0.1) and len(p.rates) == 4
+
+
+def test_a_measurement_says_what_it_times_before_it_starts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The probe can take tens of seconds on a loaded machine: a line names what is timed before it starts (#20)."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    net, x, y = _batch()
+    logged_before: list[str] = []
+
+    def timed(*args, **kwargs) -> dict[tuple[bool, bool], float]:
+        logged_before.extend(r.getMessage() for r in caplog.records)
+        return {(False, True): 0.2, (False, False): 0.1}
+
+    monkeypatch.setattr(precision, "_time_candidates", timed)
+    with caplog.at_level(logging.INFO, logger=precision.__name__):
+        precision.choose(Config(), net, x, y, device=torch.device("cpu"))
+    expected = "precision: timing up to 4 training steps of each candidate (float32+channels_last, float32) at batch 8"
+    assert expected in logged_before
 
 
 def test_clearly_slower_candidates_stop_being_timed_after_one_round() -> None:
