@@ -101,9 +101,11 @@ format: setup-main  ## ruff format + safe fixes
 	$(VENV)/bin/ruff format $(LINT_DIRS)
 	$(VENV)/bin/ruff check --fix $(LINT_DIRS)
 
-new-app: setup-main  ## new-app NAME=churn: scaffold apps/NAME with every standard command, a README and tests
-	@[ -n "$(NAME)" ] || { echo "usage: make new-app NAME=churn" >&2; exit 2; }
-	$(PY) -m common.scaffold $(NAME)
+new-app: setup-main  ## new-app NAME=bc FROM=table.csv TARGET=label [ID= TIME= TASK= OUT=dir]: an app from your table (no FROM: churn example)
+	@[ -n "$(NAME)" ] || { echo "usage: make new-app NAME=bc FROM=table.csv TARGET=label [ID=col] [TIME=col]"\
+	  "[TASK=classification|regression] [OUT=dir]  (without FROM: the churn example)" >&2; exit 2; }
+	$(PY) -m common.scaffold $(NAME) $(if $(FROM),--from "$(FROM)") $(if $(TARGET),--target "$(TARGET)") \
+	  $(if $(ID),--id "$(ID)") $(if $(TIME),--time "$(TIME)") $(if $(TASK),--task "$(TASK)") $(if $(OUT),--out "$(OUT)")
 
 clean:  ## remove caches and MLREF_HOME (keeps the virtualenvs)
 	rm -rf .mlref .pytest_cache .ruff_cache .mypy_cache
