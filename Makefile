@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export OPENBLAS_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: help new-app setup setup-main setup-chatbot demo test test-fast probe bench lint format clean \
+.PHONY: help new-app setup setup-main setup-chatbot demo test test-fast probe bench lint format clean ui screenshots \
 	$(addprefix demo-,$(APPS)) $(addprefix bench-,$(APPS)) $(addprefix serve-,$(APPS)) demo-lifecycle
 
 help:  ## list the targets
@@ -87,10 +87,17 @@ redis:  ## a Redis for the shared state (MLREF_REDIS_URL=redis://127.0.0.1:6379/
 	@mkdir -p .mlref/redis
 	redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save "" --appendonly yes --dir .mlref/redis
 
+ui: setup-main  ## web console on 127.0.0.1:7860: each app's service (champion, else the demo's model); Ctrl-C stops all
+	$(PY) -m console
+
+screenshots: setup-main  ## docs/screenshots/*.png + timings.json (console timings), from the browser tests
+	MLREF_SCREENSHOTS=$(CURDIR)/docs/screenshots MLREF_CONSOLE_TIMINGS=$(CURDIR)/docs/screenshots/timings.json \
+	  $(PY) -m pytest tests/console/test_browser.py -q $(PYTEST_ARGS)
+
 # the chatbot drives Rasa in .venv-chatbot: its targets build that environment too
 demo-chatbot serve-chatbot bench-chatbot: setup-chatbot
 
-LINT_DIRS := $(wildcard common apps tests bench scripts mlref_testing examples)
+LINT_DIRS := $(wildcard common apps console tests bench scripts mlref_testing examples)
 
 lint: setup-main  ## ruff check + ruff format --check + mypy of common/ (config: pyproject.toml [tool.mypy])
 	$(VENV)/bin/ruff check $(LINT_DIRS)

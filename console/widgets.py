@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -58,12 +59,12 @@ def small_figure(width: float = 6.0, height: float = 3.0) -> tuple[Figure, Any]:
 
 def signed_bars(labels: list[str], values: list[float], title: str, xlabel: str) -> Figure:
     """Horizontal bars, red for positive values and blue for negative, largest on top."""
-    fig, ax = small_figure(6.0, 0.45 * max(len(labels), 2) + 1.0)
+    fig, ax = small_figure(7.5, 0.55 * max(len(labels), 2) + 1.2)
     ys = list(range(len(labels)))[::-1]
     ax.barh(ys, values, color=["#c0392b" if v > 0 else "#2e86c1" for v in values])
-    ax.set_yticks(ys, labels, fontsize=8)
+    ax.set_yticks(ys, [textwrap.fill(label, 38) for label in labels], fontsize=8)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel(xlabel, fontsize=8)
-    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(textwrap.fill(xlabel, 70), fontsize=8)
+    fig.suptitle(title, fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     return fig

@@ -72,9 +72,11 @@ def build(svc: Service) -> None:
         text = gr.Textbox(label="Message", placeholder="e.g. where is my order SH12345?", scale=4, elem_id="chat-text")
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send-btn")
     quick = gr.Radio([], label="Quick replies", elem_id="chat-quick")
+    offered = gr.State([])  # the buttons of the last answer: (title, payload)
 
     @guarded(box)
-    def on_send(msg: str, history: list, who: str, conv: str, known: dict) -> dict:
+    def on_send(msg: str, history: list, who: str, conv: str, known: dict, shown: str | None = None) -> dict:
+        """Send ``msg``; the chat shows ``shown`` (a button's title) in its place when given."""
         msg = msg.strip()
         if not msg:
             raise ValueError("message: type something first")
@@ -85,27 +87,29 @@ def build(svc: Service) -> None:
         turns, buttons = bot_turns(answer)
         if not turns and not buttons:
             turns = [{"role": "assistant", "content": "(no answer)"}]
-        history = [*history, {"role": "user", "content": msg}, *turns]
+        history = [*history, {"role": "user", "content": shown or msg}, *turns]
         return {
             chat: history,
             text: "",
             sender: conv,
             tokens: known,
             quick: gr.update(choices=[(t, p) for t, p in buttons], value=None),
+            offered: buttons,
         }
 
     @guarded(box)
-    def on_quick(payload: str | None, history: list, who: str, conv: str, known: dict) -> dict:
+    def on_quick(payload: str | None, history: list, who: str, conv: str, known: dict, offered: list) -> dict:
         if not payload:
             return {}
-        return on_send(payload, history, who, conv, known)
+        title = next((t for t, p in offered if p == payload), payload)
+        return on_send(payload, history, who, conv, known, title)
 
     def on_new() -> dict:
         return {chat: [], sender: "", quick: gr.update(choices=[], value=None), box: ""}
 
-    outs = [box, chat, text, sender, tokens, quick]
+    outs = [box, chat, text, sender, tokens, quick, offered]
     send.click(on_send, [text, chat, customer, sender, tokens], outs)
     text.submit(on_send, [text, chat, customer, sender, tokens], outs)
-    quick.input(on_quick, [quick, chat, customer, sender, tokens], outs)
+    quick.input(on_quick, [quick, chat, customer, sender, tokens, offered], outs)
     new.click(on_new, [], [chat, sender, quick, box])
     customer.change(on_new, [], [chat, sender, quick, box])

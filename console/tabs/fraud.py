@@ -4,6 +4,7 @@ reasons as a bar chart, fraud / not-fraud labels sent to ``/v1/labels`` and the 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,9 +23,11 @@ MAX_FILE_ROWS = 2000
 TOP_CARDS = 100
 
 
-def simulated_stream(n: int, run: int, now: float | None = None) -> pd.DataFrame:
-    """``n`` transactions of the fraud app's simulator (the last ones of a fresh two-week world), moved in time so
-    that the last one happened a minute ago; ids are made unique per ``run``. ``label`` is the simulator's truth."""
+def simulated_stream(n: int, run: int, now: float | None = None, tag: str | None = None) -> pd.DataFrame:
+    """``n`` transactions of the fraud app's simulator (the last ones of a fresh two-week world, seeded by ``run``),
+    moved in time so that the last one happened a minute ago. Transaction ids carry ``tag`` (default: random), so
+    two streams never reuse an id the service has seen (it refuses those with 409). ``label`` is the simulator's
+    truth."""
     from apps.fraud.config import TINY_SIMULATION
     from apps.fraud.data import simulate
 
@@ -33,7 +36,8 @@ def simulated_stream(n: int, run: int, now: float | None = None) -> pd.DataFrame
     last = sim["timestamp"].iloc[-1]
     shift = datetime.fromtimestamp(now - 60, UTC).replace(tzinfo=None) - last.to_pydatetime()
     sim["timestamp"] = sim["timestamp"] + timedelta(seconds=int(shift.total_seconds()))
-    sim["tx_id"] = [f"sim{run}-{t}" for t in sim["tx_id"]]
+    tag = tag or uuid.uuid4().hex[:6]
+    sim["tx_id"] = [f"sim{run}-{tag}-{t}" for t in sim["tx_id"]]
     return sim
 
 
@@ -137,7 +141,7 @@ def reasons_figure(rec: dict[str, Any]):
         [r["label"] for r in reasons],
         [r["contribution"] for r in reasons],
         f"{rec['tx_id']}: score {rec['score']:.3f} ({rec['decision']})",
-        "contribution to the log-odds of fraud (red raises the risk, blue lowers it)",
+        "contribution to the log-odds of fraud: red raises the risk, blue lowers it",
     )
 
 

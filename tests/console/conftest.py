@@ -111,13 +111,22 @@ class Page:
 
     def __init__(self, browser: Any) -> None:
         self.context = browser.new_context(viewport=VIEWPORT)
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(60_000)
         self.errors: list[str] = []
-        self.page.on(
-            "console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None
-        )
-        self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        self.page = self._open()
+
+    def _open(self) -> Any:
+        page = self.context.new_page()
+        page.set_default_timeout(60_000)
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        return page
+
+    def fresh(self) -> Any:
+        """Close the page and open a new one: leaving a Gradio page by navigating aborts its event stream, which
+        Gradio logs as an error; closing the page does not."""
+        self.page.close()
+        self.page = self._open()
+        return self.page
 
     def shot(self, path: Path, *, full_page: bool = False) -> Path:
         self.page.screenshot(path=str(path), full_page=full_page)

@@ -3,7 +3,6 @@ browser console free of errors, and readable notices when a service is stopped, 
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -112,7 +111,7 @@ def test_vision_upload_topk_and_classes(
     paths = []
     for label, name in enumerate(("red", "blue")):
         path = tmp_path / f"{name}.png"
-        Image.fromarray(colour_image(label * 2, rng, size=64)).save(path)
+        Image.fromarray(colour_image(label * 2, rng)).save(path)  # like the tiny model's training images
         paths.append(str(path))
     open_tab(page, console, "Vision")
     page.page.locator("#vision-files input[type=file]").set_input_files(paths)
@@ -184,13 +183,20 @@ class StubRasa:
         ]
 
 
+CHAT_KEY = "chat-key-0123456789"
+
+
+def chat_service(url: str, secret: str) -> Service:
+    return Service("chatbot", url, env={"MLREF_CHATBOT_SECRET": secret}, api_key=CHAT_KEY)
+
+
 @pytest.fixture
 def chat_gateway(monkeypatch: pytest.MonkeyPatch):
     from apps.chatbot.service import build_app
     from common import serving
 
     secret = "console-chat-secret-0123456789"
-    monkeypatch.setenv("MLREF_API_KEY", "chat-key-0123456789")
+    monkeypatch.setenv("MLREF_API_KEY", CHAT_KEY)
     rasa = StubRasa()
     app = build_app(rasa, None, refresh_interval_s=None, secret=secret.encode())  # type: ignore[arg-type]
     with serving.BackgroundServer(app) as gw:
@@ -201,8 +207,7 @@ def test_chatbot_through_the_gateway_as_a_customer(
     page: Page, chat_gateway: tuple[str, StubRasa, str], request: pytest.FixtureRequest
 ) -> None:
     url, rasa, secret = chat_gateway
-    svc = Service("chatbot", url, env={"MLREF_CHATBOT_SECRET": secret}, api_key="chat-key-0123456789")
-    c = Console({"chatbot": svc})
+    c = Console({"chatbot": chat_service(url, secret)})
     try:
         open_tab(page, c, "Chatbot")
         choose(page, "chat-customer", "alice")
@@ -214,6 +219,7 @@ def test_chatbot_through_the_gateway_as_a_customer(
         page.page.locator("#chat-quick").get_by_text("Talk to a person").click()
         expect(panel).to_contain_text("handing you over to a colleague", timeout=TIMEOUT_MS)
         assert "INTERNAL" not in panel.inner_text()
+        assert "/human_handoff" not in panel.inner_text()  # the user sees the button's title, not its payload
         expect(notice(page, "chatbot")).to_have_text("")
         keep(request, "chatbot")
     finally:
@@ -299,18 +305,84 @@ def fake_service_500():
         yield srv.url
 
 
-def test_first_paint_and_main_actions_are_timed(page: Page, console: Console, tmp_path: Path) -> None:
-    """Smoke of the timing helper (the README's numbers come from `make screenshots` with MLREF_CONSOLE_TIMINGS)."""
-    page.page.goto(console.url)
-    expect(page.page.locator("#console-status")).to_contain_text("ready", timeout=TIMEOUT_MS)
-    fcp = page.page.evaluate(
-        "() => (performance.getEntriesByName('first-contentful-paint')[0] || {startTime: -1}).startTime"
+def _upload(p: Page, paths: list[str]) -> None:
+    p.page.locator("#vision-files input[type=file]").set_input_files(paths)
+    name = Path(paths[-1]).name
+    expect(p.page.locator("#vision-files").get_by_role("row", name=name)).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def test_timings(page: Page, console: Console, chat_gateway: tuple[str, StubRasa, str], tmp_path: Path) -> None:
+    """Time to first paint and each tab's main action, median of 5 fresh page loads: run by `make screenshots`
+    with MLREF_CONSOLE_TIMINGS=FILE (JSON); skipped otherwise (timings are not asserted)."""
+    import json
+    import os
+    import platform
+    import statistics
+
+    from PIL import Image
+
+    out = os.environ.get("MLREF_CONSOLE_TIMINGS")
+    if not out:
+        pytest.skip("set MLREF_CONSOLE_TIMINGS=FILE to time the console (make screenshots does)")
+    url, _, secret = chat_gateway
+    chat = Console({"chatbot": chat_service(url, secret)})
+    rng = np.random.default_rng(0)
+    imgs = []
+    for i in range(2):
+        imgs.append(str(tmp_path / f"img{i}.png"))
+        Image.fromarray(colour_image(i, rng, size=224)).save(imgs[-1])
+    times: dict[str, list[float]] = {}
+
+    def timed(pg: Any, name: str, button: str, result: str, text: str) -> None:
+        """Click ``button``; the time until ``result`` shows ``text``."""
+        t0 = time.perf_counter()
+        pg.click(button)
+        expect(pg.locator(result)).to_contain_text(text, timeout=TIMEOUT_MS)
+        times.setdefault(name, []).append(round((time.perf_counter() - t0) * 1000))
+
+    try:
+        for i in range(5):
+            pg = page.fresh()
+            pg.goto(console.url)
+            expect(pg.locator("#console-status")).to_contain_text("ready", timeout=TIMEOUT_MS)
+            fcp = pg.evaluate("() => performance.getEntriesByName('first-contentful-paint')[0].startTime")
+            times.setdefault("console first contentful paint", []).append(round(fcp))
+            pg.get_by_role("tab", name="Recommender").click()
+            fill(page, "rec-user", f"u0002{i}")
+            timed(pg, "recommender: top-10 for a user", "#rec-user-btn", "#rec-headline", f"u0002{i}")
+            pg.get_by_role("tab", name="Fraud").click()
+            timed(pg, "fraud: stream 200 transactions", "#fraud-stream-btn", "#fraud-status", "Scored 200")
+            pg.get_by_role("tab", name="Vision").click()
+            _upload(page, imgs)
+            timed(pg, "vision: classify 2 images (224 px PNG)", "#vision-classify-btn", "#vision-headline", "Model v1")
+            pg.get_by_role("tab", name="Maintenance").click()
+            timed(pg, "maintenance: fleet board", "#mnt-fleet-btn", "#mnt-alerts", "units ranked")
+            pg.get_by_role("tab", name="Models").click()
+            timed(pg, "models: list (CLI) + served", "#models-refresh-btn", "#models-served", "serves version")
+            pg = page.fresh()
+            pg.goto(chat.url)
+            pg.get_by_role("tab", name="Chatbot").click()
+            fill(page, "chat-text", f"hello {i}")
+            timed(pg, "chatbot: one message (stub Rasa)", "#chat-send-btn", "#chat-panel", f"said: hello {i}")
+    finally:
+        chat.close()
+    Path(out).write_text(
+        json.dumps(
+            {
+                "median_ms": {k: statistics.median(v) for k, v in times.items()},
+                "runs_ms": times,
+                "cpu": _cpu_model(),
+                "cores": os.cpu_count(),
+                "load_average": os.getloadavg(),
+                "python": platform.python_version(),
+            },
+            indent=1,
+        )
     )
-    assert fcp > 0
-    t0 = time.perf_counter()
-    page.page.get_by_role("tab", name="Recommender").click()
-    fill(page, "rec-user", "u00042")
-    page.page.click("#rec-user-btn")
-    expect(page.page.locator("#rec-headline")).to_contain_text("u00042", timeout=TIMEOUT_MS)
-    assert time.perf_counter() - t0 > 0
-    _ = io  # keep the import for the timing script's reuse
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"

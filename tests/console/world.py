@@ -64,8 +64,8 @@ def vision(home: Path) -> None:
     from common import registry
     from tests.vision.conftest import make_folder, tiny_config
 
-    folder = make_folder(home / "tmp-images" / "shapes", per_class=16)
-    cfg = tiny_config(epochs=2)
+    folder = make_folder(home / "tmp-images" / "shapes", per_class=24)
+    cfg = tiny_config(epochs=4)
     tr, va, _ = train_val_test(load(folder, image_size=cfg.image_size, progress=False), 0.2, 0.2, cfg.seed)
     model, _ = train(tr, va, cfg, progress=False)
     calibrate(model, va)
