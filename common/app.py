@@ -137,6 +137,7 @@ class App(ABC, Generic[C, D, M]):
     recent_help: ClassVar[str] = "recent data to compare with the model's training data (a file)"
     flags: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # command -> config fields exposed as flags
     no_tuning: ClassVar[str | None] = None  # why ``--tune`` is refused (None: the app tunes)
+    report_after_training: ClassVar[bool] = False  # train also evaluates the registered model into a report
     batch_chunk: ClassVar[tuple[int, str]] = (100_000, "rows per chunk")  # batch's --chunksize default and help
 
     # --- configuration ------------------------------------------------------------------------------------------
@@ -275,7 +276,7 @@ def field_help(cls: type, dotted: str) -> str:
 
 def _flag_parameter(cls: type, dotted: str) -> inspect.Parameter:
     scalar = _scalar(field_type(cls, dotted))
-    name = dotted.split(".")[-1].replace("_", "-")
+    name = dotted.split(".")[-1].rstrip("_").replace("_", "-")  # lambda_ -> --lambda
     decls = [f"--{name}/--no-{name}"] if scalar is bool else [f"--{name}"]
     default = _default(cls, dotted)
     text = field_help(cls, dotted) or f"config field {dotted}"
@@ -490,11 +491,13 @@ def train_pipeline(
     tune: int = 0,
     promote: bool | None = None,
     data: Any = None,
+    report: bool = True,
 ) -> Trained[Any]:
     """load -> fit inside a tracking run ``<app>-training`` -> register; ``.to_dict()`` is the ``train`` JSON.
 
     ``data`` skips loading (a demo that already holds it). The alias is champion when ``promote`` or when there is
-    no champion yet (``promote=None``), else challenger."""
+    no champion yet (``promote=None``), else challenger. Apps with ``report_after_training`` then evaluate the
+    registered model into a report directory (``report=False``: not now, e.g. a demo that evaluates it itself)."""
     from common import tracking
 
     seed_everything(getattr(cfg, "seed", ws.seed))
@@ -513,7 +516,14 @@ def train_pipeline(
         t0 = time.perf_counter()
         mv = app.register(ws, fitted, data, cfg, dataset=name, alias=alias)
         log.info("%s: registered version %s (%s) in %.1f s", app.name, mv.version, alias, time.perf_counter() - t0)
-    return Trained(str(mv.version), alias, list(mv.aliases), name, fitted)
+    trained = Trained(str(mv.version), alias, list(mv.aliases), name, fitted)
+    if app.report_after_training and report:
+        t0 = time.perf_counter()
+        ev = evaluate_pipeline(app, ws, dataset, cfg, data=data, fitted=fitted)
+        fitted.summary = {**fitted.summary, "report": str(ev.report)}
+        seconds = time.perf_counter() - t0
+        log.info("%s: report of version %s written in %.1f s: %s", app.name, mv.version, seconds, ev.report)
+    return trained
 
 
 def evaluate_pipeline(

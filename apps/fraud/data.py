@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,16 @@ from apps.fraud.config import ID_MAX_LENGTH, ID_PATTERN, MAX_AMOUNT, SimulationC
 from common.data import SECONDS_PER_DAY, Column, DataError, Schema, read_table, write_table
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Transactions:
+    """What the pipeline's ``load_data`` returns: transactions with their features (:func:`apps.fraud.train.prepare`,
+    computed once over the whole history) and the dataset's name (reports, tags)."""
+
+    frame: pd.DataFrame
+    name: str
+
 
 # ---------------------------------------------------------------- column names (the only place they are spelled)
 TX_ID = "tx_id"

@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 DRIFT_FACTOR = 1.5  # the "new" weeks: every amount x1.5 (a currency change), labels unchanged
 
 
-def run_demo(ws: Workspace, cfg: FraudConfig) -> dict[str, Any]:
-    """Run every stage in ``ws`` (activated by the caller); returns a summary (``demo`` prints it)."""
-    from apps.fraud.pipeline import APP_IMPL, Transactions
+def run_demo(app: Any, ws: Workspace, cfg: FraudConfig) -> dict[str, Any]:
+    """Run every stage of ``app`` (the FraudApp, passed in so that this module does not import the pipeline that
+    calls it) in ``ws`` (activated by the caller); returns a summary (``demo`` prints it)."""
+    from apps.fraud.data import Transactions
 
     dc = cfg.demo
     cfg = replace(cfg.check(), protocol=replace(cfg.protocol, n_folds=dc.n_folds, anchor_day=None))
@@ -41,7 +42,7 @@ def run_demo(ws: Workspace, cfg: FraudConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {}
 
     # 1. data: the past (evaluation + champion) and the new weeks (served, batch-scored, drifted, retrained on)
-    raw = APP_IMPL.transactions(ws, dc.dataset, cfg)
+    raw = app.transactions(ws, dc.dataset, cfg)
     prepared_all = prepare(raw, cfg.features)
     last_day = int(prepared_all[DAY].max())
     split_day = last_day + 1 - dc.new_days
@@ -56,24 +57,24 @@ def run_demo(ws: Workspace, cfg: FraudConfig) -> dict[str, Any]:
     log.info("data: %s", summary["data"])
 
     # 2. champion: validated, trained on the latest labelled week of the past, registered (as `train` does)
-    trained = train_pipeline(APP_IMPL, ws, dc.dataset, cfg, tune=cfg.tune, promote=True, data=past)
+    trained = train_pipeline(app, ws, dc.dataset, cfg, tune=cfg.tune, promote=True, data=past)
     champion = trained.fitted.model
 
     # 3. evaluation: handbook protocol on the past, that model vs the baselines, report (as `evaluate` does)
-    ev = evaluate_pipeline(APP_IMPL, ws, dc.dataset, cfg, data=past, fitted=trained.fitted)
+    ev = evaluate_pipeline(app, ws, dc.dataset, cfg, data=past, fitted=trained.fitted)
     summary["evaluation"] = ev.metrics
     summary["champion"] = {"version": trained.version, "threshold": champion.threshold, "report": str(ev.report)}
 
     # 4. serve in-process (the champion on its recorded history): the new weeks' first transactions, their labels a
     # week later, a bad request, /metrics
     new = raw[raw[TIMESTAMP] >= raw[TIMESTAMP].min().normalize() + pd.Timedelta(days=split_day)]
-    summary["serve"] = _serve(APP_IMPL.service(ws, refresh_interval=0), new.head(dc.n_requests), ws)
+    summary["serve"] = _serve(app.service(ws, refresh_interval=0), new.head(dc.n_requests), ws)
 
     # 5. batch-score the new weeks from a file (streamed in chunks, history carried across chunks)
     src = work / "new_transactions.parquet"
     write_table(new[[c for c in SCHEMA.names if c in new.columns and c not in (SCENARIO, LABEL)]], src)
-    model, _ = APP_IMPL.load_model(ws)
-    res = APP_IMPL.score_file(ws, model, src, work / "scored.parquet", chunksize=20_000, reasons=True, progress=False)
+    model, _ = app.load_model(ws)
+    res = app.score_file(ws, model, src, work / "scored.parquet", chunksize=20_000, reasons=True, progress=False)
     scored = pd.read_parquet(res["output"])
     summary["batch"] = {
         **{k: res[k] for k in ("rows", "chunks", "seconds")},
@@ -93,7 +94,7 @@ def run_demo(ws: Workspace, cfg: FraudConfig) -> dict[str, Any]:
     write_table(
         drifted_raw.loc[drifted_raw[TIMESTAMP] > raw[TIMESTAMP].max() - pd.Timedelta(days=keep), cols], recent_file
     )
-    watched, version = monitor_pipeline(APP_IMPL, ws, recent_file)
+    watched, version = monitor_pipeline(app, ws, recent_file)
     labelled_week = recent_window(prepare(drifted_raw, cfg.features), 7, cfg.features.delay_days)
     summary["monitor"] = {
         **{k: watched.stats[k] for k in ("drift", "drifted_features", "prediction_drift")},
@@ -104,7 +105,7 @@ def run_demo(ws: Workspace, cfg: FraudConfig) -> dict[str, Any]:
     log.info("monitor (version %s): drift=%s %s", version, watched.stats["drift"], watched.stats["drifted_features"])
 
     # 7. weekly retrain on the drifted weeks, champion vs challenger on the most recent labelled week
-    decision = APP_IMPL.retrain(ws, str(drifted_file), cfg, margin=cfg.retrain.margin)
+    decision = app.retrain(ws, str(drifted_file), cfg, margin=cfg.retrain.margin)
     keys = ("champion_version", "challenger_version", "metric", "champion_score", "challenger_score", "promoted")
     summary["retrain"] = {k: decision[k] for k in (*keys, "reason")}
     summary["champion_after"] = registry.get(MODEL_NAME, registry.CHAMPION).version

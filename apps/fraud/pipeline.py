@@ -10,14 +10,14 @@ vs baselines) -> register (with the monitoring reference and the online history)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from apps.fraud.config import APP, MODEL_NAME, TINY_SIMULATION, FraudConfig, load_config
-from apps.fraud.data import DAY, LABEL, TIMESTAMP, TX_ID, load
+from apps.fraud.data import DAY, LABEL, TIMESTAMP, TX_ID, Transactions, load
 from apps.fraud.model import FraudModel
 from common import cli, registry
 from common.app import App, Evaluation, Fitted, Monitoring, Tiny
@@ -28,15 +28,6 @@ log = logging.getLogger(__name__)
 
 TIMINGS = ("train_s", "predict_s")
 SIMULATED = "simulated"  # --dataset left out (or given as this name): the simulated world of the config
-
-
-@dataclass
-class Transactions:
-    """What :meth:`FraudApp.load_data` returns: transactions with their features (:func:`apps.fraud.train.prepare`,
-    computed once over the whole history) and the dataset's name (reports, tags)."""
-
-    frame: pd.DataFrame
-    name: str
 
 
 class FraudApp(App[FraudConfig, Transactions, FraudModel]):
@@ -301,7 +292,7 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
     def demo(self, ws: Workspace, cfg: FraudConfig) -> dict[str, Any]:
         from apps.fraud.demo import run_demo
 
-        return run_demo(ws, cfg)
+        return run_demo(self, ws, cfg)
 
     def tiny(self) -> Tiny:
         def recent(directory: Path) -> Path:

@@ -34,7 +34,7 @@ def predict(
     ws = Workspace.from_env()
     with ws.activate():
         model, mv = APP_IMPL.load_model(ws, ref)
-        out = predict_table(model, read_fleet(table))
+        out = predict_table(model, read_fleet(table, columns=model.cfg))
     cli.echo_json({"version": mv.version, "units": out.to_dict("records")})
 
 

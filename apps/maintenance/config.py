@@ -30,6 +30,12 @@ class Config:
 
     model: str = "boost"  # "boost" (xgboost on health features) or "dcnn" (the sequence model)
 
+    # your table's columns (a table already named unit, cycle, setting_*, sensor_* needs none of these)
+    unit_column: str = "unit"  # the column that names the unit (engine, machine)
+    cycle_column: str = "cycle"  # the column that counts its cycles (1, 2, ...)
+    sensors: str = ""  # comma-separated sensor columns, kept as sensor_<name> (empty: the table's sensor_* columns)
+    setting_columns: str = ""  # comma-separated operating-setting columns, kept as setting_<name> (empty: setting_*)
+
     # preprocessing (fitted on training units only)
     window: int = 30  # cycles per input window
     rul_cap: float = 125.0  # piecewise-linear target: min(RUL, cap)

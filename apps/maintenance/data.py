@@ -24,10 +24,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from common.columns import ColumnMap, split_names
 from common.data import SECONDS_PER_DAY, Column, DataError, Schema, fetch, resolve_data_path
 
 log = logging.getLogger(__name__)
@@ -269,8 +271,23 @@ def _check_failed(out: pd.DataFrame, shown: pd.DataFrame, source: str, problems:
         problems.append(f"{source}: column 'failed' differs between rows of the same unit in " + _where(shown, mixed))
 
 
-def read_fleet(path: str | Path, *, min_units: int = 1) -> pd.DataFrame:
-    """A user's CSV/parquet long table, validated (see :func:`validate_fleet`)."""
+def column_map(cfg: Any) -> tuple[ColumnMap, tuple[str, ...]]:
+    """The mapping of a user's table onto ``unit, cycle, setting_*, sensor_*`` from a :class:`Config` or the config
+    dict stored with a model (``--unit-column engine_id --sensors T24,P30``), and the user's setting columns."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    settings = split_names(get("setting_columns", ""))
+    return ColumnMap(
+        roles={UNIT: get("unit_column", UNIT) or UNIT, CYCLE: get("cycle_column", CYCLE) or CYCLE},
+        features=split_names(get("sensors", "")),
+        feature_prefix=SENSOR_PREFIX,
+        known=(TIMESTAMP, FAILED, *(SETTING_PREFIX + s for s in settings)),
+        known_prefixes=(SETTING_PREFIX,),
+    ), settings
+
+
+def read_fleet(path: str | Path, *, min_units: int = 1, columns: Any = None) -> pd.DataFrame:
+    """A user's CSV/parquet long table, validated (see :func:`validate_fleet`); ``columns``: a :class:`Config` or a
+    model's config dict whose column mapping (:func:`column_map`) is applied first."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -286,6 +303,12 @@ def read_fleet(path: str | Path, *, min_units: int = 1) -> pd.DataFrame:
         raise
     except Exception as exc:
         raise DataError(f"{path}: could not read: {exc}") from exc
+    if columns is not None:
+        cmap, settings = column_map(columns)
+        if missing := [s for s in settings if s not in df.columns]:
+            raise DataError(f"{path}: setting column(s) {missing} not found; the table has {list(df.columns)[:20]}")
+        df = df.rename(columns={s: SETTING_PREFIX + s for s in settings if not s.startswith(SETTING_PREFIX)})
+        df, _ = cmap.apply(df, source=str(path))
     return validate_fleet(df, source=str(path), min_units=min_units)
 
 
@@ -409,7 +432,7 @@ def simulate(n_train: int = 60, n_test: int = 30, *, seed: int = 0, n_conditions
 # ------------------------------------------------------------------ dispatch
 
 
-def load(dataset: str | Path | None = None, *, seed: int = 0, test_fraction: float = 0.2) -> Fleet:
+def load(dataset: str | Path | None = None, *, seed: int = 0, test_fraction: float = 0.2, columns: Any = None) -> Fleet:
     """``None``/``"simulated"``: the simulator; ``FD001``..``FD004``: C-MAPSS from the data dir (downloaded where
     a network exists); a ``train_FD00x.txt`` path: C-MAPSS from that directory; otherwise a CSV/parquet table.
 
@@ -425,7 +448,7 @@ def load(dataset: str | Path | None = None, *, seed: int = 0, test_fraction: flo
     path = Path(text)
     if path.name.startswith("train_FD") and path.suffix == ".txt":
         return load_cmapss(path.name[6:11], path.parent)
-    table = read_fleet(path)
+    table = read_fleet(path, columns=columns)
     failed = failed_units(table)
     if failed[UNIT].nunique() < 2:
         raise DataError(

@@ -154,6 +154,17 @@ def pick_units(per_unit: pd.DataFrame, n: int = 3) -> list[str]:
     return [order[int(i)] for i in np.linspace(0, len(order) - 1, min(n, len(order)))]
 
 
+PROTOCOLS = {
+    "cmapss": "One prediction per test unit at its last observed cycle (the official C-MAPSS protocol). "
+    "`rmse`/`score`/`mae` against the true RUL as published.",
+    "simulated": "One prediction per test unit at its last observed cycle. The test units are simulated and cut at "
+    "random cycles; `rmse`/`score`/`mae` against the simulator's true RUL.",
+    "table": "One prediction per held-out unit at its last observed cycle. The held-out units are cut from your own "
+    "run-to-failure histories (a share of the failed units, never trained on, each cut at a random cycle); "
+    "`rmse`/`score`/`mae` against the cycles each of them actually ran after the cut.",
+}
+
+
 def write_evaluation(
     out_dir: Path,
     table: dict[str, dict[str, float]],
@@ -165,8 +176,10 @@ def write_evaluation(
     per_unit: pd.DataFrame,
     curve: pd.DataFrame,
     info: dict[str, Any],
+    protocol: str | None = None,
 ) -> Path:
-    """The report (``report.md`` + figures) of one evaluation in ``out_dir``; returns its path."""
+    """The report (``report.md`` + figures) of one evaluation in ``out_dir``; returns its path. ``protocol``: where
+    the test units and their truth come from (default: C-MAPSS's published test set)."""
     figures = {
         "predicted_vs_true": predicted_vs_true_figure(per_unit, model.rul_cap),
         "trajectories": trajectories_figure(model, test, truth, pick_units(per_unit)),
@@ -175,8 +188,7 @@ def write_evaluation(
     chosen = curve.iloc[int(np.argmin(np.abs(curve["threshold"] - float(model.cfg["horizon"]))))]
     sections = {
         "Protocol": (
-            "One prediction per test unit at its last observed cycle (the official C-MAPSS protocol). "
-            "`rmse`/`score`/`mae` against the true RUL as published; `rmse_capped` against "
+            (protocol or PROTOCOLS["cmapss"]) + " `rmse_capped` against "
             f"min(true, {model.rul_cap:.0f}); `coverage`/`width`: conformal intervals at "
             f"{1 - float(model.cfg['alpha']):.0%} nominal, calibrated on held-out training units. The NASA "
             "score is a sum over units (late predictions cost more)."

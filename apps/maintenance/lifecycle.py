@@ -96,7 +96,7 @@ def batch_score(model: RULModel, input_path: Path, output: Path, *, chunk_units:
     urgency; the output file appears only when complete (atomic write)."""
     from apps.maintenance.data import read_fleet
 
-    table = read_fleet(input_path)
+    table = read_fleet(input_path, columns=model.cfg)
     out = predict_table(model, table, chunk_units=chunk_units)
     write_table(out, output)
     return {

@@ -13,7 +13,7 @@ from typing import Any
 
 from apps.maintenance.config import APP, REGISTRY_NAME, Config
 from apps.maintenance.data import Fleet, failed_units, load, read_fleet, simulate
-from apps.maintenance.evaluate import alert_tradeoff, evaluate_last_cycle, write_evaluation
+from apps.maintenance.evaluate import PROTOCOLS, alert_tradeoff, evaluate_last_cycle, write_evaluation
 from apps.maintenance.model import RULModel
 from common import registry
 from common.app import App, Evaluation, Fitted, Monitoring, Tiny
@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 
 def _info(model: RULModel) -> dict[str, Any]:
     return {k: v for k, v in model.info.items() if k not in ("sensors", "members")}
+
+
+def _protocol(name: str) -> str:
+    if name.upper().startswith("FD") or name.startswith("train_FD"):
+        return "cmapss"
+    return "simulated" if name == "simulated" else "table"
 
 
 def _is_builtin(dataset: str | None) -> bool:
@@ -41,15 +47,17 @@ class MaintenanceApp(App[Config, Fleet, RULModel]):
     dataset_help = "FD001..FD004 (C-MAPSS), a train_FD00x.txt path, or your CSV/parquet long table (default: simulated)"
     recent_help = "recent readings (long table; failed=1 marks observed failures)"
     flags = {
-        "train": ("model", "epochs", "n_seeds"),
-        "evaluate": ("model", "epochs", "n_seeds"),
+        "train": ("model", "epochs", "n_seeds", "unit_column", "cycle_column", "sensors", "setting_columns"),
+        "evaluate": ("model", "epochs", "n_seeds", "unit_column", "cycle_column", "sensors", "setting_columns"),
+        "retrain": ("unit_column", "cycle_column", "sensors", "setting_columns"),
         "demo": ("model", "epochs"),
     }
+    report_after_training = True  # train writes the evaluation report of the model it registered
     no_tuning = "the recipes are fixed (measured on C-MAPSS FD001); change boost_*, epochs, lr or window with --config"
     batch_chunk = (1000, "units per prediction chunk")
 
     def load_data(self, ws: Workspace, dataset: str | None, cfg: Config) -> Fleet:
-        return load(dataset, seed=cfg.seed)
+        return load(dataset, seed=cfg.seed, columns=cfg)
 
     def fit(self, ws: Workspace, data: Fleet, cfg: Config, *, tune: int = 0) -> Fitted[RULModel]:
         """Train on the run-to-failure histories (held-out units for early stopping and intervals); measure on the
@@ -104,6 +112,7 @@ class MaintenanceApp(App[Config, Fleet, RULModel]):
             per_unit=per_unit,
             curve=curve,
             info=_info(model) | ({"epochs": cfg.epochs} if cfg.model == "dcnn" else {}),
+            protocol=PROTOCOLS[_protocol(data.name)],
         )
         return Evaluation(metrics=table, report=path)
 
@@ -136,7 +145,7 @@ class MaintenanceApp(App[Config, Fleet, RULModel]):
         coverage on observed failures."""
         from apps.maintenance.lifecycle import monitor
 
-        verdict = monitor(model, registry.fetch_model_dir(version), read_fleet(recent), out)
+        verdict = monitor(model, registry.fetch_model_dir(version), read_fleet(recent, columns=model.cfg), out)
         return Monitoring(alerts=list(verdict.alerts), stats=verdict.stats, report=out / "drift.md")
 
     def retrain(self, ws: Workspace, dataset: str | None, cfg: Config, *, margin: float) -> dict[str, Any]:
@@ -144,7 +153,10 @@ class MaintenanceApp(App[Config, Fleet, RULModel]):
         RMSE on those recent failures beats the champion's by more than ``margin`` cycles."""
         from apps.maintenance.lifecycle import retrain, summary
 
-        histories = load(dataset, seed=cfg.seed).train if _is_builtin(dataset) else failed_units(read_fleet(dataset))
+        if _is_builtin(dataset):
+            histories = load(dataset, seed=cfg.seed).train
+        else:
+            histories = failed_units(read_fleet(dataset, columns=cfg))
         return summary(retrain(histories, cfg, dataset=self.dataset_name(dataset), margin=margin))
 
     def demo_config(self, seed: int) -> Config:
@@ -155,7 +167,7 @@ class MaintenanceApp(App[Config, Fleet, RULModel]):
     def demo(self, ws: Workspace, cfg: Config) -> dict[str, Any]:
         from apps.maintenance.demo import run_demo
 
-        return run_demo(ws, cfg)
+        return run_demo(self, ws, cfg)
 
     def tiny(self) -> Tiny:
         def recent(directory: Path) -> Path:

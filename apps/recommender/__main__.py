@@ -9,7 +9,6 @@ user by default) and ``monitor`` (``--days``) with the app's own options.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,6 @@ from common.workspace import Workspace
 
 app = build_cli(APP_IMPL)
 K = typer.Option(10, "--k", min=1, max=100, help="number of items per user")
-
-# common.app names a flag after its config field; the EASE field is `lambda_` (a Python keyword otherwise) and
-# its flag has always been --lambda
-_lambda = inspect.signature(next(c for c in app.registered_commands if c.name == "train").callback)
-_lambda.parameters["cfg__lambda_"].default.param_decls = ("--lambda",)
 
 
 def _own(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -20,9 +20,8 @@ import pandas as pd
 
 from apps.recommender.config import RecommenderConfig
 from apps.recommender.data import ITEM, TINY, synthetic, synthetic_next_period
-from apps.recommender.pipeline import APP_IMPL as app
 from common import registry
-from common.app import evaluate_pipeline, monitor_pipeline, train_pipeline
+from common.app import App, evaluate_pipeline, monitor_pipeline, train_pipeline
 from common.data import write_table
 from common.workspace import Workspace
 
@@ -31,8 +30,9 @@ log = logging.getLogger(__name__)
 RETRAIN_KEYS = ("champion_version", "challenger_version", "champion_score", "challenger_score", "promoted", "reason")
 
 
-def run_demo(ws: Workspace, cfg: RecommenderConfig) -> dict[str, Any]:
-    """Run every stage in the workspace ``ws`` (a demo's own) through the same pipeline functions as the CLI;
+def run_demo(app: App[RecommenderConfig, Any, Any], ws: Workspace, cfg: RecommenderConfig) -> dict[str, Any]:
+    """Run every stage of ``app`` (the RecommenderApp, passed in so that this module does not import the pipeline
+    that calls it) in the workspace ``ws`` (a demo's own) through the same pipeline functions as the CLI;
     ``cfg.tiny``: a few hundred users and no BPR. Returns a summary (what the end-to-end test checks)."""
     from fastapi.testclient import TestClient
 

@@ -219,7 +219,7 @@ class RecommenderApp(App[RecommenderConfig, Dataset, RecommenderBundle]):
     def demo(self, ws: Workspace, cfg: RecommenderConfig) -> dict[str, Any]:
         from apps.recommender.demo import run_demo
 
-        return run_demo(ws, cfg)
+        return run_demo(self, ws, cfg)
 
     def tiny(self) -> Tiny:
         def recent(directory: Path) -> Path:

@@ -77,7 +77,7 @@ def test_cli_from_the_interface_trains_evaluates_scores_and_monitors(name: str, 
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
     # evaluate: a fresh report directory with a `latest` link and an index row naming app, dataset and kind
-    r = runner.invoke(build_cli(app), ["evaluate", "--config", str(tmp_path / "tiny.json")] + _ds(tiny))
+    r = runner.invoke(build_cli(app), ["evaluate", "--config", str(tmp_path / "tiny.json"), *_ds(tiny)])
     assert r.exit_code == 0, r.output
     report = Path(json.loads(r.stdout)["report"])
     kind_dir = report.parent.parent

@@ -12,11 +12,12 @@ from tests.maintenance.conftest import tiny_config
 @pytest.mark.e2e
 def test_demo_end_to_end(tmp_path: Path) -> None:
     from apps.maintenance.demo import run_demo
+    from apps.maintenance.pipeline import APP_IMPL
     from common.workspace import Workspace
 
     ws = Workspace.at(tmp_path / "demo")
     with ws.activate():
-        out = run_demo(ws, tiny_config(seed=5, epochs=2), n_train=16, n_test=8)
+        out = run_demo(APP_IMPL, ws, tiny_config(seed=5, epochs=2), n_train=16, n_test=8)
     ev = out["evaluation"]
     assert ev["boost"]["rmse"] < ev["mean"]["rmse"] and 0 <= ev["boost"]["coverage"] <= 1
     report = Path(out["report"])

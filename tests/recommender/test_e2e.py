@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end_on_tiny_data(tmp_path: Path) -> None:
     cfg = APP_IMPL.demo_config(3)
     cfg.tiny = True
     with ws.activate():
-        out = run_demo(ws, cfg)
+        out = run_demo(APP_IMPL, ws, cfg)
         champion = registry.get("recommender", registry.CHAMPION).version
     # the demo's reports go where the CLI's do: a run directory per report, a `latest` link, an index row
     report = Path(out["report"])
