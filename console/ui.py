@@ -43,9 +43,10 @@ def status_table(services: dict[str, Service]) -> str:
             continue
         try:
             ready = svc.client(timeout_s=3.0).ready()
-            state = (
-                f"ready, version {ready.get('version')}" if ready.get("ready") else f"starting: {ready.get('error')}"
-            )
+            if ready.get("ready"):
+                state = "ready" + (f", version {ready['version']}" if ready.get("version") else "")
+            else:
+                state = f"starting: {ready.get('error')}"
         except ServiceError as exc:
             state = f"⚠️ {exc}"
         if svc.demo:

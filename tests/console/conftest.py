@@ -54,6 +54,8 @@ def console_home(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: P
 
     home = tmp_path_factory.mktemp("console-home")
     shutil.copyfile(mlflow_db_template, home / "mlflow.db")
+    (home / "reports").mkdir()
+    (home / "reports" / "index.html").write_text("<html><body><h1>mlref reports</h1></body></html>")
     return world.build(home, APPS)
 
 

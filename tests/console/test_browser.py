@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import numpy as np
 import pytest
@@ -144,6 +145,9 @@ def test_models_promote_and_roll_back_with_confirmation(
     served = page.page.locator("#models-served")
     expect(served).to_contain_text("serves version 1", timeout=TIMEOUT_MS)
     expect(page.page.locator("#models-table")).to_contain_text("challenger")
+    link = page.page.get_by_role("link", name="HTML reports")
+    answer = page.page.request.get(urljoin(console.url, link.get_attribute("href")))
+    assert answer.ok and "mlref reports" in answer.text()  # the console serves the home's report pages
     choose(page, "models-version", "2")
     page.page.click("#models-promote-btn")
     expect(page.page.locator("#models-question")).to_contain_text("Promote version 2", timeout=TIMEOUT_MS)
@@ -224,6 +228,38 @@ def test_chatbot_through_the_gateway_as_a_customer(
         keep(request, "chatbot")
     finally:
         c.close()
+
+
+def test_chatbot_with_the_real_assistant(page: Page, tmp_path: Path) -> None:
+    """The chat tab against the launcher's real chatbot (gateway + Rasa + actions), when a trained model exists:
+    training one takes minutes, so this runs only with MLREF_CONSOLE_CHATBOT_HOME (a home with a chatbot champion,
+    e.g. .mlref/demo/chatbot after `make demo-chatbot`)."""
+    import os
+
+    from console import launcher
+
+    home = os.environ.get("MLREF_CONSOLE_CHATBOT_HOME")
+    if not home:
+        pytest.skip("set MLREF_CONSOLE_CHATBOT_HOME to a home with a chatbot champion to chat with the real assistant")
+    services = {"chatbot": launcher.choose("chatbot", Path(home))}
+    if services["chatbot"].home is None:  # no champion there (or no .venv-chatbot): say why
+        services["chatbot"] = Service("chatbot", None, home=Path(home), demo=True)
+    with launcher.start(services, tmp_path / "logs") as stack:
+        stack.wait_ready(["chatbot"], timeout_s=900)
+        assert services["chatbot"].banner is None, services["chatbot"].banner
+        c = Console(services)
+        try:
+            open_tab(page, c, "Chatbot")
+            fill(page, "chat-text", "hello")
+            page.page.click("#chat-send-btn")
+            panel = page.page.locator("#chat-panel")
+            expect(panel).to_contain_text("Mlref Shop assistant", timeout=TIMEOUT_MS)
+            fill(page, "chat-text", "talk to a human")
+            page.page.click("#chat-send-btn")
+            expect(panel).to_contain_text("passing you to a colleague", timeout=TIMEOUT_MS)
+            expect(notice(page, "chatbot")).to_have_text("")
+        finally:
+            c.close()
 
 
 # ------------------------------------------------------------------------------------------------ failures
