@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import inspect
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from apps.vision.config import Config
 from apps.vision.pipeline import APP_IMPL, is_ddp_worker, train_worker
 from common import cli
 from common.app import build_cli
@@ -106,23 +104,10 @@ def predict(
     k: int = typer.Option(5, "--k", min=1, help="labels to show"),
 ) -> None:
     """Classify one image with the champion (or --ref)."""
-    from apps.vision.data import ImageError, decode_image
-
     ws = Workspace.from_env()
     with ws.activate():
         model, mv = APP_IMPL.load_model(ws, ref)
-    try:
-        arr, _ = decode_image(image.read_bytes(), model.image_size, max_pixels=Config().max_pixels)
-    except (OSError, ImageError) as exc:
-        raise cli.fail(f"{image}: {exc}") from None
-    import torch
-
-    top = model.predict_proba(torch.from_numpy(arr)[None])[0].topk(min(k, len(model.classes)))
-    labels = [
-        {"label": model.classes[i], "probability": float(p)}
-        for i, p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
-    ]
-    cli.echo_json({"version": mv.version, "labels": labels})
+    cli.echo_json({"version": mv.version, "labels": APP_IMPL.predict(ws, model, image, k=k)})
 
 
 @app.command()
@@ -132,20 +117,12 @@ def export(
     check: bool = typer.Option(True, "--check/--no-check", help="compare ONNX/TorchScript with torch"),
 ) -> None:
     """Copy a version's TorchScript and ONNX exports (made at registration) out, after a parity check."""
-    import torch
-
-    from apps.vision.export import ONNX, TORCHSCRIPT, parity
+    from apps.vision.export import copy_out
     from common import registry
 
-    ws = Workspace.from_env()
-    with ws.activate():
-        model, mv = APP_IMPL.load_model(ws, ref)
-        model_dir = registry.fetch_model_dir(mv)
-    size = model.image_size
-    diffs = parity(model_dir, torch.randint(0, 256, (8, 3, size, size), dtype=torch.uint8)) if check else {}
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (ONNX, TORCHSCRIPT, "model.json"):
-        shutil.copyfile(model_dir / name, out / name)
+    with Workspace.from_env().activate():
+        mv = registry.get(APP_IMPL.registry_name, ref)
+        diffs = copy_out(registry.fetch_model_dir(mv), out, check=check)
     cli.echo_json({"version": mv.version, "out": str(out), "max_abs_logit_diff": diffs})
 
 

@@ -10,6 +10,7 @@ on ONNX Runtime's CPU provider.
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from apps.vision.model import BACKENDS, ONNX, TORCHSCRIPT, VisionModel, runtime_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "ONNX", "TORCHSCRIPT", "export", "parity", "runtime_forward"]
+__all__ = ["BACKENDS", "ONNX", "TORCHSCRIPT", "copy_out", "export", "parity", "runtime_forward"]
 
 
 def export(model_dir: str | Path, *, opset: int = 17) -> dict[str, Path]:
@@ -53,3 +54,17 @@ def parity(model_dir: str | Path, images: Tensor) -> dict[str, float]:
         b: float((VisionModel.load(model_dir, b).logits(images, tta=0) - ref).abs().max())
         for b in ("torchscript", "onnx")
     }
+
+
+def copy_out(model_dir: str | Path, out: str | Path, *, check: bool = True) -> dict[str, float]:
+    """Copy a registered model's exports and ``model.json`` into ``out``, after a parity check on 8 random images
+    when ``check`` (returned: the largest absolute logit difference per runtime)."""
+    model_dir, out = Path(model_dir), Path(out)
+    diffs = {}
+    if check:
+        size = VisionModel.load(model_dir).image_size
+        diffs = parity(model_dir, torch.randint(0, 256, (8, 3, size, size), dtype=torch.uint8))
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (ONNX, TORCHSCRIPT, "model.json"):
+        shutil.copyfile(model_dir / name, out / name)
+    return diffs

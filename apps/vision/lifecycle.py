@@ -319,6 +319,13 @@ def retrain(
     base.whiten_bias_epochs = 0  # the whitening layer stays as trained
     net = champion.net
     net.train()
+    log.info(
+        "retrain: fine-tuning champion v%s on %d images for %d epoch(s); comparing on %d images neither model saw",
+        mv.version,
+        len(tune),
+        base.fine_tune_epochs,
+        len(hold),
+    )
     fit_model(net, tune, None, base, epochs=base.fine_tune_epochs, lr_scale=base.fine_tune_lr_scale, progress=progress)
     challenger = to_vision_model(net, tune, base, fine_tuned_from=mv.version)
     challenger.classes = list(champion.classes)

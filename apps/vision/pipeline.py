@@ -237,6 +237,22 @@ class VisionApp(App[Config, Images, VisionModel]):
 
         return batch_score(model, Path(source), Path(output), k=k, chunksize=min(chunksize, 10_000))
 
+    def predict(self, ws: Workspace, model: VisionModel, image: Path, *, k: int = 5) -> list[dict[str, Any]]:
+        """The top ``k`` labels of one image file with their calibrated probabilities."""
+        import torch
+
+        from apps.vision.data import ImageError, decode_image
+
+        try:
+            arr, _ = decode_image(Path(image).read_bytes(), model.image_size, max_pixels=Config().max_pixels)
+        except (OSError, ImageError) as exc:
+            raise DataError(f"{image}: {exc}") from None
+        top = model.predict_proba(torch.from_numpy(arr)[None])[0].topk(min(k, len(model.classes)))
+        return [
+            {"label": model.classes[i], "probability": float(p)}
+            for i, p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        ]
+
     def monitor(
         self, ws: Workspace, model: VisionModel, version: registry.ModelVersion, recent: Path, out: Path
     ) -> Monitoring:
