@@ -29,13 +29,9 @@ gives ``--epochs`` and ``--max-depth``), generated from the config dataclass's t
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
-import re
 import time
-import types
-import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,8 +42,25 @@ import typer
 
 from common import cli
 from common.config import from_json_file, seed_everything
-from common.errors import ConfigError
+from common.flags import add_command, field_type, flag_parameter, has_field, keyword_param, loggable_params, set_field
 from common.workspace import Workspace
+
+__all__ = [
+    "App",
+    "Evaluation",
+    "Fitted",
+    "Monitoring",
+    "Tiny",
+    "Trained",
+    "build_cli",
+    "demo_pipeline",
+    "evaluate_pipeline",
+    "field_type",
+    "has_field",
+    "monitor_pipeline",
+    "set_field",
+    "train_pipeline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -212,118 +225,6 @@ class App(ABC, Generic[C, D, M]):
         serving.serve(self.service(ws), host=host, port=port)
 
 
-# ------------------------------------------------------------------ config fields as flags
-
-
-def has_field(cls: type, dotted: str) -> bool:
-    try:
-        field_type(cls, dotted)
-    except (KeyError, TypeError):
-        return False
-    return True
-
-
-def field_type(cls: type, dotted: str) -> Any:
-    """The annotated type of ``a.b.c`` in the dataclass ``cls`` (nested dataclasses followed)."""
-    typ: Any = cls
-    for part in dotted.split("."):
-        if not dataclasses.is_dataclass(typ):
-            raise TypeError(f"{dotted}: {typ} is not a dataclass")
-        hints = typing.get_type_hints(typ)
-        if part not in hints:
-            raise KeyError(f"{cls.__name__} has no field {dotted!r}")
-        typ = hints[part]
-    return typ
-
-
-def set_field(cfg: Any, dotted: str, value: Any) -> None:
-    """``cfg.a.b = value`` for ``dotted="a.b"``; an unknown name is a :class:`ConfigError`."""
-    *parents, last = dotted.split(".")
-    target = cfg
-    for part in parents:
-        target = getattr(target, part)
-    if not dataclasses.is_dataclass(target) or last not in {f.name for f in dataclasses.fields(target)}:
-        raise ConfigError(f"config has no field {dotted!r}")
-    setattr(target, last, value)
-
-
-_SCALARS = (bool, int, float, str)
-
-
-def _scalar(typ: Any) -> type:
-    """``int``, ``float | None`` ... -> the scalar type a flag parses; anything else is not flaggable."""
-    if typ in _SCALARS:
-        return typ
-    args = [a for a in typing.get_args(typ) if a is not type(None)]
-    if (typing.get_origin(typ) in (typing.Union, types.UnionType)) and len(args) == 1 and args[0] in _SCALARS:
-        return args[0]
-    raise TypeError(f"a flag needs a bool/int/float/str field, not {typ}")
-
-
-def field_help(cls: type, dotted: str) -> str:
-    """The comment beside a config field in its source (``epochs: int = 250  # training epochs``), or ''."""
-    typ: Any = cls
-    *parents, last = dotted.split(".")
-    for part in parents:
-        typ = typing.get_type_hints(typ)[part]
-    try:
-        source = inspect.getsource(typ)
-    except (OSError, TypeError):
-        return ""
-    match = re.search(rf"^\s+{re.escape(last)}\s*:[^#\n]*#\s*(.+)$", source, flags=re.MULTILINE)
-    return match.group(1).strip() if match else ""
-
-
-def _flag_parameter(cls: type, dotted: str) -> inspect.Parameter:
-    scalar = _scalar(field_type(cls, dotted))
-    name = dotted.split(".")[-1].rstrip("_").replace("_", "-")  # lambda_ -> --lambda
-    decls = [f"--{name}/--no-{name}"] if scalar is bool else [f"--{name}"]
-    default = _default(cls, dotted)
-    text = field_help(cls, dotted) or f"config field {dotted}"
-    opt = typer.Option(None, *decls, help=f"{text} (config {dotted}; default {default!r})")
-    return inspect.Parameter(_flag_key(dotted), inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=scalar | None)
-
-
-def _default(cls: type, dotted: str) -> Any:
-    obj: Any = cls()
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _flag_key(dotted: str) -> str:
-    return "cfg__" + dotted.replace(".", "__")
-
-
-def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(standard arguments, {dotted config field: value}) with flags left out (None) dropped."""
-    std = {k: v for k, v in kwargs.items() if not k.startswith("cfg__")}
-    flags = {k[5:].replace("__", "."): v for k, v in kwargs.items() if k.startswith("cfg__") and v is not None}
-    return std, flags
-
-
-def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-
-
-def _add(
-    typer_app: typer.Typer, name: str, body: Callable[..., None], params: list[inspect.Parameter], doc: str
-) -> None:
-    """Register ``body(**standard[, flags={dotted field: value}])`` as command ``name`` with signature ``params``."""
-
-    takes_flags = "flags" in inspect.signature(body).parameters
-
-    def command(**kwargs: Any) -> None:
-        std, flags = _split(kwargs)
-        body(**std, **({"flags": flags} if takes_flags else {}))
-
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
-    command.__doc__ = doc
-    command.__name__ = name
-    typer_app.command(name=name)(command)
-
-
 # ------------------------------------------------------------------ the standard commands
 
 
@@ -333,7 +234,7 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
     dataset_opt = typer.Option(None, "--dataset", "-d", help=app.dataset_help)
 
     def flags_of(command: str) -> list[inspect.Parameter]:
-        return [_flag_parameter(app.config_type, f) for f in app.flags.get(command, ())]
+        return [flag_parameter(app.config_type, f) for f in app.flags.get(command, ())]
 
     def make_config(config: Path | None, flags: dict[str, Any], seed: int | None) -> Any:
         if seed is not None and has_field(app.config_type, "seed"):
@@ -352,16 +253,16 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
             cli.echo_json(trained.to_dict())
             typer.echo(cli.train_summary(app.registry_name, app.name, trained.version), err=True)
 
-    _add(
+    add_command(
         t,
         "train",
         train,
         [
-            _param("dataset", str | None, dataset_opt),
-            _param("config", Path | None, cli.CONFIG),
-            _param("seed", int | None, cli.SEED),
-            _param("tune", int, cli.TUNE),
-            _param("promote", bool | None, cli.PROMOTE),
+            keyword_param("dataset", str | None, dataset_opt),
+            keyword_param("config", Path | None, cli.CONFIG),
+            keyword_param("seed", int | None, cli.SEED),
+            keyword_param("tune", int, cli.TUNE),
+            keyword_param("promote", bool | None, cli.PROMOTE),
             *flags_of("train"),
         ],
         "Train, measure on held-out data, log a tracking run and register a version (champion if none yet).",
@@ -374,14 +275,14 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
             ev = evaluate_pipeline(app, ws, dataset, cfg)
         cli.echo_json({"report": str(ev.report), "metrics": ev.metrics, **ev.extra})
 
-    _add(
+    add_command(
         t,
         "evaluate",
         evaluate,
         [
-            _param("dataset", str | None, dataset_opt),
-            _param("config", Path | None, cli.CONFIG),
-            _param("seed", int | None, cli.SEED),
+            keyword_param("dataset", str | None, dataset_opt),
+            keyword_param("config", Path | None, cli.CONFIG),
+            keyword_param("seed", int | None, cli.SEED),
             *flags_of("evaluate"),
         ],
         "The model against the baselines on the app's protocol: metrics JSON + a report in a fresh directory.",
@@ -392,13 +293,15 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
         with ws.activate():
             app.serve(ws, host, port)
 
-    _add(
+    add_command(
         t,
         "serve",
         serve,
-        [_param("host", str | None, cli.HOST), _param("port", int | None, cli.PORT)],
+        [keyword_param("host", str | None, cli.HOST), keyword_param("port", int | None, cli.PORT)],
         "Serve the champion over HTTP on 127.0.0.1 (hot-swaps when the champion moves).",
     )
+
+    chunk_opt = typer.Option(app.batch_chunk[0], "--chunksize", min=1, help=app.batch_chunk[1])
 
     def batch(input_path: Path, output: Path, ref: str, chunksize: int) -> None:
         ws = Workspace.from_env()
@@ -407,15 +310,15 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
             res = app.batch(ws, model, input_path, output, chunksize=chunksize)
         cli.echo_json({"version": mv.version, **res})
 
-    _add(
+    add_command(
         t,
         "batch",
         batch,
         [
-            _param("input_path", Path, typer.Option(..., "--input", "-i", help="input file (CSV/parquet)")),
-            _param("output", Path, cli.OUTPUT_FILE),
-            _param("ref", str, cli.REF),
-            _param("chunksize", int, typer.Option(app.batch_chunk[0], "--chunksize", min=1, help=app.batch_chunk[1])),
+            keyword_param("input_path", Path, typer.Option(..., "--input", "-i", help="input file (CSV/parquet)")),
+            keyword_param("output", Path, cli.OUTPUT_FILE),
+            keyword_param("ref", str, cli.REF),
+            keyword_param("chunksize", int, chunk_opt),
         ],
         "Score a file into another, chunked, written atomically.",
     )
@@ -429,13 +332,13 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
         )
         cli.exit_monitor(bool(result.alerts))
 
-    _add(
+    add_command(
         t,
         "monitor",
         monitor,
         [
-            _param("dataset", Path, typer.Option(..., "--dataset", "-d", help=app.recent_help)),
-            _param("ref", str, cli.REF),
+            keyword_param("dataset", Path, typer.Option(..., "--dataset", "-d", help=app.recent_help)),
+            keyword_param("ref", str, cli.REF),
         ],
         "Recent data against the model's training reference; exit 1 on any alert, 0 otherwise.",
     )
@@ -446,14 +349,14 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
         with ws.activate():
             cli.echo_json(app.retrain(ws, dataset, cfg, margin=margin))
 
-    _add(
+    add_command(
         t,
         "retrain",
         retrain,
         [
-            _param("dataset", str | None, dataset_opt),
-            _param("config", Path | None, cli.CONFIG),
-            _param("margin", float, cli.MARGIN),
+            keyword_param("dataset", str | None, dataset_opt),
+            keyword_param("config", Path | None, cli.CONFIG),
+            keyword_param("margin", float, cli.MARGIN),
             *flags_of("retrain"),
         ],
         "A challenger on newer data, promoted only if it beats the champion on rows neither model saw.",
@@ -469,11 +372,11 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
             err=True,
         )
 
-    _add(
+    add_command(
         t,
         "demo",
         demo,
-        [_param("seed", int, typer.Option(42, "--seed", help="seed of the whole demo")), *flags_of("demo")],
+        [keyword_param("seed", int, typer.Option(42, "--seed", help="seed of the whole demo")), *flags_of("demo")],
         f"The whole lifecycle on the built-in data, offline, in $MLREF_HOME/demo/{app.name} (your registry untouched).",
     )
     return t
@@ -505,7 +408,7 @@ def train_pipeline(
     t0 = time.perf_counter()
     data = app.load_data(ws, dataset, cfg) if data is None else data
     log.info("%s: data %s loaded in %.1f s", app.name, name, time.perf_counter() - t0)
-    params = _loggable(cfg)
+    params = loggable_params(cfg)
     with tracking.start_run(f"{app.name}-training", run_name=f"train-{name}", params=params, tags={"dataset": name}):
         t0 = time.perf_counter()
         fitted = app.fit(ws, data, cfg, tune=tune)
@@ -574,17 +477,3 @@ def demo_pipeline(
         summary = app.demo(demo_ws, cfg)
         summary.setdefault("seconds", round(time.perf_counter() - t0, 1))
     return summary
-
-
-def _loggable(cfg: Any) -> dict[str, Any]:
-    """The config as flat ``a.b: value`` params for the tracking run (containers stringified by the tracker)."""
-    if not dataclasses.is_dataclass(cfg):
-        return {}
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            out.update({f"{f.name}.{k}": v for k, v in _loggable(value).items()})
-        else:
-            out[f.name] = value
-    return out
