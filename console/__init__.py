@@ -7,3 +7,8 @@ itself: every answer it shows is the service's answer, with the same API key (``
 :mod:`console.launcher` (starting and stopping the services), :mod:`console.ui` (the page), ``console/tabs/``
 (one module per tab).
 """
+
+import os
+
+# offline: no telemetry or version checks (set before gradio is imported)
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import gradio as gr
@@ -12,7 +11,6 @@ from console.services import APPS, TITLES, Service
 from console.tabs import chatbot, fraud, maintenance, models, recommender, vision
 from console.widgets import BANNER_CLASS, NOTICE_CLASS
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
 CSS = f"""
 .{NOTICE_CLASS} p {{ color: #b03a2e; font-weight: 600; }}
 .{BANNER_CLASS} {{ background: #fdf2e9; border-left: 4px solid #e67e22; padding: 4px 10px; }}
