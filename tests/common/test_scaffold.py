@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -117,8 +119,30 @@ def _json(r: subprocess.CompletedProcess[str]) -> dict:
     return json.loads(r.stdout)
 
 
+def _serve_one(project: Path, home: Path, row: dict, port: int) -> dict:
+    """``python -m apps.bc serve`` as a process: the champion answers one row over HTTP; the server is stopped."""
+    import httpx
+
+    env = {**os.environ, "MLREF_HOME": str(home)}
+    server = subprocess.Popen([sys.executable, "-m", "apps.bc", "serve", "--port", str(port)], cwd=project, env=env)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                    break
+            assert server.poll() is None, "the server exited"
+            time.sleep(0.5)
+        r = httpx.post(f"{url}/v1/predict", json={"rows": [row]}, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 @pytest.mark.e2e
-def test_breast_cancer_table_to_a_standalone_app_with_no_edits(bc_csv: Path, tmp_path: Path) -> None:
+def test_breast_cancer_table_to_a_standalone_app_with_no_edits(bc_csv: Path, tmp_path: Path, free_port: int) -> None:
     """`scaffold bc --from bc.csv --target label --out DIR`: every command works there, retrain on the training file
     compares only on rows neither model saw (or refuses), and the project's own pytest passes."""
     project, home = tmp_path / "bcproj", tmp_path / "home"
@@ -148,12 +172,15 @@ def test_breast_cancer_table_to_a_standalone_app_with_no_edits(bc_csv: Path, tmp
 
     trained = _json(_run([*py, "train", "--max-iter", "50"], project, home))
     assert trained["version"] == "1" and trained["test"]["roc_auc"] > 0.9
+    assert trained["baselines"]["majority"]["roc_auc"] == pytest.approx(0.5) and "linear" in trained["baselines"]
     evaluated = _json(_run([*py, "evaluate", "--dataset", str(bc_csv), "--max-iter", "50"], project, home))
     assert set(evaluated["metrics"]) == {"model", "linear", "majority"}
     assert evaluated["metrics"]["majority"]["roc_auc"] == pytest.approx(0.5)
     row = pd.read_csv(bc_csv).drop(columns=["label"]).iloc[0].to_dict()
     predicted = _json(_run([*py, "predict", json.dumps(row)], project, home))
     assert predicted["prediction"] in (0, 1) and 0 <= predicted["score"] <= 1
+    served = _serve_one(project, home, row, free_port)
+    assert served["model_version"] == "1" and served["predictions"] == [predicted["prediction"]]
     pd.read_csv(bc_csv).drop(columns=["label"]).to_csv(tmp_path / "recent.csv", index=False)
     scored = _json(
         _run([*py, "batch", "-i", str(tmp_path / "recent.csv"), "-o", str(tmp_path / "s.csv")], project, home)
@@ -188,7 +215,9 @@ def test_churn_example_has_a_time_column_passes_lint_and_its_own_tests(tmp_path:
     if ruff.exists():
         for args in (["check"], ["format", "--check"]):
             lint = _run(
-                [str(ruff), *args, "--config", str(REPO / "pyproject.toml"), "apps", "tests"], project, tmp_path
+                [str(ruff), *args, "--config", str(REPO / "pyproject.toml"), "--config", FIRST_PARTY, "apps", "tests"],
+                project,
+                tmp_path,
             )
             assert lint.returncode == 0, lint.stdout + lint.stderr
     tests = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, tmp_path / "home", 900)
@@ -202,3 +231,34 @@ def test_churn_example_has_a_time_column_passes_lint_and_its_own_tests(tmp_path:
         timeout=60,
     )
     assert again.returncode == 2 and "exists already" in again.stderr
+
+
+def _wine(path: Path) -> Path:
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame.rename(columns={"target": "cultivar"})
+    frame.assign(region=(["north", "south", "east"] * 60)[: len(frame)]).to_csv(path, index=False)
+    return path
+
+
+def _diabetes(path: Path) -> Path:
+    from sklearn.datasets import load_diabetes
+
+    load_diabetes(as_frame=True, scaled=False).frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("name", "table", "target", "task"),
+    [("wine", _wine, "cultivar", "classification"), ("diab", _diabetes, "target", "regression")],
+)
+def test_three_classes_with_a_category_and_a_regression_pass_their_own_tests(
+    name: str, table, target: str, task: str, tmp_path: Path
+) -> None:
+    project = tmp_path / "proj"
+    assert main([name, "--from", str(table(tmp_path / "t.csv")), "--target", target, "--out", str(project)]) == 0
+    assert f'TASK = "{task}"' in (project / "apps" / name / "data.py").read_text()
+    tests = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, tmp_path / "home", 900)
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert "6 passed" in tests.stdout
