@@ -351,8 +351,10 @@ def read_messages(path: Path, model: Path, cfg: Config | None = None) -> pd.Data
             "confidence": [_number(p.get("confidence")) for p in parsed],
             "top_intent": [_name(p.get("top_intent")) for p in parsed],
             "top_confidence": [_number(p.get("top_confidence")) for p in parsed],
+            "rejected": [
+                isinstance(p.get("out_of_scope"), dict) and p["out_of_scope"].get("rejected") is True for p in parsed
+            ],
         },
-        columns=["timestamp", "sender_id", "text", "intent", "confidence", "top_intent", "top_confidence"],
     )
     return messages[~messages["text"].str.startswith("/")].reset_index(drop=True)
 

@@ -28,6 +28,7 @@ from tests.chatbot.test_monitor import TRAINING_MIX, register_reference
 
 runner = CliRunner()
 GUESSES = {"hi": ("greet", 0.95), "where is my order": ("order_status", 0.9), "zzz": ("nlu_fallback", 0.2)}
+REJECTED = {"book a flight"}  # the classifier's out-of-scope threshold rejects it (parse.py's out_of_scope verdict)
 
 
 class FakeParser:
@@ -47,7 +48,16 @@ class FakeParser:
         for text in texts:
             intent, conf = GUESSES.get(text, ("faq", 0.5))
             top, top_conf = ("greet", 0.3) if intent == "nlu_fallback" else (intent, conf)
-            out.append({"intent": intent, "confidence": conf, "top_intent": top, "top_confidence": top_conf})
+            verdict = {"rejected": text in REJECTED, "score": 0.3}
+            out.append(
+                {
+                    "intent": intent,
+                    "confidence": conf,
+                    "top_intent": top,
+                    "top_confidence": top_conf,
+                    "out_of_scope": verdict,
+                }
+            )
         return out
 
 
@@ -125,16 +135,19 @@ def test_a_gateway_whose_rasa_cannot_start_says_why(tmp_path: Path, monkeypatch:
 def test_monitor_classifies_a_file_of_recent_messages(tmp_path: Path, fake_parser: None) -> None:
     register_reference(tmp_path, TRAINING_MIX)
     csv = tmp_path / "recent.csv"
-    texts = ["hi", "where is my order", "zzz", "hi", "how long is delivery", "/greet"]
-    pd.DataFrame({"sender_id": ["a", "a", "b", "c", "c", "c"], "text": texts}).to_csv(csv, index=False)
+    texts = ["hi", "where is my order", "zzz", "hi", "how long is delivery", "/greet", "book a flight"]
+    pd.DataFrame({"sender_id": ["a", "a", "b", "c", "c", "c", "d"], "text": texts}).to_csv(csv, index=False)
     r = runner.invoke(app, ["monitor", "--dataset", str(csv)])
-    assert r.exit_code == 1, r.output  # 1 fallback in 5 messages: over the 15% limit
+    assert r.exit_code == 1, r.output  # a fallback and a rejection in 6 messages: over the 15% limit
     out = json.loads(r.stdout)
-    assert out["messages"] == 5 and out["conversations"] == 3  # a button payload is not language
+    assert out["messages"] == 6 and out["conversations"] == 4  # a button payload is not language
     assert out["handoff_rate"] is None  # a file of messages records no handoffs
-    assert out["fallback_rate"] == pytest.approx(0.2) and "fallback rate 20.0% > 15%" in out["alerts"]
+    assert out["fallback_rate"] == pytest.approx(2 / 6) and "fallback rate 33.3% > 15%" in out["alerts"]
     low = pd.read_csv(out["low_confidence_csv"])
-    assert set(low["text"]) == {"zzz", "how long is delivery"} and list(low.columns[:2]) == ["text", "intent"]
+    assert set(low["text"]) == {"zzz", "how long is delivery", "book a flight"} and list(low.columns[:2]) == [
+        "text",
+        "intent",
+    ]
     assert Path(out["report"]).parent.parent.name == "monitor"
     (tmp_path / "notext.csv").write_text("message\nhi\n")
     r = runner.invoke(app, ["monitor", "--dataset", str(tmp_path / "notext.csv")])
