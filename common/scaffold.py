@@ -267,10 +267,10 @@ def scaffold(
         if dest.exists():
             raise ValueError(f"{dest} exists already; choose another name or directory")
     written = []
-    for src, dest in plan:
+    for template, dest in plan:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(dest, "x") as fh:  # "x": never overwrite
-            fh.write(render(src.read_text(), values) if src is not None else "")
+            fh.write(render(template.read_text(), values) if template is not None else "")
         written.append(dest)
     written.append(write_table(sample_of(df, spec), root / "apps" / name / "sample.csv"))
     return written
