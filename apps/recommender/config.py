@@ -34,6 +34,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
 # Flags of ``train`` that set one hyper-parameter of the configured model (None: the model's ``params``).
 PARAM_FIELDS = ("factors", "regularization", "alpha", "iterations", "lambda_")
 PROTOCOLS = ("ms-stratified", "leave-last-out")
+ENGINES = ("implicit", "spark")  # who trains ALS: implicit (one machine) or Spark MLlib (local mode or a cluster)
 WEIGHTINGS = ("none", "bm25", "tfidf")
 
 
@@ -49,6 +50,8 @@ class RecommenderConfig:
     alpha: float | None = None  # ALS confidence scale (confidence = alpha * weight)
     iterations: int | None = None  # ALS/BPR iterations
     lambda_: float | None = None  # EASE L2 regularisation
+    engine: str = "implicit"  # ALS trainer: implicit | spark (Spark MLlib; its factors are served without a JVM)
+    spark_conf: dict[str, str] = field(default_factory=dict)  # Spark session settings, e.g. {"spark.master": ...}
     weighting: str = "none"  # confidence weighting of interactions: none | bm25 | tfidf
     binary: bool = True  # treat every interaction as weight 1 (repeat counts/ratings ignored)
     k: int = 10  # cut-off of the ranking metrics
@@ -77,6 +80,8 @@ class RecommenderConfig:
         params = {**DEFAULT_PARAMS[name], **self.params.get(name, {})}
         if name == self.model:
             params.update({f: getattr(self, f) for f in PARAM_FIELDS if getattr(self, f) is not None})
+        if name == "als" and self.engine != "implicit":  # the engine is part of the recipe (saved, retrained)
+            params.update(engine=self.engine, spark_conf=dict(self.spark_conf))
         return params
 
     def model_names(self) -> list[str]:
@@ -93,6 +98,7 @@ class RecommenderConfig:
             raise ConfigError(f"config models: unknown models {unknown}; choose from {', '.join(MODELS)}")
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"config protocol: {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        self._check_engine()
         if self.weighting not in WEIGHTINGS:
             raise ConfigError(f"config weighting: {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
         if not 1 <= self.k <= self.max_k:
@@ -110,6 +116,14 @@ class RecommenderConfig:
         if not 0 < self.test_ratio < 1:
             raise ConfigError(f"config test_ratio: must be in (0, 1), got {self.test_ratio}")
         return self
+
+    def _check_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"config engine: {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.engine != "implicit" and self.model != "als":
+            raise ConfigError(f"config engine: {self.engine} trains only --model als, not {self.model!r}")
+        if not isinstance(self.spark_conf, dict) or not all(isinstance(k, str) for k in self.spark_conf):
+            raise ConfigError(f"config spark_conf: an object of Spark settings, got {self.spark_conf!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

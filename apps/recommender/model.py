@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 NEG_INF = np.float32(-np.inf)
+ENGINE = "implicit"  # the single-machine implementations (implicit, numpy/LAPACK)
 
 
 class ShapeError(ValueError):
@@ -94,6 +95,7 @@ class Recommender(ABC):
     """Base class: subclasses implement ``_fit``, ``scores`` and the state round trip."""
 
     name: ClassVar[str]
+    engine: ClassVar[str] = "implicit"  # which implementation trained it (``spark``: Spark MLlib)
 
     def __init__(self, seed: int = 42, threads: int | None = None, **params: Any) -> None:
         self.params = params
@@ -453,18 +455,159 @@ class BPR(_ImplicitMF):
         return vecs.astype(np.float32)
 
 
+# ------------------------------------------------------------------ Spark MLlib ALS (past one machine)
+
+SPARK_DEFAULT_CONF = {
+    "spark.app.name": "mlref-recommender-als",
+    "spark.ui.enabled": "false",
+    "spark.driver.memory": "2g",  # local mode: the driver is the executor (read only when the JVM starts)
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+
+
+def spark_session(conf: dict[str, str] | None = None, threads: int = 2) -> Any:
+    """The process's SparkSession (created on first use, then reused: the JVM starts once per process).
+
+    ``conf`` is applied over :data:`SPARK_DEFAULT_CONF`; ``spark.master`` defaults to ``local[threads]``. Point
+    it at a cluster with ``{"spark.master": "spark://host:7077"}`` (or ``yarn``, ``k8s://...``) plus the
+    executor settings the cluster needs. Raises :class:`ImportError` naming the package when pyspark is missing.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - pyspark is in requirements/main.txt
+        raise ImportError("--engine spark needs pyspark (pip install -r requirements/main.txt) and Java 17") from exc
+    settings = {**SPARK_DEFAULT_CONF, "spark.master": f"local[{threads}]", **(conf or {})}
+    builder = SparkSession.builder
+    for key, value in settings.items():
+        builder = builder.config(key, str(value))
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+class SparkALS(ALS):
+    """Implicit-feedback ALS trained by Spark MLlib (``pyspark.ml.recommendation.ALS``, ``implicitPrefs=True``),
+    served like :class:`ALS` from its factors (numpy arrays in ``model.npz``: serving needs no JVM).
+
+    The same hyper-parameter fields as :class:`ALS`, mapped to Spark's formulation of Hu et al. so that equal
+    settings give comparable models: Spark's confidence is ``1 + alpha_s · r`` (implicit's is ``alpha · r``), so
+    ``alpha_s = alpha - 1`` gives the same confidence on binary data; Spark scales the L2 penalty of each user
+    and item by its number of interactions (ALS-WR), so ``regParam = regularization / mean interactions per
+    user``. Fold-in of a new user solves Spark's own normal equation (:meth:`fold_in`). Selected with
+    ``engine: spark`` (``train --engine spark``); ``spark_conf`` in the params sets the session
+    (:func:`spark_session`). Both are stored with the model's params, so a retrain reproduces the recipe.
+    """
+
+    name = "als"
+    engine = "spark"
+
+    def _spark_params(self, x: sp.csr_matrix) -> dict[str, Any]:
+        p = self.params
+        mean_count = x.nnz / max(1, x.shape[0])
+        return {
+            "rank": int(p.get("factors", 16)),
+            "maxIter": int(p.get("iterations", 15)),
+            "regParam": float(p.get("regularization", 0.1)) / mean_count,
+            "alpha": max(0.0, float(p.get("alpha", 5.0)) - 1.0),
+        }
+
+    def _fit(self, x):
+        with warnings.catch_warnings():  # pyspark 4.x warns on pandas 3; the Arrow paths used here do not touch it
+            warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+            self._fit_spark(x)
+
+    def _fit_spark(self, x: sp.csr_matrix) -> None:
+        import pyarrow as pa
+        from pyspark.ml.recommendation import ALS as SparkMLlibALS
+
+        session = spark_session(self.params.get("spark_conf"), self.threads)
+        coo = x.tocoo()
+        table = pa.table(
+            {
+                "u": coo.row.astype(np.int32),
+                "i": coo.col.astype(np.int32),
+                "r": coo.data.astype(np.float32),
+            }
+        )
+        frame = session.createDataFrame(table)
+        self.spark_params = self._spark_params(x)
+        als = SparkMLlibALS(
+            **self.spark_params,
+            implicitPrefs=True,
+            userCol="u",
+            itemCol="i",
+            ratingCol="r",
+            seed=self.seed,
+            nonnegative=False,
+        )
+        fitted = als.fit(frame)
+        users = _factor_array(fitted.userFactors, x.shape[0], self.spark_params["rank"])
+        items = _factor_array(fitted.itemFactors, x.shape[1], self.spark_params["rank"])
+        with threadpool_limits(1, "blas"):
+            self._model = self._new_model()
+        self._model.user_factors, self._model.item_factors = users, items
+        self.reg_param = float(self.spark_params["regParam"])
+
+    def fold_in(self, history):
+        """Spark's implicit normal equation for each new user, against the fixed item factors Y:
+        ``(YᵀY + Σᵢ (cᵢ - 1) yᵢyᵢᵀ + λ·nᵤ·I) x = Σᵢ cᵢ yᵢ``, cᵢ = 1 + alpha_s · rᵢ, over the user's items."""
+        y = self.item_factors.astype(np.float64)
+        yty = y.T @ y
+        alpha = max(0.0, float(self.params.get("alpha", 5.0)) - 1.0)
+        reg = self.reg_param
+        h = sp.csr_matrix(history, dtype=np.float64)
+        out = np.zeros((h.shape[0], y.shape[1]), np.float32)
+        for row in range(h.shape[0]):
+            cols = h.indices[h.indptr[row] : h.indptr[row + 1]]
+            vals = h.data[h.indptr[row] : h.indptr[row + 1]]
+            keep = vals > 0
+            cols, conf = cols[keep], 1.0 + alpha * vals[keep]
+            if cols.size == 0:
+                continue
+            yi = y[cols]
+            a = yty + (yi.T * (conf - 1.0)) @ yi + reg * cols.size * np.eye(y.shape[1])
+            out[row] = np.linalg.solve(a, yi.T @ conf)
+        return out
+
+    def state(self):
+        return {**super().state(), "reg_param": np.array([self.reg_param], np.float64)}
+
+    def load_state(self, arrays):
+        super().load_state(arrays)
+        self.reg_param = float(arrays["reg_param"][0])
+
+
+def _factor_array(frame: Any, n: int, rank: int) -> np.ndarray:
+    """Spark's ``(id, features)`` factor DataFrame as a dense (n, rank) float32 array indexed by id (0 where
+    Spark has no row)."""
+    table = frame.toArrow()
+    out = np.zeros((n, rank), np.float32)
+    ids = table.column("id").to_numpy()
+    feats = table.column("features").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    out[ids] = feats.reshape(len(ids), rank)
+    return out
+
+
 MODEL_CLASSES: dict[str, type[Recommender]] = {
     cls.name: cls for cls in (ALS, BPR, ItemKNN, EASE, MostPopular, RandomRecommender)
 }
+# Models with more than one implementation, chosen by the ``engine`` entry of their params (default ENGINE).
+ENGINE_CLASSES: dict[str, dict[str, type[Recommender]]] = {"als": {"implicit": ALS, "spark": SparkALS}}
 
 
 def make_model(
     name: str, params: dict[str, Any] | None = None, *, seed: int = 42, threads: int | None = None
 ) -> Recommender:
-    """A fresh, unfitted model by name (``als``, ``bpr``, ``itemknn``, ``ease``, ``popular``, ``random``)."""
+    """A fresh, unfitted model by name (``als``, ``bpr``, ``itemknn``, ``ease``, ``popular``, ``random``); the
+    ``engine`` entry of ``params`` picks the implementation (``als``: ``implicit`` or ``spark``)."""
     if name not in MODEL_CLASSES:
         raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_CLASSES)}")
-    return MODEL_CLASSES[name](seed=seed, threads=threads, **(params or {}))
+    params = params or {}
+    engines = ENGINE_CLASSES.get(name, {ENGINE: MODEL_CLASSES[name]})
+    engine = params.get("engine", ENGINE)
+    if engine not in engines:
+        raise ValueError(f"model {name!r} has no engine {engine!r}; engines: {list(engines)}")
+    return engines[engine](seed=seed, threads=threads, **params)
 
 
 # ------------------------------------------------------------------ the saved artifact

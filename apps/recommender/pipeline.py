@@ -39,8 +39,18 @@ class RecommenderApp(App[RecommenderConfig, Dataset, RecommenderBundle]):
     dataset_help = "synthetic | ml-100k | ml-1m | path to a CSV/parquet (default: synthetic)"
     recent_help = "recent interactions file (same format as train's), or 'synthetic-next'"
     flags = {
-        "train": ("model", "factors", "regularization", "alpha", "iterations", "lambda_", "weighting", "tune_budget"),
-        "evaluate": ("protocol", "models", "k"),
+        "train": (
+            "model",
+            "engine",
+            "factors",
+            "regularization",
+            "alpha",
+            "iterations",
+            "lambda_",
+            "weighting",
+            "tune_budget",
+        ),
+        "evaluate": ("protocol", "models", "k", "engine"),
         "retrain": ("new", "window_days"),
         "demo": ("tiny",),
     }
