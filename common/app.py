@@ -42,7 +42,17 @@ import typer
 
 from common import cli
 from common.config import from_json_file, seed_everything
-from common.flags import add_command, field_type, flag_parameter, has_field, keyword_param, loggable_params, set_field
+from common.flags import (
+    Option,
+    add_command,
+    field_type,
+    flag_parameter,
+    has_field,
+    keyword_param,
+    loggable_params,
+    parse_flag,
+    set_field,
+)
 from common.workspace import Workspace
 
 __all__ = [
@@ -50,6 +60,7 @@ __all__ = [
     "Evaluation",
     "Fitted",
     "Monitoring",
+    "Option",
     "Tiny",
     "Trained",
     "build_cli",
@@ -112,6 +123,7 @@ class Monitoring:
     alerts: list[str]
     stats: dict[str, Any]
     report: Path
+    extra: dict[str, Any] = field(default_factory=dict)  # more of the app's own, printed beside alerts and stats
 
 
 @dataclass
@@ -148,7 +160,9 @@ class App(ABC, Generic[C, D, M]):
     default_dataset: ClassVar[str] = "default"  # how reports and tags name the built-in data (no --dataset)
     dataset_help: ClassVar[str] = "dataset name or file (default: the built-in data)"
     recent_help: ClassVar[str] = "recent data to compare with the model's training data (a file)"
-    flags: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # command -> config fields exposed as flags
+    flags: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # command -> config fields as flags ("field" or "field:flag")
+    options: ClassVar[Mapping[str, tuple[Option, ...]]] = {}  # command -> the app's own options (keyword arguments)
+    recent_required: ClassVar[bool] = True  # monitor --dataset required (False: the stage gets None without one)
     no_tuning: ClassVar[str | None] = None  # why ``--tune`` is refused (None: the app tunes)
     report_after_training: ClassVar[bool] = False  # train also evaluates the registered model into a report
     batch_chunk: ClassVar[tuple[int, str]] = (100_000, "rows per chunk")  # batch's --chunksize default and help
@@ -194,12 +208,18 @@ class App(ABC, Generic[C, D, M]):
         """The FastAPI application serving the champion (built with :func:`common.serving.create_app`)."""
 
     @abstractmethod
-    def batch(self, ws: Workspace, model: M, source: Path, output: Path, *, chunksize: int) -> dict[str, Any]:
-        """Score a file into another (chunked, written atomically); returns counts and timings."""
+    def batch(
+        self, ws: Workspace, model: M, source: Path, output: Path, *, chunksize: int, **options: Any
+    ) -> dict[str, Any]:
+        """Score a file into another (chunked, written atomically); returns counts and timings. ``options``: the
+        values of ``App.options["batch"]``."""
 
     @abstractmethod
-    def monitor(self, ws: Workspace, model: M, version: Any, recent: Path, out: Path) -> Monitoring:
-        """Recent data vs the model's training reference; the report goes into ``out``."""
+    def monitor(
+        self, ws: Workspace, model: M, version: Any, recent: Path | None, out: Path, **options: Any
+    ) -> Monitoring:
+        """Recent data vs the model's training reference; the report goes into ``out``. ``recent`` is None only
+        when ``recent_required`` is False and no ``--dataset`` was given."""
 
     @abstractmethod
     def retrain(self, ws: Workspace, dataset: str | None, cfg: C, *, margin: float) -> dict[str, Any]:
@@ -218,8 +238,9 @@ class App(ABC, Generic[C, D, M]):
         """The demo's config (default: the app's defaults with ``seed``)."""
         return self.config(values={"seed": seed} if has_field(self.config_type, "seed") else {})
 
-    def serve(self, ws: Workspace, host: str | None, port: int | None) -> None:
-        """Serve :meth:`service` until interrupted (127.0.0.1 unless told otherwise)."""
+    def serve(self, ws: Workspace, host: str | None, port: int | None, **options: Any) -> None:  # noqa: ARG002
+        """Serve :meth:`service` until interrupted (127.0.0.1 unless told otherwise); an app with
+        ``options["serve"]`` overrides this to use them."""
         from common import serving
 
         serving.serve(self.service(ws), host=host, port=port)
@@ -234,12 +255,13 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
     dataset_opt = typer.Option(None, "--dataset", "-d", help=app.dataset_help)
 
     def flags_of(command: str) -> list[inspect.Parameter]:
-        return [flag_parameter(app.config_type, f) for f in app.flags.get(command, ())]
+        own = [o.parameter() for o in app.options.get(command, ())]
+        return [flag_parameter(app.config_type, f) for f in app.flags.get(command, ())] + own
 
     def make_config(config: Path | None, flags: dict[str, Any], seed: int | None) -> Any:
         if seed is not None and has_field(app.config_type, "seed"):
             flags = {**flags, "seed": seed}
-        return app.config(config, flags)
+        return app.config(config, {k: parse_flag(app.config_type, k, v) for k, v in flags.items()})
 
     def train(
         dataset: str | None, config: Path | None, seed: int | None, tune: int, promote: bool | None, flags: dict
@@ -288,26 +310,26 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
         "The model against the baselines on the app's protocol: metrics JSON + a report in a fresh directory.",
     )
 
-    def serve(host: str | None, port: int | None) -> None:
+    def serve(host: str | None, port: int | None, options: dict) -> None:
         ws = Workspace.from_env()
         with ws.activate():
-            app.serve(ws, host, port)
+            app.serve(ws, host, port, **options)
 
     add_command(
         t,
         "serve",
         serve,
-        [keyword_param("host", str | None, cli.HOST), keyword_param("port", int | None, cli.PORT)],
+        [keyword_param("host", str | None, cli.HOST), keyword_param("port", int | None, cli.PORT), *flags_of("serve")],
         "Serve the champion over HTTP on 127.0.0.1 (hot-swaps when the champion moves).",
     )
 
     chunk_opt = typer.Option(app.batch_chunk[0], "--chunksize", min=1, help=app.batch_chunk[1])
 
-    def batch(input_path: Path, output: Path, ref: str, chunksize: int) -> None:
+    def batch(input_path: Path, output: Path, ref: str, chunksize: int, options: dict) -> None:
         ws = Workspace.from_env()
         with ws.activate():
             model, mv = app.load_model(ws, ref)
-            res = app.batch(ws, model, input_path, output, chunksize=chunksize)
+            res = app.batch(ws, model, input_path, output, chunksize=chunksize, **options)
         cli.echo_json({"version": mv.version, **res})
 
     add_command(
@@ -319,16 +341,18 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
             keyword_param("output", Path, cli.OUTPUT_FILE),
             keyword_param("ref", str, cli.REF),
             keyword_param("chunksize", int, chunk_opt),
+            *flags_of("batch"),
         ],
         "Score a file into another, chunked, written atomically.",
     )
 
-    def monitor(dataset: Path, ref: str) -> None:
+    def monitor(dataset: Path | None, ref: str, options: dict) -> None:
         ws = Workspace.from_env()
         with ws.activate():
-            result, version = monitor_pipeline(app, ws, dataset, ref)
+            result, version = monitor_pipeline(app, ws, dataset, ref, **options)
         cli.echo_json(
             {"version": version, "alerts": result.alerts, "stats": result.stats, "report": str(result.report)}
+            | result.extra
         )
         cli.exit_monitor(bool(result.alerts))
 
@@ -337,8 +361,13 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
         "monitor",
         monitor,
         [
-            keyword_param("dataset", Path, typer.Option(..., "--dataset", "-d", help=app.recent_help)),
+            keyword_param(
+                "dataset",
+                Path if app.recent_required else Path | None,
+                typer.Option(... if app.recent_required else None, "--dataset", "-d", help=app.recent_help),
+            ),
             keyword_param("ref", str, cli.REF),
+            *flags_of("monitor"),
         ],
         "Recent data against the model's training reference; exit 1 on any alert, 0 otherwise.",
     )
@@ -451,14 +480,15 @@ def evaluate_pipeline(
 
 
 def monitor_pipeline(
-    app: App[Any, Any, Any], ws: Workspace, recent: Path, ref: str = "champion"
+    app: App[Any, Any, Any], ws: Workspace, recent: Path | None, ref: str = "champion", **options: Any
 ) -> tuple[Monitoring, str]:
-    """The model of ``ref`` against ``recent`` -> a report directory ``<app>/<recent>/monitor/<time>``."""
+    """The model of ``ref`` against ``recent`` -> a report directory ``<app>/<recent>/monitor/<time>``; ``options``
+    go to the app's ``monitor`` (``App.options["monitor"]``)."""
     from common.reports import new_report_dir, publish
 
     model, mv = app.load_model(ws, ref)
-    out = new_report_dir(app.name, recent, "monitor", root=ws.reports)
-    result = app.monitor(ws, model, mv, Path(recent), out)
+    out = new_report_dir(app.name, recent if recent is not None else app.default_dataset, "monitor", root=ws.reports)
+    result = app.monitor(ws, model, mv, Path(recent) if recent is not None else None, out, **options)
     publish(out)
     return result, str(mv.version)
 
@@ -470,7 +500,7 @@ def demo_pipeline(
     demo_ws = ws.for_demo(app.name)
     cfg = app.demo_config(seed)
     for dotted, value in (values or {}).items():
-        set_field(cfg, dotted, value)
+        set_field(cfg, dotted, parse_flag(app.config_type, dotted, value))
     seed_everything(seed)
     with demo_ws.activate():
         t0 = time.perf_counter()

@@ -57,13 +57,41 @@ _SCALARS = (bool, int, float, str)
 
 
 def _scalar(typ: Any) -> type:
-    """``int``, ``float | None`` ... -> the scalar type a flag parses; anything else is not flaggable."""
+    """``int``, ``float | None``, ``tuple[int, ...]`` (written ``8,16``) ... -> the type a flag parses (``str`` for
+    a tuple, split by :func:`parse_flag`); anything else is not flaggable."""
+    if _tuple_item(typ) is not None:
+        return str
     if typ in _SCALARS:
         return typ
     args = [a for a in typing.get_args(typ) if a is not type(None)]
     if (typing.get_origin(typ) in (typing.Union, types.UnionType)) and len(args) == 1 and args[0] in _SCALARS:
         return args[0]
     raise TypeError(f"a flag needs a bool/int/float/str field, not {typ}")
+
+
+def _tuple_item(typ: Any) -> type | None:
+    """``tuple[int, ...]`` -> ``int``; anything else -> None."""
+    args = typing.get_args(typ)
+    if typing.get_origin(typ) is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in _SCALARS:
+        return args[0]
+    return None
+
+
+def parse_flag(cls: type, dotted: str, value: Any) -> Any:
+    """A flag's value as the field's type: ``"8,16,32"`` -> ``(8, 16, 32)`` for a ``tuple[int, ...]`` field."""
+    item = _tuple_item(field_type(cls, dotted))
+    if item is None or not isinstance(value, str):
+        return value
+    try:
+        return tuple(item(v.strip()) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--{dotted}: expected comma-separated {item.__name__} values, got {value!r}") from None
+
+
+def split_alias(spec: str) -> tuple[str, str | None]:
+    """``"fine_tune_epochs:epochs"`` -> (field, flag name); ``"epochs"`` -> ("epochs", None)."""
+    field_name, _, flag = spec.partition(":")
+    return field_name, flag or None
 
 
 def field_help(cls: type, dotted: str) -> str:
@@ -80,12 +108,17 @@ def field_help(cls: type, dotted: str) -> str:
     return match.group(1).strip() if match else ""
 
 
-def flag_parameter(cls: type, dotted: str) -> inspect.Parameter:
+def flag_parameter(cls: type, spec: str) -> inspect.Parameter:
+    """The option of a config field; ``spec`` is the dotted field name, or ``field:flag`` to name the flag
+    differently (``fine_tune_epochs:epochs`` -> ``--epochs``)."""
+    dotted, alias = split_alias(spec)
     scalar = _scalar(field_type(cls, dotted))
-    name = dotted.split(".")[-1].rstrip("_").replace("_", "-")  # lambda_ -> --lambda
+    name = (alias or dotted.split(".")[-1]).rstrip("_").replace("_", "-")  # lambda_ -> --lambda
     decls = [f"--{name}/--no-{name}"] if scalar is bool else [f"--{name}"]
     default = _default(cls, dotted)
     text = field_help(cls, dotted) or f"config field {dotted}"
+    if _tuple_item(field_type(cls, dotted)) is not None:
+        text += ", comma-separated"
     opt = typer.Option(None, *decls, help=f"{text} (config {dotted}; default {default!r})")
     return inspect.Parameter(_flag_key(dotted), inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=scalar | None)
 
@@ -101,11 +134,33 @@ def _flag_key(dotted: str) -> str:
     return "cfg__" + dotted.replace(".", "__")
 
 
-def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(standard arguments, {dotted config field: value}) with flags left out (None) dropped."""
-    std = {k: v for k, v in kwargs.items() if not k.startswith("cfg__")}
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """An option of a standard command that only this app has (not a config field): ``App.options["batch"] =
+    (Option("k", int, 10, "items per user", min=1),)`` gives ``batch --k``, whose value reaches ``App.batch`` as the
+    keyword argument ``k``."""
+
+    name: str  # the keyword argument; the flag is --name with dashes (bool: --name/--no-name)
+    type: Any
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    flag: str | None = None  # another flag name, e.g. "--log-level"
+
+    def parameter(self) -> inspect.Parameter:
+        flag = self.flag or "--" + self.name.replace("_", "-")
+        decls = [f"{flag}/--no-{flag[2:]}"] if self.type is bool else [flag]
+        opt = typer.Option(self.default, *decls, help=self.help, min=self.min, max=self.max)
+        return inspect.Parameter("opt__" + self.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=self.type)
+
+
+def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(standard arguments, {dotted config field: value} with flags left out (None) dropped, app options)."""
+    std = {k: v for k, v in kwargs.items() if not k.startswith(("cfg__", "opt__"))}
     flags = {k[5:].replace("__", "."): v for k, v in kwargs.items() if k.startswith("cfg__") and v is not None}
-    return std, flags
+    options = {k[5:]: v for k, v in kwargs.items() if k.startswith("opt__")}
+    return std, flags, options
 
 
 def keyword_param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
@@ -115,13 +170,15 @@ def keyword_param(name: str, annotation: Any, default: Any) -> inspect.Parameter
 def add_command(
     typer_app: typer.Typer, name: str, body: Callable[..., None], params: list[inspect.Parameter], doc: str
 ) -> None:
-    """Register ``body(**standard[, flags={dotted field: value}])`` as command ``name`` with signature ``params``."""
+    """Register ``body(**standard[, flags={dotted field: value}][, options={name: value}])`` as command ``name``
+    with signature ``params``."""
 
-    takes_flags = "flags" in inspect.signature(body).parameters
+    takes = set(inspect.signature(body).parameters)
 
     def command(**kwargs: Any) -> None:
-        std, flags = _split(kwargs)
-        body(**std, **({"flags": flags} if takes_flags else {}))
+        std, flags, options = _split(kwargs)
+        extra = ({"flags": flags} if "flags" in takes else {}) | ({"options": options} if "options" in takes else {})
+        body(**std, **extra)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}

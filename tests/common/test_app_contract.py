@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from common import registry
 from common.app import App, Tiny, build_cli, field_type, train_pipeline
+from common.flags import split_alias
 from common.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,8 +43,8 @@ def test_app_declares_the_interface(name: str) -> None:
     assert dataclasses.is_dataclass(app.config_type)
     for command, fields in app.flags.items():
         assert command in {"train", "evaluate", "retrain", "demo"}, f"{name}: flags for unknown command {command}"
-        for dotted in fields:
-            field_type(app.config_type, dotted)  # raises on a name the config does not have
+        for spec in fields:
+            field_type(app.config_type, split_alias(spec)[0])  # raises on a name the config does not have
     tiny = app.tiny()
     assert isinstance(tiny, Tiny)
     app.config(None, tiny.values)  # the tiny values are valid config values
