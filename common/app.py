@@ -166,6 +166,9 @@ class App(ABC, Generic[C, D, M]):
     no_tuning: ClassVar[str | None] = None  # why ``--tune`` is refused (None: the app tunes)
     report_after_training: ClassVar[bool] = False  # train also evaluates the registered model into a report
     batch_chunk: ClassVar[tuple[int, str]] = (100_000, "rows per chunk")  # batch's --chunksize default and help
+    # batch's --input and --output: default (``...``: required) and help
+    batch_input: ClassVar[tuple[Any, str]] = (..., "input file (CSV/parquet)")
+    batch_output: ClassVar[tuple[Any, str]] = (..., "output file (.parquet or .csv); written atomically")
 
     # --- configuration ------------------------------------------------------------------------------------------
     def config(self, path: Path | None = None, values: Mapping[str, Any] | None = None) -> C:
@@ -324,8 +327,9 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
     )
 
     chunk_opt = typer.Option(app.batch_chunk[0], "--chunksize", min=1, help=app.batch_chunk[1])
+    output_opt = typer.Option(app.batch_output[0], "--output", "-o", help=app.batch_output[1])
 
-    def batch(input_path: Path, output: Path, ref: str, chunksize: int, options: dict) -> None:
+    def batch(input_path: Path | None, output: Path, ref: str, chunksize: int, options: dict) -> None:
         ws = Workspace.from_env()
         with ws.activate():
             model, mv = app.load_model(ws, ref)
@@ -337,8 +341,12 @@ def build_cli(app: App[Any, Any, Any]) -> typer.Typer:
         "batch",
         batch,
         [
-            keyword_param("input_path", Path, typer.Option(..., "--input", "-i", help="input file (CSV/parquet)")),
-            keyword_param("output", Path, cli.OUTPUT_FILE),
+            keyword_param(
+                "input_path",
+                Path if app.batch_input[0] is ... else Path | None,
+                typer.Option(app.batch_input[0], "--input", "-i", help=app.batch_input[1]),
+            ),
+            keyword_param("output", Path, output_opt),
             keyword_param("ref", str, cli.REF),
             keyword_param("chunksize", int, chunk_opt),
             *flags_of("batch"),

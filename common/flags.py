@@ -147,10 +147,11 @@ class Option:
     min: float | None = None
     max: float | None = None
     flag: str | None = None  # another flag name, e.g. "--log-level"
+    short: str | None = None  # a short flag too, e.g. "-d"
 
     def parameter(self) -> inspect.Parameter:
         flag = self.flag or "--" + self.name.replace("_", "-")
-        decls = [f"{flag}/--no-{flag[2:]}"] if self.type is bool else [flag]
+        decls = [f"{flag}/--no-{flag[2:]}"] if self.type is bool else [flag, *filter(None, [self.short])]
         opt = typer.Option(self.default, *decls, help=self.help, min=self.min, max=self.max)
         return inspect.Parameter("opt__" + self.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=self.type)
 
