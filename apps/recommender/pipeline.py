@@ -18,7 +18,7 @@ from apps.recommender.config import APP, REGISTRY_NAME, RecommenderConfig
 from apps.recommender.data import TIMESTAMP, TINY, Dataset, load_dataset
 from apps.recommender.model import RecommenderBundle
 from common import registry
-from common.app import App, Evaluation, Fitted, Monitoring, Tiny
+from common.app import App, Evaluation, Fitted, Monitoring, Option, Tiny
 from common.data import SECONDS_PER_DAY, DataError
 from common.workspace import Workspace
 
@@ -28,9 +28,7 @@ TIMING_METRICS = ("predict_s",)  # held-out figures that are timings: printed, n
 
 
 class RecommenderApp(App[RecommenderConfig, Dataset, RecommenderBundle]):
-    """Implicit-feedback top-k recommendations, served and retrained.
-
-    ``monitor_days``: ``monitor`` looks only at the last N days of the recent file (None: all of it)."""
+    """Implicit-feedback top-k recommendations, served and retrained."""
 
     name = APP
     registry_name = REGISTRY_NAME
@@ -54,10 +52,13 @@ class RecommenderApp(App[RecommenderConfig, Dataset, RecommenderBundle]):
         "retrain": ("new", "window_days"),
         "demo": ("tiny",),
     }
+    options = {
+        "batch": (Option("k", int, 10, "number of items per user", min=1, max=100),),
+        "monitor": (Option("days", float | None, None, "only the last N days of the file (default: all)", min=0),),
+    }
     batch_chunk = (5000, "users per chunk")
-
-    def __init__(self, monitor_days: float | None = None) -> None:
-        self.monitor_days = monitor_days
+    batch_input = (None, "file with a 'user' column (default: every known user)")
+    batch_output = (Path("recommendations.parquet"), ".parquet or .csv")
 
     def _dataset(self, ws: Workspace, spec: str | Path | None, cfg: RecommenderConfig | None = None) -> Dataset:
         """A dataset by name or path; the built-in synthetic data at the config's size (``tiny``)."""
@@ -189,16 +190,24 @@ class RecommenderApp(App[RecommenderConfig, Dataset, RecommenderBundle]):
         return {"rows": res.rows, "seconds": round(res.seconds, 2), "output": str(res.output)}
 
     def monitor(
-        self, ws: Workspace, model: RecommenderBundle, version: registry.ModelVersion, recent: Path, out: Path
+        self,
+        ws: Workspace,
+        model: RecommenderBundle,
+        version: registry.ModelVersion,
+        recent: Path,
+        out: Path,
+        *,
+        days: float | None = None,
     ) -> Monitoring:
-        """New-user and new-item rates, popularity and prediction drift, coverage: recent vs training."""
+        """New-user and new-item rates, popularity and prediction drift, coverage: recent vs training (only the
+        last ``days`` of ``recent`` when given)."""
         from apps.recommender.lifecycle import monitor
 
         frame = self._dataset(ws, recent).interactions
-        if self.monitor_days is not None:
+        if days is not None:
             if TIMESTAMP not in frame.columns:
                 raise DataError(f"--days needs a '{TIMESTAMP}' column in {recent}")
-            frame = frame[frame[TIMESTAMP] > frame[TIMESTAMP].max() - self.monitor_days * SECONDS_PER_DAY]
+            frame = frame[frame[TIMESTAMP] > frame[TIMESTAMP].max() - days * SECONDS_PER_DAY]
         verdict = monitor(
             model, registry.fetch_model_dir(version), frame, out_dir=out, model_version=str(version.version)
         )
