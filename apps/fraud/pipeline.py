@@ -20,7 +20,7 @@ from apps.fraud.config import APP, MODEL_NAME, TINY_SIMULATION, FraudConfig, loa
 from apps.fraud.data import DAY, LABEL, TIMESTAMP, TX_ID, Transactions, load
 from apps.fraud.model import FraudModel
 from common import cli, registry
-from common.app import App, Evaluation, Fitted, Monitoring, Tiny
+from common.app import App, Evaluation, Fitted, Monitoring, Option, Tiny
 from common.data import DataError
 from common.workspace import Workspace
 
@@ -38,7 +38,7 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
     config_type = FraudConfig
     default_dataset = SIMULATED
     dataset_help = "your transactions file (CSV/parquet); default: simulated (--sim-size)"
-    recent_help = "recent transactions (CSV/parquet, sorted by timestamp); the latest 7 days are compared"
+    recent_help = "recent transactions (CSV/parquet, sorted by timestamp; default: simulated); the latest --days count"
     flags = {
         "train": (
             "sim_size",
@@ -55,7 +55,45 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
         "retrain": ("sim_size", "seed"),
         "demo": ("sim_size", "tune", "demo.dataset"),
     }
+    options = {
+        "serve": (
+            Option(
+                "dataset",
+                Path | None,
+                None,
+                "past transactions that warm the online state (default: the champion's own)",
+                short="-d",
+            ),
+            Option("log_level", str, "info", "uvicorn log level"),
+            Option("refresh_interval", float, 5.0, "seconds between registry polls for a new champion", min=0.0),
+            Option(
+                "workers",
+                int,
+                1,
+                "uvicorn worker processes; more than 1 needs the shared state (MLREF_REDIS_URL)",
+                min=1,
+            ),
+        ),
+        "batch": (
+            Option(
+                "history",
+                Path | None,
+                None,
+                "earlier transactions (with labels) for the features; default: the ones recorded with the version",
+            ),
+            Option("reasons", bool, False, "add the top reasons"),
+            Option("n_reasons", int, 3, "features listed per alert with --reasons", min=1),
+            Option("scheduler", str | None, None, "ignored: feature history needs one ordered pass"),
+        ),
+        "monitor": (
+            Option("sim_size", str | None, None, "simulated world: reference, demo or tiny"),
+            Option("days", int, 7, "the most recent N days are compared with the reference", min=1),
+            Option("seed", int | None, None, "seed of the simulated world (default: the simulation section's, 0)"),
+        ),
+    }
+    recent_required = False  # monitor without --dataset: the simulated world
     batch_chunk = (100_000, "rows per chunk")
+    batch_input = (..., "transactions to score (CSV/parquet, time-sorted)")
 
     # --- configuration ------------------------------------------------------------------------------------------
     def config(self, path: Path | None = None, values: Any = None) -> FraudConfig:
@@ -194,8 +232,25 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
         service = self.service(ws, dataset=dataset, refresh_interval=refresh_interval)
         run_server(service, host=host, port=port, log_level=log_level)
 
-    def batch(self, ws: Workspace, model: FraudModel, source: Path, output: Path, *, chunksize: int) -> dict[str, Any]:
-        return self.score_file(ws, model, source, output, chunksize=chunksize)
+    def batch(
+        self,
+        ws: Workspace,
+        model: FraudModel,
+        source: Path,
+        output: Path,
+        *,
+        chunksize: int,
+        history: Path | None = None,
+        reasons: bool = False,
+        n_reasons: int = 3,
+        scheduler: str | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`score_file` (``scheduler`` is refused with a warning: the features need one ordered pass)."""
+        if scheduler:
+            log.warning("--scheduler ignored: the fraud features need one time-ordered pass over the file")
+        return self.score_file(
+            ws, model, source, output, chunksize=chunksize, history=history, reasons=reasons, n_reasons=n_reasons
+        )
 
     def score_file(
         self,
@@ -228,29 +283,24 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
 
     # --- monitoring ---------------------------------------------------------------------------------------------
     def monitor(
-        self, ws: Workspace, model: FraudModel, version: registry.ModelVersion, recent: Path, out: Path
+        self,
+        ws: Workspace,
+        model: FraudModel,
+        version: registry.ModelVersion,
+        recent: Path | None,
+        out: Path,
+        *,
+        sim_size: str | None = None,
+        days: int = 7,
+        seed: int | None = None,
     ) -> Monitoring:
-        """The latest ``monitor_days`` (7) of ``recent`` against the model's training window."""
+        """The latest ``days`` of ``recent`` (None: the simulated world of ``sim_size`` and ``seed``) against the
+        model's training window."""
         from apps.fraud.train import prepare
 
-        cfg = FraudConfig()
-        prepared = prepare(load(recent, require_label=False), cfg.features)
+        cfg = self.config(None, {"sim_size": sim_size, "seed": seed, "monitor_days": days})
+        prepared = prepare(self.transactions(ws, recent, cfg, require_label=False), cfg.features)
         return self.monitor_rows(ws, model, version, prepared, out, days=cfg.monitor_days)
-
-    def monitor_dataset(
-        self, ws: Workspace, dataset: str | None, cfg: FraudConfig, ref: str = registry.CHAMPION
-    ) -> tuple[Monitoring, str]:
-        """``monitor`` on a file or the simulated world (``--dataset`` optional): the latest ``cfg.monitor_days``,
-        report in ``reports/fraud/<dataset>/monitor/<time>``."""
-        from apps.fraud.train import prepare
-        from common.reports import new_report_dir, publish
-
-        model, mv = self.load_model(ws, ref)
-        prepared = prepare(self.transactions(ws, dataset, cfg, require_label=False), cfg.features)
-        out = new_report_dir(APP, self.dataset_name(dataset), "monitor", root=ws.reports)
-        result = self.monitor_rows(ws, model, mv, prepared, out, days=cfg.monitor_days)
-        publish(out)
-        return result, str(mv.version)
 
     def monitor_rows(
         self,
