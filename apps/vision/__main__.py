@@ -4,13 +4,13 @@ Every command works on the embedded digits set by default, or on your own images
 ImageFolder directory (``root/<class>/<image>``), a .tar/.tar.gz/.zip of one, or a folder with ``train`` and
 ``test`` (folders or archives); ``cifar10`` reads the CIFAR-10 JPEG copy from ``$MLREF_DATA_DIR/cifar10-jpeg``.
 Distributed: ``torchrun --nproc_per_node=2 -m apps.vision train ...`` (batch size per process; rank 0 registers).
-The standard commands come from the app's pipeline (``pipeline.py``) through :func:`common.app.build_cli`; this file
-adds the options and commands whose arguments are the app's own.
+The standard commands come from the app's pipeline (``pipeline.py``) through :func:`common.app.build_cli`, with the
+app's own options and flags (serve --backend, batch --k, train --widths, retrain --epochs); this file makes train
+torchrun-aware and adds the commands whose arguments are the app's own (predict, export, bench).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -27,25 +27,6 @@ app = build_cli(APP_IMPL)
 
 def _command(name: str) -> Any:
     return next(c for c in app.registered_commands if c.name == name)
-
-
-def _config_flag(command: str, field: str, *decls: str, help: str, annotation: Any = str | None) -> None:
-    """Add ``decls`` to a command of build_cli setting config ``field`` (build_cli names such parameters
-    ``cfg__<field>``): a list field (``--widths 64,256,256``) or a field under another name (retrain's --epochs)."""
-    callback = _command(command).callback
-    sig = inspect.signature(callback)
-    param = inspect.Parameter(
-        f"cfg__{field}",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(None, *decls, help=help),
-        annotation=annotation,
-    )
-    callback.__signature__ = sig.replace(parameters=[*sig.parameters.values(), param])
-    callback.__annotations__[param.name] = annotation
-
-
-_config_flag("train", "widths", "--widths", help="airnet block widths, e.g. 64,256,256")
-_config_flag("retrain", "fine_tune_epochs", "--epochs", help="fine-tuning epochs", annotation=int | None)
 
 
 def _ddp_aware(info: Any) -> None:
@@ -65,36 +46,6 @@ def _ddp_aware(info: Any) -> None:
 
 
 _ddp_aware(_command("train"))
-app.registered_commands.remove(_command("serve"))  # replaced below: serve and batch take options of their own
-app.registered_commands.remove(_command("batch"))
-
-
-@app.command()
-def serve(
-    host: str | None = cli.HOST,
-    port: int | None = cli.PORT,
-    backend: str | None = typer.Option(None, "--backend", help="torch (default), torchscript or onnx"),
-) -> None:
-    """Serve the champion over HTTP on 127.0.0.1 (POST /v1/images:classify; hot-swaps when the champion moves)."""
-    ws = Workspace.from_env()
-    with ws.activate():
-        APP_IMPL.serve(ws, host, port, backend=backend)
-
-
-@app.command()
-def batch(
-    input_path: Path = typer.Option(..., "--input", "-i", help="a folder or archive of images"),
-    output: Path = cli.OUTPUT_FILE,
-    ref: str = cli.REF,
-    chunksize: int = typer.Option(APP_IMPL.batch_chunk[0], "--chunksize", min=1, help=APP_IMPL.batch_chunk[1]),
-    k: int = typer.Option(5, "--k", min=1, help="labels per image"),
-) -> None:
-    """Classify every image of a folder/archive: ``path, prediction, confidence, top_k, error`` (atomic write)."""
-    ws = Workspace.from_env()
-    with ws.activate():
-        model, mv = APP_IMPL.load_model(ws, ref)
-        res = APP_IMPL.batch(ws, model, input_path, output, chunksize=chunksize, k=k)
-    cli.echo_json({"version": mv.version, **res})
 
 
 @app.command()

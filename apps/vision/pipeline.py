@@ -30,7 +30,7 @@ from apps.vision.config import APP, REGISTRY_NAME, Config
 from apps.vision.data import DIGITS, Images, digits, load, read_folder, write_image_folder
 from apps.vision.model import VisionModel
 from common import registry
-from common.app import App, Evaluation, Fitted, Monitoring, Tiny, set_field
+from common.app import App, Evaluation, Fitted, Monitoring, Option, Tiny, set_field
 from common.data import DataError
 from common.workspace import Workspace
 
@@ -87,11 +87,18 @@ class VisionApp(App[Config, Images, VisionModel]):
             "tta",
             "device",
             "checkpoint_dir",
-        ),  # and --widths (a list: added in __main__.py)
+            "widths",
+        ),
         "evaluate": ("ref",),
+        "retrain": ("fine_tune_epochs:epochs",),
         "demo": ("tiny",),
-    }  # retrain's --epochs (fine_tune_epochs) is added in __main__.py
+    }
+    options = {
+        "serve": (Option("backend", str | None, None, "torch (default), torchscript or onnx"),),
+        "batch": (Option("k", int, 5, "labels per image", min=1),),
+    }
     batch_chunk = (10_000, "images decoded and scored per chunk (memory grows with it)")
+    batch_input = (..., "a folder or archive of images")
 
     def config(self, path: Path | None = None, values: Mapping[str, Any] | None = None) -> Config:
         """Defaults, the JSON file, then ``values`` (flags); ``widths`` may be ``"64,256,256"``. Every field's type

@@ -11,6 +11,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from apps.vision.__main__ import app
+from common.errors import ConfigError
 from common.workspace import Workspace
 from tests.vision.conftest import make_folder
 
@@ -87,3 +88,22 @@ def test_user_errors_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "has no version" in r.stderr
     r = run("train", "--arch", "notanet", "--epochs", "1")
     assert r.returncode == 2 and "not 'airnet' nor a torchvision model" in r.stderr
+
+
+def test_the_apps_own_options_reach_the_stages(monkeypatch) -> None:
+    """serve --backend, batch --k, train --widths and retrain --epochs (declared on VisionApp, not patched into the
+    standard commands) arrive at the stages with the values given."""
+    from apps.vision.pipeline import APP_IMPL
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(APP_IMPL, "serve", lambda ws, host, port, **kw: seen.update(serve=kw))
+    monkeypatch.setattr(APP_IMPL, "retrain", lambda ws, d, cfg, margin: seen.update(epochs=cfg.fine_tune_epochs) or {})
+    monkeypatch.setattr(APP_IMPL, "load_model", lambda ws, ref: (None, type("MV", (), {"version": "1"})))
+    monkeypatch.setattr(APP_IMPL, "batch", lambda ws, m, src, out, *, chunksize, **kw: seen.update(batch=kw) or {})
+    assert runner.invoke(app, ["serve", "--backend", "onnx"]).exit_code == 0
+    assert runner.invoke(app, ["retrain", "--dataset", "new", "--epochs", "7"]).exit_code == 0
+    assert runner.invoke(app, ["batch", "--input", "in", "--output", "o.csv", "--k", "2"]).exit_code == 0
+    assert seen == {"serve": {"backend": "onnx"}, "epochs": 7, "batch": {"k": 2}}
+    assert APP_IMPL.config(None, {"widths": (8, 16, 16)}).widths == (8, 16, 16)
+    r = runner.invoke(app, ["train", "--widths", "8,x"])  # a ConfigError: cli.run makes it one line, exit 2
+    assert isinstance(r.exception, ConfigError) and "--widths" in str(r.exception)
