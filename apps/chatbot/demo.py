@@ -21,9 +21,8 @@ import pandas as pd
 
 from apps.chatbot import identity, lifecycle, rasa_env, service
 from apps.chatbot.config import Config
-from apps.chatbot.pipeline import APP_IMPL as app
 from common import registry, reports
-from common.app import evaluate_pipeline, monitor_pipeline, train_pipeline
+from common.app import App, evaluate_pipeline, monitor_pipeline, train_pipeline
 from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -57,8 +56,9 @@ def converse(url: str, sender: str = "demo", token: str | None = None) -> list[d
     return transcript
 
 
-def run_demo(ws: Workspace, cfg: Config) -> dict[str, Any]:
-    """Every stage in the workspace ``ws`` (a demo's own) through the pipeline functions; returns a summary (what
+def run_demo(app: App[Config, Any, Any], ws: Workspace, cfg: Config) -> dict[str, Any]:
+    """Every stage of ``app`` (the ChatbotApp, passed in so that this module does not import the pipeline that
+    calls it) in the workspace ``ws`` (a demo's own) through the pipeline functions; returns a summary (what
     the end-to-end test checks). Raises when a test story fails or the conversation goes wrong."""
     trained = train_pipeline(app, ws, None, cfg, promote=True)
     evaluation = evaluate_pipeline(app, ws, None, cfg, fitted=trained.fitted)

@@ -309,7 +309,7 @@ class ChatbotApp(App[Config, ChatData, Path]):
     def demo(self, ws: Workspace, cfg: Config) -> dict[str, Any]:
         from apps.chatbot.demo import run_demo
 
-        return run_demo(ws, cfg)
+        return run_demo(self, ws, cfg)
 
     def tiny(self) -> Tiny:
         """The project's own data (a Rasa assistant needs its whole domain) with the fewest epochs that keep every
