@@ -4,8 +4,9 @@ This process runs in the main environment; Rasa 3.6 runs in ``.venv-chatbot`` (`
 subprocesses and servers. The assistant is the Rasa project in ``apps/chatbot/project`` (YAML training data, test
 stories, custom actions); ``train``/``retrain --dataset`` and ``nlu-bench`` take CSVs of labelled messages
 (``text,intent``). The standard commands come from the app's pipeline (``pipeline.py``) through
-:func:`common.app.build_cli`; ``serve`` and ``monitor`` keep the chatbot's own options (Rasa's ports, the tracker
-store), and ``token``, ``chat``, ``predict``, ``nlu-bench`` and ``bench`` are the chatbot's own commands.
+:func:`common.app.build_cli`; ``serve`` and ``monitor`` take the chatbot's own options (Rasa's ports, the tracker
+store, declared as ``App.options`` in pipeline.py), and ``token``, ``chat``, ``predict``, ``nlu-bench`` and
+``bench`` are the chatbot's own commands.
 """
 
 from __future__ import annotations
@@ -14,73 +15,15 @@ from pathlib import Path
 
 import typer
 
-from apps.chatbot.config import APP, Config
+from apps.chatbot.config import Config
 from apps.chatbot.pipeline import APP_IMPL
 from common import cli
 from common.app import build_cli
 from common.workspace import Workspace
 
 app = build_cli(APP_IMPL)
-# serve and monitor take the chatbot's own options: replaced below by commands that call the same stages
-app.registered_commands = [c for c in app.registered_commands if c.name not in ("serve", "monitor")]
 TEXT_COLUMN = typer.Option("text", "--text-column", help="CSV column with the message text")
 INTENT_COLUMN = typer.Option("intent", "--intent-column", help="CSV column with the intent (Banking77: category)")
-
-
-@app.command()
-def serve(
-    host: str | None = cli.HOST,
-    port: int | None = cli.PORT,
-    rasa_port: int | None = typer.Option(None, "--rasa-port", help="Rasa's port on 127.0.0.1 (default 5005)"),
-    actions_port: int | None = typer.Option(
-        None, "--actions-port", help="the action server's port on 127.0.0.1 (default 5055)"
-    ),
-    ref: str | None = typer.Option(None, "--ref", help="registry alias or version number (default champion)"),
-    config: Path | None = cli.CONFIG,
-    refresh_s: float | None = typer.Option(
-        None,
-        "--refresh-s",
-        min=0.0,
-        help="check the registry this often; load a new champion without restart (0: never; default 10)",
-    ),
-) -> None:
-    """Serve the champion behind the gateway (POST /v1/messages, /healthz, /readyz, /metrics, /docs on
-    --host:--port, default 127.0.0.1:8000). Rasa and the action server listen on 127.0.0.1 only, each behind a
-    token made for this run; a SQLite tracker store in $MLREF_HOME/chatbot/tracker.db. Ctrl-C (or SIGTERM) stops
-    all three."""
-    values = {"rasa_port": rasa_port, "actions_port": actions_port, "ref": ref, "refresh_s": refresh_s}
-    cfg = APP_IMPL.config(config, {k: v for k, v in values.items() if v is not None})
-    ws = Workspace.from_env()
-    with ws.activate():
-        APP_IMPL.serve(ws, host, port, cfg)
-
-
-@app.command()
-def monitor(
-    dataset: Path | None = typer.Option(None, "--dataset", "-d", help=APP_IMPL.recent_help),
-    days: float | None = typer.Option(None, "--days", min=0.0, help="only the last N days"),
-    ref: str = cli.REF,
-    low_confidence: float = typer.Option(
-        0.6, "--low-confidence", min=0.0, max=1.0, help="export messages whose best intent is below this"
-    ),
-    max_fallback_rate: float = typer.Option(0.15, "--max-fallback-rate", min=0.0, max=1.0),
-    max_handoff_rate: float = typer.Option(0.2, "--max-handoff-rate", min=0.0, max=1.0),
-) -> None:
-    """Intent drift, fallback and handoff rates from the tracker store (or a file of recent messages);
-    low-confidence messages -> CSV for labelling (then `retrain --dataset` it). Exit 1 on an alert."""
-    from apps.chatbot import lifecycle
-    from common.reports import new_report_dir, publish
-
-    ws = Workspace.from_env()
-    with ws.activate():
-        model, mv = APP_IMPL.load_model(ws, ref)
-        recent = dataset or lifecycle.tracker_db(ws)
-        out = new_report_dir(APP, dataset if dataset else "tracker", "monitor", root=ws.reports)
-        options = {"low_confidence": low_confidence, "max_fallback_rate": max_fallback_rate}
-        result = APP_IMPL.monitor(ws, model, mv, recent, out, days=days, max_handoff_rate=max_handoff_rate, **options)
-        publish(out)
-    cli.echo_json({"version": mv.version, **result.stats, "alerts": result.alerts, "report": str(result.report)})
-    cli.exit_monitor(bool(result.alerts))
 
 
 @app.command()

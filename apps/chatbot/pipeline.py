@@ -25,7 +25,7 @@ from apps.chatbot import lifecycle
 from apps.chatbot.config import APP, MODEL_FILE, REGISTRY_NAME, Config
 from apps.chatbot.data import holdout_file, read_labelled, read_rasa_nlu, training_messages
 from common import registry
-from common.app import App, Evaluation, Fitted, Monitoring, Tiny
+from common.app import App, Evaluation, Fitted, Monitoring, Option, Tiny
 from common.errors import DataError, UserError
 from common.workspace import Workspace
 
@@ -61,6 +61,28 @@ class ChatbotApp(App[Config, ChatData, Path]):
     registry_name = REGISTRY_NAME
     config_type = Config
     default_dataset = "project"
+    recent_required = False  # monitor without --dataset reads the tracker store
+    options = {
+        "serve": (
+            Option("rasa_port", int | None, None, "Rasa's port on 127.0.0.1 (default 5005)"),
+            Option("actions_port", int | None, None, "the action server's port on 127.0.0.1 (default 5055)"),
+            Option("ref", str | None, None, "registry alias or version number (default champion)"),
+            Option("config", Path | None, None, "JSON file with the app's config fields (flags override it)"),
+            Option(
+                "refresh_s",
+                float | None,
+                None,
+                "check the registry this often; load a new champion without restart (0: never; default 10)",
+                min=0.0,
+            ),
+        ),
+        "monitor": (
+            Option("days", float | None, None, "only the last N days", min=0.0),
+            Option("low_confidence", float, 0.6, "export messages whose best intent is below this", min=0.0, max=1.0),
+            Option("max_fallback_rate", float, 0.15, "alert above this share of fallbacks", min=0.0, max=1.0),
+            Option("max_handoff_rate", float, 0.2, "alert above this share of handoffs", min=0.0, max=1.0),
+        ),
+    }
     dataset_help = (
         "labelled messages (CSV text,intent): train/retrain add them to the project's training data, evaluate "
         "measures on them (default: the project alone / its held-out set tests/nlu_holdout.yml)"
@@ -194,10 +216,16 @@ class ChatbotApp(App[Config, ChatData, Path]):
             handoff_log=handoff_log(ws),
         )
 
-    def serve(self, ws: Workspace, host: str | None, port: int | None, cfg: Config | None = None) -> None:
+    def serve(
+        self, ws: Workspace, host: str | None, port: int | None, cfg: Config | None = None, **options: Any
+    ) -> None:
         """Rasa and the action server (loopback, per-run tokens), then the gateway on ``host:port`` in front of
         them. Rasa starts before uvicorn, so a port in use is said at once and Ctrl-C or SIGTERM while the model
-        loads stops everything; both end with the gateway."""
+        loads stops everything; both end with the gateway. ``options``: ``config`` (a file) and the config fields
+        ``rasa_port``, ``actions_port``, ``ref``, ``refresh_s`` (None: the file's or the default)."""
+        if cfg is None:
+            path = options.pop("config", None)
+            cfg = self.config(path, {k: v for k, v in options.items() if v is not None})
         import contextlib
 
         import typer
@@ -266,7 +294,7 @@ class ChatbotApp(App[Config, ChatData, Path]):
         ws: Workspace,
         model: Path,
         version: registry.ModelVersion,
-        recent: Path,
+        recent: Path | None,
         out: Path,
         *,
         days: float | None = None,
@@ -278,7 +306,7 @@ class ChatbotApp(App[Config, ChatData, Path]):
         label (``low_confidence.csv``), from a tracker store or a file of recent messages."""
         result = lifecycle.monitor(
             model.parent,
-            Path(recent),
+            Path(recent) if recent is not None else lifecycle.tracker_db(ws),
             out,
             days=days,
             low_confidence=low_confidence,
@@ -286,7 +314,8 @@ class ChatbotApp(App[Config, ChatData, Path]):
             max_handoff_rate=max_handoff_rate,
         )
         stats = {k: v for k, v in result.to_dict().items() if k not in ("alerts", "report")}
-        return Monitoring(alerts=result.alerts, stats=stats, report=result.report)
+        # the statistics also stay at the top level of monitor's JSON, where scripts have read them
+        return Monitoring(alerts=result.alerts, stats=stats, report=result.report, extra=dict(stats))
 
     def retrain(self, ws: Workspace, dataset: str | None, cfg: Config, *, margin: float) -> dict[str, Any]:
         """Newly labelled messages -> a challenger, promoted only if every test story passes and its held-out NLU
