@@ -160,6 +160,8 @@ def recall_trade_off(
     oos = t == OOS_LABEL
     if not oos.any() or oos.all():
         return {}
-    threshold = float(np.quantile(scores[oos], recall, method="higher")) + 1e-12  # reject score < threshold
+    # the lowest threshold that rejects ceil(recall * n) of the n out-of-scope messages (reject score < threshold)
+    need = max(1, int(np.ceil(recall * oos.sum() - 1e-9)))
+    threshold = float(np.sort(scores[oos])[need - 1]) + 1e-12
     kept_right = (closed[~oos] == t[~oos]) & (scores[~oos] >= threshold)
     return {"oos_recall": float((scores[oos] < threshold).mean()), "in_scope_accuracy": float(kept_right.mean())}
