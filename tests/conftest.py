@@ -104,3 +104,18 @@ def redis_factory(tmp_path: Path):
     yield make
     for s in servers:
         s.stop()
+
+
+SLOW_TESTS = Path(__file__).with_name("slow_tests.txt")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests listed in ``tests/slow_tests.txt`` (measured over ~1 s; a file name marks all its tests, e.g.
+    a module whose session fixture trains Rasa) ``slow``: ``make test-fast`` leaves them out, ``make test`` runs
+    them."""
+    listed = {
+        line.split("#", 1)[0].strip() for line in SLOW_TESTS.read_text().splitlines() if line.split("#", 1)[0].strip()
+    }
+    for item in items:
+        if item.nodeid in listed or item.nodeid.split("::", 1)[0] in listed:
+            item.add_marker(pytest.mark.slow)
