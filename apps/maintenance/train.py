@@ -209,10 +209,18 @@ def _train_boost(data: Prepared, cfg: Config, t0: float) -> RULModel:
     health = data.health(cfg)
     h_fit, y_fit = health[0], health[1]
     boosters, runs = [], []
+    log.info(
+        "boosted trees: %d member(s) x %d trees on %d cycles of health features, then %d calibration fold(s)",
+        cfg.n_seeds,
+        cfg.boost_trees,
+        len(h_fit),
+        cfg.calibration_folds,
+    )
     for k in range(cfg.n_seeds):
         t1 = time.perf_counter()
         boosters.append(Booster.fit(h_fit, y_fit, cfg.boost_params(), cfg.seed + k))
         runs.append({"seed": cfg.seed + k, "trees": cfg.boost_trees, "fit_s": round(time.perf_counter() - t1, 2)})
+    log.info("member(s) fitted in %.1f s; calibrating the intervals", time.perf_counter() - t0)
     y, pred, n_val = boost_calibration(data, cfg, boosters, health)
     conformal, info = _calibrate(data, y, pred, cfg, runs, t0, n_val=n_val, train_rows=len(h_fit))
     return RULModel(data.pre, [], conformal, cfg.to_dict(), info, boosters)
