@@ -212,9 +212,10 @@ class App(ABC, Generic[C, D, M]):
 
     @abstractmethod
     def batch(
-        self, ws: Workspace, model: M, source: Path, output: Path, *, chunksize: int, **options: Any
+        self, ws: Workspace, model: M, source: Path | None, output: Path, *, chunksize: int, **options: Any
     ) -> dict[str, Any]:
-        """Score a file into another (chunked, written atomically); returns counts and timings. ``options``: the
+        """Score a file into another (chunked, written atomically); returns counts and timings. ``source`` is None
+        only when the app's ``batch_input`` default is None (e.g. every known user). ``options``: the
         values of ``App.options["batch"]``."""
 
     @abstractmethod
