@@ -103,15 +103,7 @@ class Workspace:
     def activate(self) -> Iterator[Workspace]:
         """Within the block the library layer (registry, tracking, reports, serving) works in this workspace.
 
-        Process-wide, so a server thread started inside the block sees it too; restored on exit."""
-        with override(
-            home=self.home,
-            data_dir=self.data_dir,
-            tracking_uri=self.tracking_uri,
-            seed=self.seed,
-            api_key=self.api_key,
-            host=self.host,
-            port=self.port,
-            max_body_bytes=self.max_body_bytes,
-        ):
+        Process-wide, so a server thread started inside the block sees it too; restored on exit. Every field of a
+        workspace is the setting of the same name (``override`` refuses any other)."""
+        with override(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}):
             yield self

@@ -55,7 +55,7 @@ def test_app_declares_the_interface(name: str) -> None:
 
 def _train_cli(app: App[Any, Any, Any], tiny: Tiny, tmp: Path) -> dict[str, Any]:
     (tmp / "tiny.json").write_text(json.dumps(tiny.config_json()))
-    args = ["train", "--config", str(tmp / "tiny.json")] + (["--dataset", tiny.dataset] if tiny.dataset else [])
+    args = ["train", "--config", str(tmp / "tiny.json"), *_ds(tiny)]
     r = runner.invoke(build_cli(app), args)
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
