@@ -62,8 +62,23 @@ def bench(
     tune_budget: float | None = typer.Option(
         None, "--tune-budget", min=1.0, help="seconds of tuning per model at most (default 120)"
     ),
+    scale: bool = typer.Option(
+        False, "--scale", help="the scaling bench instead: every engine at growing sizes (apps/recommender/scale.py)"
+    ),
+    sizes: str | None = typer.Option(None, "--sizes", help="with --scale: interactions, e.g. 1e6,1e7,5e7"),
 ) -> None:
-    """Every model and baseline under the MS Recommenders protocol; writes bench/results/recommender*.json."""
+    """Every model and baseline under the MS Recommenders protocol; writes bench/results/recommender*.json.
+
+    ``--scale``: time, peak memory and nDCG@10 of every engine (implicit ALS, Spark ALS, EASE, BPR, item-kNN) at
+    growing sizes of synthetic data -> bench/results/recommender-scale.json and .png."""
+    if scale:
+        from apps.recommender import scale as scale_mod
+
+        args = ["--threads", str(threads)] + (["--sizes", sizes] if sizes else [])
+        args += ["--output", str(output)] if output else []
+        raise typer.Exit(scale_mod.main(args))
+    if sizes:
+        raise cli.fail("--sizes goes with --scale")
     from apps.recommender.bench import format_table, run_bench
 
     ws = Workspace.from_env()

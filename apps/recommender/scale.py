@@ -26,14 +26,24 @@ import argparse
 import json
 import logging
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from common.scaling import (
+    REFUSED_EXIT,
+    conditions,
+    exponents,
+    parse_sizes,
+    peak_rss_self_bytes,
+    plot_curves,
+    python_child,
+    rss_bytes,
+    run_measured,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +58,9 @@ ENGINE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "popular": ("popular", {}),
 }
 DEFAULT_OUTPUT = Path("bench/results/recommender-scale.json")
-REFUSED_EXIT = 2  # the child's exit code when the model refused the data (its message is in the result)
 
 
 # ------------------------------------------------------------------ one engine on one data set (the child)
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def run_one(engine: str, data: Path, *, eval_users: int, threads: int, seed: int, params: dict | None) -> dict:
@@ -90,7 +94,7 @@ def run_one(engine: str, data: Path, *, eval_users: int, threads: int, seed: int
         t0 = time.perf_counter()
         spark_session(threads=threads)
         out["jvm_start_s"] = time.perf_counter() - t0
-    out["rss_before_fit_bytes"] = _rss_bytes()
+    out["rss_before_fit_bytes"] = rss_bytes()
     if model == "ease":
         n = train["item"].nunique()
         out["ease_estimate_bytes"] = EASE.memory_bytes(n)
@@ -99,11 +103,11 @@ def run_one(engine: str, data: Path, *, eval_users: int, threads: int, seed: int
         bundle = fit_bundle(train, model, {**extra, **(params or {})}, cfg=cfg)
     except DataError as exc:
         out["refused"] = str(exc)
-        out["peak_rss_self_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out["peak_rss_self_bytes"] = peak_rss_self_bytes()
         return out
     out["train_s"] = time.perf_counter() - t0
     out["fit_s"] = bundle.model.fit_seconds
-    out["peak_rss_self_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss_self_bytes"] = peak_rss_self_bytes()
     m = evaluate_bundle(bundle, test, (10,))
     out.update({k: m[k] for k in ("ndcg@10", "precision@10", "recall@10", "coverage")})
     out["eval_users"] = m["users"]
@@ -133,62 +137,16 @@ def dataset_for(size: int, data_dir: Path, seed: int) -> Path:
 def run_child(
     engine: str, data: Path, *, eval_users: int, threads: int, seed: int, timeout_s: float, params: dict | None = None
 ) -> dict:
-    """Run :func:`run_one` in a fresh interpreter; sample its process tree's resident memory every 0.2 s."""
-    import psutil
-
-    cmd = [sys.executable, "-m", "apps.recommender.scale", "--child", engine, "--data", str(data)]
-    cmd += ["--eval-users", str(eval_users), "--threads", str(threads), "--seed", str(seed)]
-    if params:
-        cmd += ["--params", json.dumps(params)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    ps = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            tree = [ps, *ps.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        if time.perf_counter() - t0 > timeout_s:
-            for p in [*ps.children(recursive=True), ps]:
-                p.kill()
-            proc.wait()
-            return {"engine": engine, "timed_out": True, "wall_s": time.perf_counter() - t0, "peak_rss_bytes": peak}
-        time.sleep(0.2)
-    stdout, stderr = proc.communicate()
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode not in (0, REFUSED_EXIT) or not lines:
-        tail = stderr.strip().splitlines()[-5:]
-        return {"engine": engine, "failed": f"exit {proc.returncode}: {' | '.join(tail)}", "peak_rss_bytes": peak}
-    result = json.loads(lines[-1])
-    result["wall_s"] = time.perf_counter() - t0
-    result["peak_rss_bytes"] = max(peak, result.get("peak_rss_self_bytes", 0))
-    return result
-
-
-def loglog_exponent(sizes: list[float], values: list[float]) -> float | None:
-    """Slope b of log(value) = a + b log(size) (least squares); None with fewer than 2 positive points."""
-    pts = [(s, v) for s, v in zip(sizes, values, strict=True) if s and v and v > 0]
-    if len(pts) < 2:
-        return None
-    x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-    return float(np.polyfit(x, y, 1)[0])
+    """Run :func:`run_one` in a fresh interpreter, measured by :func:`common.scaling.run_measured`."""
+    args = ["--child", engine, "--data", str(data), "--eval-users", str(eval_users), "--threads", str(threads)]
+    args += ["--seed", str(seed)] + (["--params", json.dumps(params)] if params else [])
+    return {"engine": engine, **run_measured(python_child("apps.recommender.scale", *args), timeout_s=timeout_s)}
 
 
 def summarize(results: list[dict]) -> dict[str, dict]:
     """Per engine: the fitted exponents of fit time and peak memory over the sizes where it ran."""
-    out = {}
-    for engine in dict.fromkeys(r["engine"] for r in results):
-        ok = [r for r in results if r["engine"] == engine and "fit_s" in r]
-        sizes = [r["rows"] for r in ok]
-        out[engine] = {
-            "sizes_run": sizes,
-            "time_exponent": loglog_exponent(sizes, [r["train_s"] for r in ok]),
-            "rss_exponent": loglog_exponent(sizes, [r["peak_rss_bytes"] for r in ok]),
-            "refused_at": [r["size"] for r in results if r["engine"] == engine and "refused" in r],
-        }
-    return out
+    ok = [r for r in results if "fit_s" in r or "refused" in r or "timed_out" in r or "failed" in r]
+    return exponents(ok, series="engine", x="size", metrics=("train_s", "peak_rss_bytes"))
 
 
 def ease_guard_check(results: list[dict]) -> list[dict]:
@@ -216,32 +174,13 @@ def ease_guard_check(results: list[dict]) -> list[dict]:
 
 
 def plot(results: list[dict], path: Path) -> Path:
-    """Fit time and peak memory against interactions, log-log, one line per engine (refusals marked x)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from common.reports.files import save_figure
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for engine in dict.fromkeys(r["engine"] for r in results):
-        ok = sorted((r for r in results if r["engine"] == engine and "fit_s" in r), key=lambda r: r["rows"])
-        if ok:
-            x = [r["rows"] for r in ok]
-            (line,) = axes[0].loglog(x, [r["train_s"] for r in ok], "o-", label=engine)
-            axes[1].loglog(x, [r["peak_rss_bytes"] / 2**30 for r in ok], "o-", color=line.get_color(), label=engine)
-        for r in results:
-            if r["engine"] == engine and ("refused" in r or "timed_out" in r or "failed" in r):
-                axes[0].axvline(r["size"], color="grey", ls=":", lw=0.8)
-                axes[0].annotate(f"{engine}: refused" if "refused" in r else f"{engine}: no result", (r["size"], 1))
-    axes[0].set(xlabel="interactions", ylabel="fit seconds (incl. matrix build)", title="time")
-    axes[1].set(xlabel="interactions", ylabel="peak RSS GiB (process tree)", title="memory")
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Recommender scaling on synthetic clustered data (loaded shared machine: upper bounds)")
-    return save_figure(fig, path)
+    """Fit time and peak memory against interactions, log-log, one line per engine (refusals marked)."""
+    panels = [
+        ("train_s", "fit seconds (incl. matrix build)", 1.0),
+        ("peak_rss_bytes", "peak RSS GiB (process tree)", 2**30),
+    ]
+    title = "Recommender scaling on synthetic clustered data"
+    return plot_curves(results, path, series="engine", x="size", x_label="interactions", panels=panels, title=title)
 
 
 def run_scale(
@@ -257,7 +196,6 @@ def run_scale(
     ease_max_items: int | None = None,
 ) -> dict:
     """Every engine at every size (see the module docstring); writes ``output`` and its PNG; returns the doc."""
-    from common.config import machine_info
     from common.reports.files import write_json
 
     load_start = os.getloadavg()
@@ -284,13 +222,7 @@ def run_scale(
         "results": results,
         "summary": summarize(results),
         "ease_guard": ease_guard_check(results),
-        "machine": machine_info(),
-        "conditions": {
-            "loadavg_start": [round(x, 2) for x in load_start],
-            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-            "note": "measured on a shared machine under load from other jobs: times are upper bounds",
-            "seconds": round(time.perf_counter() - t0, 1),
-        },
+        "conditions": conditions(t0, load_start),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     write_json(output, doc)
@@ -300,12 +232,9 @@ def run_scale(
 
 def _sizes(text: str) -> list[int]:
     try:
-        sizes = [int(float(s)) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes: comma-separated numbers like 1e5,1e6, got {text!r}") from None
-    if not sizes or min(sizes) < 1000:
-        raise argparse.ArgumentTypeError(f"--sizes: at least 1000 interactions each, got {text!r}")
-    return sizes
+        return parse_sizes(text, minimum=1000, what="interactions")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _engines(text: str) -> list[str]:
@@ -319,7 +248,7 @@ def _engines(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m apps.recommender.scale``: exit 0 done, 2 bad arguments (argparse) or a refused child run."""
     p = argparse.ArgumentParser(prog="python -m apps.recommender.scale", description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=_sizes, default=_sizes("1e5,1e6"), help="interactions, e.g. 1e5,1e6,1e7")
+    p.add_argument("--sizes", type=_sizes, default=_sizes("1e5,1e6,1e7"), help="interactions, e.g. 1e6,1e7,5e7")
     p.add_argument("--engines", type=_engines, default=list(ENGINES), help=",".join(ENGINES))
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     p.add_argument("--data-dir", type=Path, default=None, help="where the synthetic sets are cached")

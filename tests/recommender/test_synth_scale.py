@@ -13,7 +13,7 @@ from apps.recommender.__main__ import app
 from apps.recommender.config import RecommenderConfig
 from apps.recommender.data import GENRES, USER, load_dataset
 from apps.recommender.evaluate import evaluate_bundle, split
-from apps.recommender.scale import ease_guard_check, loglog_exponent, main, run_child, summarize
+from apps.recommender.scale import ease_guard_check, main, run_child, summarize
 from apps.recommender.synth import SynthSpec, write_synthetic
 from apps.recommender.synth import main as synth_main
 from apps.recommender.train import fit_bundle
@@ -78,17 +78,17 @@ def test_scale_records_ease_refusal_not_a_crash(synth_dir):
     assert check["refused"] and check["estimate_gib"] > 0
 
 
-def test_scale_exponent_and_summary():
-    assert loglog_exponent([1e5, 1e6, 1e7], [2.0, 200.0, 20000.0]) == pytest.approx(2.0)
-    assert loglog_exponent([1e5], [1.0]) is None
+def test_scale_summary_fits_each_engine_and_names_refusals():
     rows = [
         {"engine": "als", "rows": 1e5, "train_s": 1.0, "fit_s": 1.0, "peak_rss_bytes": 1e8, "size": 100_000},
         {"engine": "als", "rows": 1e6, "train_s": 10.0, "fit_s": 9.0, "peak_rss_bytes": 1e9, "size": 1_000_000},
         {"engine": "ease", "refused": "EASE needs ...", "size": 1_000_000},
     ]
     got = summarize(rows)
-    assert got["als"]["time_exponent"] == pytest.approx(1.0) and got["als"]["rss_exponent"] == pytest.approx(1.0)
-    assert got["ease"]["refused_at"] == [1_000_000] and got["ease"]["time_exponent"] is None
+    assert got["als"]["train_s_exponent"] == pytest.approx(1.0)
+    assert got["als"]["peak_rss_bytes_exponent"] == pytest.approx(1.0)
+    assert got["ease"]["not_run"] == [{"size": 1_000_000, "why": "EASE needs ..."}]
+    assert got["ease"]["train_s_exponent"] is None
 
 
 def test_scale_bad_sizes_exit_2():
@@ -129,3 +129,18 @@ def test_activity_is_heavy_tailed():
     act = _activity(np.random.default_rng(0), 5000, SynthSpec(interactions=250_000, users=5000, items=5000))
     assert abs(act.sum() - 250_000) < 0.02 * 250_000
     assert act.max() > 10 * np.median(act) and act.min() >= 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scale", "--sizes", "lots"], "--sizes: comma-separated numbers"),
+        (["--sizes", "1e6"], "--sizes goes with --scale"),
+    ],
+)
+def test_bench_scale_argument_errors_exit_2(args, message, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["recommender", "bench", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.run(app)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
