@@ -130,7 +130,7 @@ def test_nlu_bench_oos_intents_holds_out_unseen_intents_and_reports_open_set_met
     m = model["metrics"]
     assert set(m) >= {"in_scope_accuracy", "macro_f1", "oos_recall", "oos_precision", "closed_set_in_scope_accuracy"}
     assert oos["deployed"]["n_oos"] == 5 and oos["deployed"]["n_in_scope"] == 6
-    assert oos["deployed"]["score"] == "knn_msp" and set(oos["scores"]) == {"msp", "knn_msp"}
+    assert oos["deployed"]["score"] == "class_knn_msp" and set(oos["scores"]) == {"msp", "knn_msp", "class_knn_msp"}
     assert oos["target"] == {"oos_recall": 0.8, "max_in_scope_accuracy_drop": 0.015}
     assert m["oos_recall"] >= 0.6  # gibberish and another domain are far from 3 banking intents
     assert m["closed_set_in_scope_accuracy"] >= 0.5 and m["in_scope_accuracy"] <= m["closed_set_in_scope_accuracy"]

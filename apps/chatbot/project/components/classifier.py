@@ -7,12 +7,14 @@ dense ones), standardised with the training mean/std. The fitted model is stored
 JSON label list, never pickled. Output: ``intent`` and ``intent_ranking`` (top ``ranking_length``), as Rasa's own
 classifiers do, so FallbackClassifier can act on the confidence.
 
-Out of scope (``components/openset.py``): a message whose in-scope score (``oos_score``) is below the threshold
-calibrated at training time on out-of-fold predictions (``oos_threshold: auto``, costing at most
-``oos_max_accuracy_drop`` of held-out in-scope accuracy; a number fixes it; null turns it off) gets the intent
-``oos_intent`` (confidence 1 - the top intent's probability), placed before the closed-set ranking. Every message
-also carries ``out_of_scope``: the score, the threshold, whether it was rejected and the closed-set top intent.
-The threshold is stored with the model (``openset.json``).
+Out of scope (``components/openset.py``): a message whose in-scope score (``oos_score``, default ``class_knn_msp``:
+similarity to the predicted intent's nearest training messages relative to that intent's own, plus 0.25 x its
+probability) is below the threshold calibrated at training time on held-out predictions (``oos_threshold: auto``:
+probabilities out of fold, similarities leave-one-out, costing at most ``oos_max_accuracy_drop`` of held-out
+in-scope accuracy; a number fixes it; null turns it off) gets the intent ``oos_intent`` (confidence 1 - the top
+intent's probability), placed before the closed-set ranking. Every message also carries ``out_of_scope``: the
+scores, the threshold, whether it was rejected and the closed-set top intent. The threshold and each intent's
+reference similarity are stored with the model (``openset.json``), the training vectors and their intents as arrays.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
             "random_seed": 42,
             # out-of-scope detection: "auto" = calibrated on out-of-fold predictions; a number; null = off
             "oos_threshold": "auto",
-            "oos_score": "knn_msp",  # or "msp" (components/openset.py)
+            "oos_score": openset.DEFAULT_SCORE,  # or "knn_msp", "msp" (components/openset.py)
             "oos_max_accuracy_drop": 0.015,
             "oos_intent": "out_of_scope",
         }
@@ -121,7 +123,14 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
             if len(self.labels) == 2:  # sklearn's binary form: one row for class 1 -> two-row softmax form
                 coef = np.vstack([-coef / 2, coef / 2])
                 intercept = np.array([-intercept[0] / 2, intercept[0] / 2], np.float32)
-        self.arrays = {"mean": mean, "std": std, "coef": coef, "intercept": intercept, "vectors": vectors}
+        self.arrays = {
+            "mean": mean,
+            "std": std,
+            "coef": coef,
+            "intercept": intercept,
+            "vectors": vectors,
+            "vector_labels": target.astype(np.int32),
+        }
         self.persist()
         return self._resource
 
@@ -169,8 +178,9 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
         return self.config["oos_threshold"] == "auto"
 
     def _calibrate(self, vectors: np.ndarray, y: np.ndarray, c: float, oof: np.ndarray | None) -> Dict[str, Any]:
-        """The out-of-scope thresholds: calibrated on the out-of-fold predictions of the in-scope training examples
-        (those not labelled ``oos_intent``), or the configured number; {} when off or without folds."""
+        """The out-of-scope thresholds: calibrated on the held-out predictions of the in-scope training examples
+        (those not labelled ``oos_intent``: probabilities out of fold, similarities leave-one-out), or the configured
+        number; {} when off or without folds."""
         setting = self.config["oos_threshold"]
         base = {"score": self.config["oos_score"], "msp_weight": openset.MSP_WEIGHT}
         base["intent"] = self.config["oos_intent"]
@@ -181,26 +191,15 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
         if oof is None:
             log.warning("SentenceLogRegClassifier: too few examples per intent to calibrate out-of-scope detection")
             return {}
-        similarity = np.zeros(len(y))
-        for fit_idx, val_idx in self._folds(y):
-            similarity[val_idx] = openset.nearest_similarity(vectors[val_idx], vectors[fit_idx])
-        scores = openset.in_scope_scores(oof, similarity, openset.MSP_WEIGHT)
         oos_label = self.labels.index(self.config["oos_intent"]) if self.config["oos_intent"] in self.labels else -1
-        inside = y != oos_label
-        correct = oof.argmax(1)[inside] == y[inside]
         drop = float(self.config["oos_max_accuracy_drop"])
-        thresholds = {name: openset.calibrate(v[inside], correct, drop) for name, v in scores.items()}
-        out = {
-            **base,
-            "threshold": thresholds[base["score"]],
-            "thresholds": thresholds,
-            "calibrated": True,
-            "max_accuracy_drop": drop,
-            "n_calibration": int(inside.sum()),
-            "out_of_fold_accuracy": float(correct.mean()),
-            "C": c,
-        }
-        log.info("SentenceLogRegClassifier: out-of-scope thresholds %s (calibrated on %d)", thresholds, inside.sum())
+        detector = openset.fit_detector(vectors, y, oof, drop, score=base["score"], inside=y != oos_label)
+        out = {**base, **detector, "C": c}
+        log.info(
+            "SentenceLogRegClassifier: out-of-scope thresholds %s (calibrated on %d)",
+            detector["thresholds"],
+            detector["n_calibration"],
+        )
         return out
 
     def persist(self) -> None:
@@ -228,8 +227,9 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
                 }
                 labels = json.loads((directory / "labels.json").read_text(encoding="utf-8"))
                 # models from before out-of-scope detection have neither file: they reject nothing
-                if (directory / "vectors.npy").is_file():
-                    arrays["vectors"] = np.load(directory / "vectors.npy", allow_pickle=False)
+                for name in ("vectors", "vector_labels"):  # vector_labels: since per-intent similarities
+                    if (directory / f"{name}.npy").is_file():
+                        arrays[name] = np.load(directory / f"{name}.npy", allow_pickle=False)
                 oos_file = directory / OPENSET_FILE
                 oos = json.loads(oos_file.read_text(encoding="utf-8")) if oos_file.is_file() else {}
         except (ValueError, FileNotFoundError):
@@ -265,9 +265,9 @@ class SentenceLogRegClassifier(GraphComponent, IntentClassifier):
         intent; {} when the model has no out-of-scope threshold."""
         if not self.oos or self.arrays is None:
             return {}
-        vectors = self.arrays.get("vectors")
-        similarity = openset.nearest_similarity(x, vectors)[0] if vectors is not None else 0.0
-        scores = openset.in_scope_scores(p[np.newaxis, :], np.array([similarity]), float(self.oos["msp_weight"]))
+        scores = openset.message_scores(
+            x[np.newaxis, :], p[np.newaxis, :], self.oos, self.arrays.get("vectors"), self.arrays.get("vector_labels")
+        )
         score = float(scores[self.oos["score"]][0])
         top = self.labels[int(p.argmax())]
         return {
