@@ -223,3 +223,15 @@ def test_schema_ids_unix_times_strict_bounds_and_one_line_errors() -> None:
         schema.validate(good.iloc[:0], source="t.csv")
     with pytest.raises(DataError, match=r"expected a header id,amount,at"):
         schema.validate(good[["id"]], source="t.csv")
+
+
+def test_repeated_ids_share_one_str_each_and_keep_their_meaning() -> None:
+    # 50M interactions hold a few million distinct ids: a str per row would cost ~60 bytes a row, not 8
+    raw = pd.Series(["u1", " u2 ", "u1", None, "", "u2", 7, "7"] * 1000, dtype=object)
+    out = Schema([Column("user", "id", nullable=True, max_length=3)]).validate(pd.DataFrame({"user": raw}))["user"]
+    assert out[:8].tolist() == ["u1", "u2", "u1", None, None, "u2", "7", "7"]
+    assert len({id(v) for v in out if v is not None}) <= 5  # one object per distinct input, however many rows
+    floats = Schema([Column("user", "id")]).validate(pd.DataFrame({"user": [3.0, 12.0, 3.0]}))["user"]
+    assert floats.tolist() == ["3", "12", "3"]
+    with pytest.raises(DataError, match="longer than 3 characters in 1 row"):
+        Schema([Column("user", "id", max_length=3)]).validate(pd.DataFrame({"user": ["abcd", "ab", "ab"]}))
