@@ -95,11 +95,23 @@ def bench(
     ),
     seeds: int = typer.Option(1, "--seeds", min=1, max=20, help="with --epochs: repeat over seeds, report mean ± std"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    scale: bool = typer.Option(
+        False, "--scale", help="the scaling bench instead: peak RSS, decode time, images/s vs images, memory vs disk"
+    ),
+    sizes: str | None = typer.Option(None, "--sizes", help="--scale: images at 32 px, e.g. 1e3,1e4,1e5"),
+    sizes_224: str | None = typer.Option(None, "--sizes-224", help="--scale: images at 224 px, e.g. 1e3,1e4"),
+    throughput: bool | None = typer.Option(
+        None, "--throughput/--no-throughput", help="--scale: CIFAR-10 images/s, memory vs disk cache"
+    ),
 ) -> None:
     """Accuracy vs training wall-clock -> bench/results/vision.json (+ .png curve, .md table).
 
     ``--epochs 10 --seeds 2``: the hardware-independent quality figure (a fixed 10-epoch schedule), with the
-    training FLOP/s against the machine's measured GEMM peak and the time to 90/92 %, kept per CPU kind."""
+    training FLOP/s against the machine's measured GEMM peak and the time to 90/92 %, kept per CPU kind.
+    ``--scale``: how memory and time grow with the number of images (apps/vision/scale.py) ->
+    bench/results/vision-scale.json (+ .png)."""
+    if scale or sizes is not None or sizes_224 is not None or throughput is not None:
+        raise typer.Exit(_scale(scale, sizes, sizes_224, throughput, output))
     from apps.vision.bench import bench_config, run_bench, summary
 
     cfg = bench_config(config, device)  # checked first: one error line before minutes of decoding
@@ -116,6 +128,28 @@ def bench(
         seeds=seeds,
     )
     cli.echo_json(summary(doc))
+
+
+def _scale(scale: bool, sizes: str | None, sizes_224: str | None, throughput: bool | None, output: Path | None) -> int:
+    """``bench --scale``: options checked here (one ``error:`` line, exit 2), then :func:`apps.vision.scale.main`."""
+    from apps.vision import scale as scaling_bench
+    from common.scaling import parse_sizes
+
+    if not scale:
+        raise cli.fail("--sizes, --sizes-224 and --throughput belong to the scaling bench: add --scale")
+    argv = [] if output is None else ["--output", str(output)]
+    for flag, text in (("--sizes", sizes), ("--sizes-224", sizes_224)):
+        if text is None:
+            continue
+        if text.strip() or flag == "--sizes":
+            try:
+                parse_sizes(text, minimum=10, what="images")
+            except ValueError as exc:
+                raise cli.fail(f"{flag}: {str(exc).removeprefix('--sizes: ')}") from None
+        argv += [flag, text]
+    if throughput is not None:
+        argv.append("--throughput" if throughput else "--no-throughput")
+    return scaling_bench.main(argv)
 
 
 def main() -> None:  # pragma: no cover

@@ -69,6 +69,8 @@ class Config:
     confidence_drop: float = 0.1  # alert when mean top-1 confidence falls by more than this
     fine_tune_epochs: int = 3  # retrain: epochs of fine-tuning the champion on new labelled images
     fine_tune_lr_scale: float = 0.3  # retrain: peak lr relative to Config.lr
+    cache: str = "auto"  # decoded images: memory (RAM), disk (a file read per batch) or auto (disk when large)
+    cache_dir: str | None = None  # where the disk cache lives (default: the data directory's cache/vision)
     seed: int = 42
     # options of one command rather than of the model (each is a flag of that command)
     checkpoint_dir: str | None = None  # train: checkpoint every epoch here; an interrupted run resumes
@@ -121,6 +123,8 @@ class Config:
                 f"max_decode_pixels: {self.max_decode_pixels} < max_pixels {self.max_pixels}; the decoding budget "
                 "must hold at least one image of the largest size accepted"
             )
+        if self.cache not in ("memory", "disk", "auto"):
+            raise DataError(f"cache: {self.cache!r}; use memory, disk or auto")
         if not self.arch.strip():
             raise DataError("arch: empty; use airnet or a torchvision model name")
         return self

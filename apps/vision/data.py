@@ -14,8 +14,10 @@ Accepted ``--dataset`` values:
 
 Every file is decoded once into ``images[N, 3, S, S]`` (uint8, RGB, shorter side resized to ``S`` then centre
 cropped; grayscale, palette and RGBA images are converted, EXIF rotation applied); augmentation later works on
-whole batches of that tensor. A file that cannot be used (zero bytes, truncated, not an image, too many pixels,
-too large) is skipped and reported with its path and reason (:attr:`ImageSet.problems`), never crashing a run.
+whole batches of that tensor. That tensor lives in memory or, for sets too large for it, in a file on disk read
+batch by batch (``cache="disk"``, :mod:`apps.vision.cache`). A file that cannot be used (zero bytes, truncated,
+not an image, too many pixels, too large) is skipped and reported with its path and reason
+(:attr:`ImageSet.problems`), never crashing a run.
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from apps.vision import cache as disk_cache
+from apps.vision.cache import DiskImages
 from common.data import DataError, DownloadError
 
 log = logging.getLogger(__name__)
@@ -73,7 +77,7 @@ class ImageSet:
     """Decoded images: ``images[N, 3, S, S]`` uint8 RGB, ``labels[N]`` int64 indices into ``classes``
     (-1 = unlabelled), the source of each image and its original ``sizes[N, 2]`` (width, height)."""
 
-    images: torch.Tensor
+    images: torch.Tensor  # or a DiskImages (the disk cache, apps/vision/cache.py): same indexing, read per batch
     labels: torch.Tensor
     classes: list[str]
     paths: list[str] = field(default_factory=list)
@@ -86,9 +90,8 @@ class ImageSet:
     def subset(self, idx: np.ndarray | list[int]) -> ImageSet:
         idx = np.asarray(idx, dtype=np.int64)
         t = torch.from_numpy(idx)
-        return ImageSet(
-            self.images[t], self.labels[t], list(self.classes), [self.paths[i] for i in idx], self.sizes[idx], []
-        )
+        images = self.images.select(idx) if isinstance(self.images, DiskImages) else self.images[t]
+        return ImageSet(images, self.labels[t], list(self.classes), [self.paths[i] for i in idx], self.sizes[idx], [])
 
     @property
     def image_size(self) -> int:
@@ -505,21 +508,34 @@ def read_folder(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     labelled: bool = True,
     progress: bool = True,
+    cache: str = "memory",
+    cache_dir: str | Path | None = None,
 ) -> ImageSet:
     """Decode every image under ``root`` (a directory or archive), one file at a time.
 
     ``labelled``: ImageFolder layout, the first folder level is the class (files outside a class folder are
     reported). ``classes``: the class list to map folder names onto (a folder not in it is reported); default:
     the sorted folder names. Unlabelled (``labelled=False``): any file anywhere, label -1.
+
+    ``cache``: ``memory`` (one tensor in RAM; a set that will not fit is refused naming the bytes it needs),
+    ``disk`` (decoded once into a file in ``cache_dir``, reused while the source is unchanged, read per batch) or
+    ``auto`` (disk when the set would take a large share of the available memory); see :mod:`apps.vision.cache`.
     """
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: no such file or directory")
-    arrays: list[np.ndarray] = []
-    labels: list[int] = []
-    paths: list[str] = []
-    sizes: list[tuple[int, int]] = []
-    problems: list[Problem] = []
+    if cache not in disk_cache.MODES:
+        raise DataError(f"cache: {cache!r}; use one of {', '.join(disk_cache.MODES)}")
+    source = path = None
+    if cache != "memory":
+        if cache_dir is None:
+            raise DataError(f"cache {cache}: no cache directory given (--cache-dir)")
+        path = disk_cache.cache_path(
+            Path(cache_dir), root, image_size=image_size, classes=classes, labelled=labelled, max_pixels=max_pixels
+        )
+        source = disk_cache.fingerprint(root)
+        if cache == "disk" and (meta := disk_cache.valid(path, source)) is not None:
+            return _from_cache(path, meta, root)
     with open_files(root, max_file_bytes=max_file_bytes) as entries:
         index = None
         if labelled:
@@ -530,19 +546,57 @@ def read_folder(
                 raise DataError(f"{root}: no class folders found; expected ImageFolder layout root/<class>/<image>")
             index = {c: i for i, c in enumerate(classes)}
         kw = dict(image_size=image_size, max_pixels=max_pixels, desc=f"decoding {root.name}", progress=progress)
-        for where, label, arr, wh, problem in _decoded(entries, index=index, **kw):
-            if problem is not None:
-                problems.append(Problem(where, problem))
-                continue
-            arrays.append(arr)
-            labels.append(label)
-            paths.append(where)
-            sizes.append(wh)
-    _log_problems(root, problems, len(arrays))
-    if not arrays:
+        decoded = _decoded(entries, index=index, **kw)
+        if disk_cache.choose_mode(cache, len(entries), image_size) == "disk":
+            assert path is not None and source is not None
+            images, labels, sizes, meta = disk_cache.build_or_open(
+                path, source, lambda: (decoded, list(classes or []), len(entries)), image_size=image_size
+            )
+            return _from_cache(path, meta, root, (images, labels, sizes))
+        return _decode_to_memory(root, decoded, len(entries), list(classes or []), image_size)
+
+
+def _decode_to_memory(root: Path, decoded: Iterator[Any], bound: int, classes: list[str], image_size: int) -> ImageSet:
+    """Decode into one preallocated ``uint8[bound, 3, S, S]`` buffer (no list-then-stack copy: the peak is one
+    set, not two), keeping the first ``n`` rows that decoded."""
+    buf = np.empty((bound, 3, image_size, image_size), dtype=np.uint8)  # pages are only touched as they fill
+    labels: list[int] = []
+    paths: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    problems: list[Problem] = []
+    for where, label, arr, wh, problem in decoded:
+        if problem is not None:
+            problems.append(Problem(where, problem))
+            continue
+        buf[len(labels)] = arr
+        labels.append(label)
+        paths.append(where)
+        sizes.append(wh)
+    _log_problems(root, problems, len(labels))
+    if not labels:
         detail = f"; first problem: {problems[0].path}: {problems[0].reason}" if problems else ""
         raise DataError(f"{root}: no readable images ({len(problems)} file(s) skipped){detail}")
-    return _image_set(arrays, labels, list(classes or []), paths, sizes, problems, image_size)
+    return ImageSet(
+        torch.from_numpy(buf[: len(labels)]),
+        torch.tensor(labels, dtype=torch.int64),
+        classes,
+        paths,
+        np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+        problems,
+    )
+
+
+def _from_cache(
+    path: Path, meta: dict[str, Any], root: Path, opened: tuple[DiskImages, np.ndarray, np.ndarray] | None = None
+) -> ImageSet:
+    """The :class:`ImageSet` of a valid cache file (its skipped files reported again, as a fresh decode would)."""
+    images, labels, sizes = opened or disk_cache.open_cache(path, meta)
+    problems = [Problem(p["path"], p["reason"]) for p in meta["problems"]]
+    _log_problems(root, problems, meta["n"])
+    if not meta["n"]:
+        detail = f"; first problem: {problems[0].path}: {problems[0].reason}" if problems else ""
+        raise DataError(f"{root}: no readable images ({len(problems)} file(s) skipped){detail}")
+    return ImageSet(images, torch.from_numpy(labels), list(meta["classes"]), list(meta["paths"]), sizes, problems)
 
 
 def iter_images(
@@ -673,9 +727,12 @@ def load(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     data_dir: str | Path | None = None,
+    cache: str = "memory",
+    cache_dir: str | Path | None = None,
 ) -> Dataset:
     """Read ``dataset`` (see the module docstring); a given test split keeps the training set's classes.
-    ``data_dir``: where ``cifar10`` is looked for (the workspace's data directory)."""
+    ``data_dir``: where ``cifar10`` is looked for (the workspace's data directory). ``cache`` / ``cache_dir``:
+    where decoded folders and archives live (:func:`read_folder`; the embedded sets are always in memory)."""
     if dataset is None or str(dataset) == DIGITS:
         return Dataset(DIGITS, digits(image_size))
     if str(dataset) in (CIFAR10, "cifar10-jpeg"):
@@ -693,7 +750,7 @@ def load(
             f".zip of one, a folder with train/ and test/, '{DIGITS}' or '{CIFAR10}')"
         )
     name = root.name.split(".")[0] if is_archive(root) else root.name
-    kw = dict(image_size=image_size, max_pixels=max_pixels, progress=progress)
+    kw = dict(image_size=image_size, max_pixels=max_pixels, progress=progress, cache=cache, cache_dir=cache_dir)
     if root.is_dir():
         tr, te = _split_entry(root, "train"), _split_entry(root, "test")
         if tr is not None and te is not None:
@@ -706,11 +763,12 @@ def load(
 def content_hashes(images: ImageSet) -> np.ndarray:
     """A 64-bit BLAKE2b digest of each decoded image's pixels, ``uint64[N]``: the same picture decoded at the same
     size gets the same digest whatever its file name, so retraining can tell images a model was trained on."""
-    arr = images.images.contiguous().numpy()
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(a.tobytes(), digest_size=8).digest(), "little") for a in arr],
-        dtype=np.uint64,
-    )
+    digests = [
+        int.from_bytes(hashlib.blake2b(a.tobytes(), digest_size=8).digest(), "little")
+        for chunk in images.images.split(4096)  # a chunk at a time: the disk cache is never read whole
+        for a in chunk.contiguous().numpy()
+    ]
+    return np.array(digests, dtype=np.uint64)
 
 
 def split(labels: torch.Tensor | np.ndarray, fractions: tuple[float, ...], seed: int = 0) -> list[np.ndarray]:

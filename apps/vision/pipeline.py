@@ -88,8 +88,10 @@ class VisionApp(App[Config, Images, VisionModel]):
             "device",
             "checkpoint_dir",
             "widths",
+            "cache",
+            "cache_dir",
         ),
-        "evaluate": ("ref",),
+        "evaluate": ("ref", "cache", "cache_dir"),
         "retrain": ("fine_tune_epochs:epochs",),
         "demo": ("tiny",),
     }
@@ -118,7 +120,13 @@ class VisionApp(App[Config, Images, VisionModel]):
         resolve_device(cfg.device)
         if cfg.arch != AIRNET:
             build(cfg.arch, 2)
-        ds = load(dataset, image_size=cfg.image_size, data_dir=ws.data_dir)
+        ds = load(
+            dataset,
+            image_size=cfg.image_size,
+            data_dir=ws.data_dir,
+            cache=cfg.cache,
+            cache_dir=cache_dir(ws, cfg),
+        )
         return Images.split(self.dataset_name(dataset), dataset, ds, cfg.val_fraction, cfg.test_fraction, cfg.seed)
 
     def fit(self, ws: Workspace, data: Images, cfg: Config, *, tune: int = 0) -> Fitted[VisionModel]:
@@ -317,6 +325,11 @@ def _tiny_folder() -> Path:
 
 
 APP_IMPL = VisionApp()
+
+
+def cache_dir(ws: Workspace, cfg: Config) -> Path:
+    """Where decoded images are cached on disk: ``cfg.cache_dir``, else ``<data dir>/cache/vision``."""
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else ws.data_dir / "cache" / APP
 
 
 def train_worker(ws: Workspace, dataset: str | None, cfg: Config, *, tune: int = 0) -> None:

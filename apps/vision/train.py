@@ -36,7 +36,8 @@ LOOKAHEAD_EVERY = 5
 
 
 class TrainImages(Dataset):
-    """``((image uint8[3, S, S], index), label)``: the index lets the augmentation flip per image and epoch."""
+    """``((image uint8[3, S, S], index), label)``: the index lets the augmentation flip per image and epoch.
+    ``images`` is a tensor or the disk cache's :class:`~apps.vision.cache.DiskImages` (read per batch)."""
 
     def __init__(self, images: ImageSet) -> None:
         self.images, self.labels = images.images, images.labels
@@ -46,6 +47,11 @@ class TrainImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[tuple[Tensor, int], Tensor]:
         return (self.images[i], i), self.labels[i]
+
+    def __getitems__(self, idx: list[int]) -> list[tuple[tuple[Tensor, int], Tensor]]:
+        """A whole batch with one gather (the DataLoader's batched fetch): the disk cache reads it in file order."""
+        batch, labels = self.images[torch.as_tensor(idx)], self.labels[idx]
+        return [((batch[j], i), labels[j]) for j, i in enumerate(idx)]
 
 
 class EvalImages(Dataset):
@@ -59,6 +65,10 @@ class EvalImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return self.images[i], self.labels[i]
+
+    def __getitems__(self, idx: list[int]) -> list[tuple[Tensor, Tensor]]:
+        batch, labels = self.images[torch.as_tensor(idx)], self.labels[idx]
+        return list(zip(batch, labels, strict=True))
 
 
 def random_translate(x: Tensor, pad: int) -> Tensor:
