@@ -210,3 +210,17 @@ def test_a_refused_memory_run_is_recorded_with_its_message(tmp_path: Path, monke
         "memory", folder, image_size=32, cache_dir=tmp_path / "c", steps=1, batch_size=4, widths=(8, 8, 8), seed=0
     )
     assert "30 images at 32 px need 92160 bytes" in r["refused"] and "--cache disk" in r["refused"]
+
+
+def test_train_with_cache_disk_runs_the_whole_pipeline_from_the_file(tmp_path: Path) -> None:
+    """train --cache disk: split, training, calibration, evaluation report and registration all read the cache."""
+    folder = make_folder(tmp_path / "photos", per_class=12)
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"amp": False, "channels_last": False, "tta": 1}))
+    args = ["--widths", "8,16,16", "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "16"]
+    args += ["--cache", "disk", "--cache-dir", str(tmp_path / "cache"), "--config", str(cfg)]
+    r = CliRunner().invoke(app, ["train", "--dataset", str(folder), *args])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["version"] == "1" and out["epochs"] == 1 and Path(out["report"]).is_file()
+    assert _cache_file(tmp_path / "cache").stat().st_size > 36 * IMAGE_BYTES
