@@ -10,6 +10,8 @@ fresh interpreter so its peak memory is its own, and fits how cost grows: ``cost
 - :func:`loglog_exponent` / :func:`exponents` fit b per series; :func:`plot_curves` draws the log-log figure.
 - :func:`conditions` records the machine's load and CPU beside the figures (a loaded machine gives upper bounds).
 - :func:`parse_sizes` reads ``--sizes 1e5,1e6,1e7``.
+- :func:`check_memory` is the guard every in-memory path calls before it loads: it refuses (exit 2, one line naming
+  the memory needed and what is available, and what to use instead) rather than be killed by the kernel.
 """
 
 from __future__ import annotations
@@ -28,7 +30,48 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import DataError
+
 REFUSED_EXIT = 2  # the child's exit code when it refused the data (its message is in the result)
+GIB = 2**30
+
+
+class MemoryRefused(DataError):
+    """An in-memory path refused data that will not fit (a user error: exit 2, one line naming the memory)."""
+
+
+def available_memory() -> int:
+    """Bytes this process may still take: ``MemAvailable``, or a cgroup limit's headroom where that is lower.
+
+    ``MLREF_MEMORY_BYTES`` overrides it (to rehearse a smaller machine, and in tests)."""
+    if os.environ.get("MLREF_MEMORY_BYTES"):
+        return int(float(os.environ["MLREF_MEMORY_BYTES"]))
+    import psutil
+
+    avail = int(psutil.virtual_memory().available)
+    with contextlib.suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            avail = min(avail, max(int(limit) - used, 0))
+    return avail
+
+
+def human_bytes(n: float) -> str:
+    """``20_900_000_000`` -> ``"19.5 GiB"``; below a GiB in MiB."""
+    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.0f} MiB"
+
+
+def check_memory(need: int, *, what: str, instead: str, available: int | None = None) -> None:
+    """Raise :class:`MemoryRefused` when ``need`` bytes exceed ``available`` (default :func:`available_memory`).
+
+    The message names ``what`` needs it, how much there is, and ``instead`` (the path that streams or distributes).
+    """
+    avail = available_memory() if available is None else available
+    if need > avail:
+        raise MemoryRefused(
+            f"{what} needs about {human_bytes(need)} of memory and {human_bytes(avail)} is available: {instead}"
+        )
 
 
 def rss_bytes() -> int:

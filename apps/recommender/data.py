@@ -151,12 +151,48 @@ def dedupe(df: pd.DataFrame) -> pd.DataFrame:
     return agg[COLUMNS].astype({WEIGHT: "float32"})
 
 
+# Peak resident bytes per interaction of the in-memory path (load, validate, split, build the matrices, fit ALS),
+# measured by the scaling bench (bench/results/recommender-scale.json: peak RSS / rows at 1e6-1e7 rows)
+BYTES_PER_INTERACTION = 250
+
+
+def estimated_rows(path: Path) -> int:
+    """Rows of a parquet file from its footer; of a CSV from its size and the mean length of its first lines."""
+    if path.name.lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    lines = max(1, head.count(b"\n"))
+    return int(size / max(1.0, len(head) / lines))
+
+
+def check_fits_in_memory(path: Path) -> None:
+    """Refuse (one line, exit 2) an interactions file the in-memory path cannot hold on this machine."""
+    from common.scaling import check_memory
+
+    if path.name.lower().endswith(".gz"):
+        return  # compressed CSV: no cheap row count; pandas reads it in one go
+    rows = estimated_rows(path)
+    check_memory(
+        rows * BYTES_PER_INTERACTION,
+        what=f"{path}: {rows:,} interactions in memory (about {BYTES_PER_INTERACTION} bytes each)",
+        instead="train on a sample of its users, or with --engine spark on a parquet copy (read, split and fitted "
+        "in Spark, locally or on a cluster: see the recommender README, 'Spark on a cluster')",
+    )
+
+
 def load_interactions(path: str | Path) -> Dataset:
     """A user's own ``user,item[,weight][,timestamp]`` CSV or parquet file, validated.
 
-    An optional item metadata file ``<stem>.items.csv`` (``item,title[,genres]``) beside it is picked up.
+    An optional item metadata file ``<stem>.items.csv`` (``item,title[,genres]``) beside it is picked up. A file
+    that will not fit in memory is refused before it is read (:func:`check_fits_in_memory`).
     """
     path = Path(path)
+    if path.is_file():
+        check_fits_in_memory(path)
     df = read_table(path)
     interactions = normalize_interactions(df, source=str(path))
     items = pd.DataFrame(columns=[TITLE, GENRES])

@@ -113,3 +113,15 @@ def test_bad_sizes_name_the_flag(text):
 
 def test_sizes_sorted_and_deduplicated():
     assert parse_sizes("1e4,100,1e4", minimum=100, what="units") == [100, 10_000]
+
+
+def test_memory_guard_names_need_and_room_and_the_way_out(monkeypatch):
+    from common.scaling import MemoryRefused, available_memory, check_memory
+
+    check_memory(10, what="x", instead="y", available=100)  # fits: no error
+    with pytest.raises(
+        MemoryRefused, match=r"^features needs about 2.0 GiB of memory and 1.0 GiB is available: use dask"
+    ):
+        check_memory(2 * 2**30, what="features", instead="use dask", available=2**30)
+    monkeypatch.setenv("MLREF_MEMORY_BYTES", "5e8")
+    assert available_memory() == 500_000_000

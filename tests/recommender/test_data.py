@@ -6,19 +6,35 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from apps.recommender.__main__ import app
 from apps.recommender.data import (
     COLUMNS,
     ITEM,
     TIMESTAMP,
     USER,
     WEIGHT,
+    estimated_rows,
     load_dataset,
+    load_interactions,
     load_users,
     normalize_interactions,
     synthetic,
 )
 from apps.recommender.evaluate import leave_last_out, stratified_split
+from common import cli
 from common.data import DataError
+from common.scaling import MemoryRefused
+
+
+def _cli_train(path, monkeypatch) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    monkeypatch.setattr("sys.argv", ["recommender", "train", "--dataset", str(path)])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        cli.run(app)
+    return int(exc.value.code), err.getvalue()
 
 
 def test_synthetic_is_seeded_and_structured(small):
@@ -167,3 +183,17 @@ def test_leave_last_out_holds_out_latest():
     train, test = leave_last_out(df)
     assert test[ITEM].tolist() == ["2"]  # a's latest; b has a single interaction and stays in training
     assert sorted(train[ITEM]) == ["1", "1", "3"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_file_too_big_for_memory_is_refused_before_it_is_read(tmp_path, monkeypatch, suffix):
+    df = pd.DataFrame({"user": [f"u{i % 50}" for i in range(4000)], "item": [f"i{i}" for i in range(4000)]})
+    path = tmp_path / f"big{suffix}"
+    df.to_csv(path, index=False) if suffix == ".csv" else df.to_parquet(path)
+    assert len(load_interactions(path).interactions) == 4000  # fits on this machine
+    monkeypatch.setenv("MLREF_MEMORY_BYTES", str(100_000))  # rehearse a machine with 100 kB free
+    with pytest.raises(MemoryRefused, match=r"4,000 interactions in memory .* needs about 1 MiB of memory and 0 MiB"):
+        load_interactions(path)
+    code, err = _cli_train(path, monkeypatch)
+    assert code == 2 and "--engine spark" in err
+    assert 3000 <= estimated_rows(path) <= 5000
