@@ -209,11 +209,22 @@ def _airnet_optimizer(cfg: Config, world_size: int, steps_per_epoch: Callable[[]
 def channel_stats(images: Tensor, n: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (in 0..1) of up to ``n`` images drawn at random (a folder read in class order
     would otherwise give the first classes' colours: CIFAR-10's first 10,000 are planes and cars)."""
-    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
-    x = images[pick].float() / 255.0
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    total, squares, count = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0
+    for chunk in pick.split(256):  # 256 images at a time: never n float copies of 224 px images (6 GB at 10,000)
+        x = images[chunk].double() / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+        count += x.numel() // 3
+    mean = total / count
+    std = ((squares - count * mean * mean) / max(count - 1, 1)).clamp_min(0).sqrt().clamp_min(1e-3)
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def whitening_images(image_size: int) -> int:
+    """Images the whitening filters are fitted on: 5,000 at 32 px, fewer at larger sizes so that their 2x2 patches
+    stay at about 5,000 x 31^2 (the patch matrix of 5,000 images at 224 px would take 12 GB)."""
+    return max(64, min(5000, 5000 * 32 * 32 // (image_size * image_size)))
 
 
 def make_model(cfg: Config, train: ImageSet) -> ImageClassifier:
@@ -225,7 +236,7 @@ def make_model(cfg: Config, train: ImageSet) -> ImageClassifier:
         load_matching(net, cfg.init_from)
     elif isinstance(net.backbone, AirNetBackbone):
         g = torch.Generator().manual_seed(cfg.seed)
-        pick = torch.randperm(len(train), generator=g)[:5000]
+        pick = torch.randperm(len(train), generator=g)[: whitening_images(train.image_size)]
         net.backbone.init_whitening(net.normalize(train.images[pick]))
     return net
 

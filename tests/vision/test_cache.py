@@ -224,3 +224,31 @@ def test_train_with_cache_disk_runs_the_whole_pipeline_from_the_file(tmp_path: P
     out = json.loads(r.stdout)
     assert out["version"] == "1" and out["epochs"] == 1 and Path(out["report"]).is_file()
     assert _cache_file(tmp_path / "cache").stat().st_size > 36 * IMAGE_BYTES
+
+
+class _Recording:
+    """An image tensor that records the largest number of images read at once."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images, self.shape, self.largest = images, images.shape, 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: torch.Tensor) -> torch.Tensor:
+        out = self.images[key]
+        self.largest = max(self.largest, len(out))
+        return out
+
+
+def test_model_init_reads_large_images_in_bounded_chunks() -> None:
+    """channel_stats and the whitening init used to take 10,000 / 5,000 images at once as floats: 6 GB and a 12 GB
+    patch matrix at 224 px, whatever the cache."""
+    from apps.vision.data import ImageSet
+    from apps.vision.train import make_model, whitening_images
+
+    images = _Recording(torch.randint(0, 256, (300, 3, 224, 224), dtype=torch.uint8))
+    train_set = ImageSet(images, torch.arange(300) % 3, ["a", "b", "c"])  # type: ignore[arg-type]
+    make_model(tiny_config(image_size=224), train_set)
+    assert images.largest <= max(256, whitening_images(224)) and whitening_images(224) == 102
+    assert whitening_images(32) == 5000
