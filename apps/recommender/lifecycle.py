@@ -72,10 +72,13 @@ def register_bundle(
     alias: str | None = None,
     k: int = 10,
     dataset: str | None = None,
+    data_fingerprint: str | None = None,
+    last_timestamp: float | None = None,
 ) -> registry.ModelVersion:
     """Save ``bundle`` (+ reference profile and training coverage) and register it; returns the version.
 
-    ``dataset`` (a name or path) is shown by ``models list``.
+    ``dataset`` (a name or path) is shown by ``models list``. ``data_fingerprint`` and ``last_timestamp`` replace
+    what is computed from ``train`` when that is only a sample (the Spark-native path computes both in Spark).
 
     ``train`` is the bundle's training data: its newest timestamp is recorded as the version's
     ``last_training_timestamp`` (the retraining fairness guard) and its fingerprint as the data's. Registered
@@ -92,12 +95,13 @@ def register_bundle(
         reference_profile(bundle, train, k=k).save(work / "reference.json")
 
     seen = retraining.last_training_timestamp(train[TIMESTAMP]) if TIMESTAMP in train else None
+    seen = last_timestamp if last_timestamp is not None else seen
     return registry.register_dir(
         REGISTRY_NAME,
         build,
         metrics=clean,
         params=params,
-        data_fingerprint=fingerprint(train),
+        data_fingerprint=data_fingerprint or fingerprint(train),
         alias=alias,
         last_training_timestamp=seen,
         tags={"dataset": dataset} if dataset else None,

@@ -495,6 +495,19 @@ def spark_session(conf: dict[str, str] | None = None, threads: int = 2) -> Any:
     return session
 
 
+def spark_als_params(params: dict[str, Any], nnz: int, active_users: int) -> dict[str, Any]:
+    """Spark MLlib ALS arguments for the :class:`ALS` hyper-parameter fields (see :class:`SparkALS`): ``nnz``
+    training interactions over ``active_users`` users with at least one of them set ``regParam`` (ALS-WR scales
+    the penalty by each user's count, so it is divided by the mean count). Both Spark paths call this."""
+    mean_count = nnz / max(1, active_users)
+    return {
+        "rank": int(params.get("factors", 16)),
+        "maxIter": int(params.get("iterations", 15)),
+        "regParam": float(params.get("regularization", 0.1)) / max(mean_count, 1e-12),
+        "alpha": max(0.0, float(params.get("alpha", 5.0)) - 1.0),
+    }
+
+
 class SparkALS(ALS):
     """Implicit-feedback ALS trained by Spark MLlib (``pyspark.ml.recommendation.ALS``, ``implicitPrefs=True``),
     served like :class:`ALS` from its factors (numpy arrays in ``model.npz``: serving needs no JVM).
@@ -512,14 +525,7 @@ class SparkALS(ALS):
     engine = "spark"
 
     def _spark_params(self, x: sp.csr_matrix) -> dict[str, Any]:
-        p = self.params
-        mean_count = x.nnz / max(1, x.shape[0])
-        return {
-            "rank": int(p.get("factors", 16)),
-            "maxIter": int(p.get("iterations", 15)),
-            "regParam": float(p.get("regularization", 0.1)) / mean_count,
-            "alpha": max(0.0, float(p.get("alpha", 5.0)) - 1.0),
-        }
+        return spark_als_params(self.params, x.nnz, x.shape[0])
 
     def _fit(self, x):
         with warnings.catch_warnings():  # pyspark 4.x warns on pandas 3; the Arrow paths used here do not touch it
@@ -528,7 +534,6 @@ class SparkALS(ALS):
 
     def _fit_spark(self, x: sp.csr_matrix) -> None:
         import pyarrow as pa
-        from pyspark.ml.recommendation import ALS as SparkMLlibALS
 
         session = spark_session(self.params.get("spark_conf"), self.threads)
         coo = x.tocoo()
@@ -539,10 +544,42 @@ class SparkALS(ALS):
                 "r": coo.data.astype(np.float32),
             }
         )
-        frame = session.createDataFrame(table)
-        self.spark_params = self._spark_params(x)
+        self._fit_frame(session.createDataFrame(table), x.shape[0], x.shape[1], nnz=x.nnz, active_users=x.shape[0])
+
+    def fit_frame(self, frame: Any, n_users: int, n_items: int, *, nnz: int, active_users: int) -> SparkALS:
+        """Train on a Spark DataFrame of ``(u int, i int, r float)`` rows (dense indices ``< n_users``/``< n_items``)
+        that never leaves the cluster: the Spark-native path (:mod:`apps.recommender.spark_native`). ``nnz`` and
+        ``active_users`` (users with at least one row) set the regularisation exactly as :meth:`fit` does from a
+        matrix; users or items without rows get zero factors. Only the factors come back to the driver."""
+        if nnz == 0:
+            raise ShapeError("the interactions frame is empty")
+        self.n_users, self.n_items = int(n_users), int(n_items)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+            self._fit_frame(frame, n_users, n_items, nnz=nnz, active_users=active_users)
+        self.fit_seconds = time.perf_counter() - t0
+        log.info(
+            "%s (spark) fitted on %d users x %d items (%d rows) in %.2fs",
+            self.name,
+            n_users,
+            n_items,
+            nnz,
+            self.fit_seconds,
+        )
+        return self
+
+    def _fit_frame(self, frame: Any, n_users: int, n_items: int, *, nnz: int, active_users: int) -> None:
+        from pyspark.ml.recommendation import ALS as SparkMLlibALS
+
+        self.spark_params = spark_als_params(self.params, nnz, active_users)
+        # blocks = the cluster's task slots (Spark's default 10 is 100 tiny tasks per iteration on 1-2 local cores);
+        # partitioning only, the same least-squares problems are solved
+        blocks = max(1, int(frame.sparkSession.sparkContext.defaultParallelism))
         als = SparkMLlibALS(
             **self.spark_params,
+            numUserBlocks=blocks,
+            numItemBlocks=blocks,
             implicitPrefs=True,
             userCol="u",
             itemCol="i",
@@ -551,8 +588,8 @@ class SparkALS(ALS):
             nonnegative=False,
         )
         fitted = als.fit(frame)
-        users = _factor_array(fitted.userFactors, x.shape[0], self.spark_params["rank"])
-        items = _factor_array(fitted.itemFactors, x.shape[1], self.spark_params["rank"])
+        users = _factor_array(fitted.userFactors, n_users, self.spark_params["rank"])
+        items = _factor_array(fitted.itemFactors, n_items, self.spark_params["rank"])
         with threadpool_limits(1, "blas"):
             self._model = self._new_model()
         self._model.user_factors, self._model.item_factors = users, items

@@ -65,18 +65,38 @@ class RecommenderApp(App[RecommenderConfig, Dataset, RecommenderBundle]):
         sizes = TINY if cfg is not None and cfg.tiny else {}
         return load_dataset(spec or self.default_dataset, data_dir=ws.data_dir, **sizes)
 
-    def load_data(self, ws: Workspace, dataset: str | None, cfg: RecommenderConfig) -> Dataset:
+    def load_data(self, ws: Workspace, dataset: str | None, cfg: RecommenderConfig) -> Dataset | Any:
+        """The dataset in memory; with ``--engine spark`` and parquet (a file, directory, glob or s3a:// / hdfs://
+        URI), a validated Spark frame instead (:class:`~apps.recommender.spark_native.SparkInteractions`): the
+        Spark-native path, whose interactions never come to the driver."""
+        if cfg.engine == "spark":
+            from apps.recommender.spark_native import is_parquet_source, load_spark_interactions
+
+            if is_parquet_source(dataset):
+                data = load_spark_interactions(str(dataset), cfg)
+                log.info("dataset %s: %d rows read in Spark from %s", data.name, data.rows, data.source)
+                return data
         ds = self._dataset(ws, dataset, cfg)
         log.info("dataset %s: %s", ds.name, ds.summary())
         return ds
 
+    def _in_memory(self, ws: Workspace, data: Dataset | Any) -> Dataset:
+        """``data`` as an in-memory :class:`Dataset` (commands other than ``train`` compare models in memory)."""
+        from apps.recommender.spark_native import SparkInteractions
+
+        return self._dataset(ws, data.source) if isinstance(data, SparkInteractions) else data
+
     def fit(self, ws: Workspace, data: Dataset, cfg: RecommenderConfig, *, tune: int = 0) -> Fitted[RecommenderBundle]:
         """MS-stratified split, optional tuning on a validation split inside training, held-out metrics at
         ``cfg.k``, then the same recipe fitted on all the data (the registered model)."""
+        from apps.recommender.spark_native import SparkInteractions, train_spark_native
         from apps.recommender.train import train_model
         from common import tracking
 
-        result = train_model(data, cfg, tune_trials=tune)
+        if isinstance(data, SparkInteractions):
+            result = train_spark_native(data, cfg, tune=tune)
+        else:
+            result = train_model(data, cfg, tune_trials=tune)
         if result.tuning:
             tracking.log_dict(result.tuning, "tuning.json")
         held_out = {k: float(v) for k, v in result.held_out.items() if isinstance(v, int | float)}
@@ -103,7 +123,20 @@ class RecommenderApp(App[RecommenderConfig, Dataset, RecommenderBundle]):
         alias: str | None,
     ) -> registry.ModelVersion:
         from apps.recommender.lifecycle import register_bundle
+        from apps.recommender.spark_native import SparkInteractions, fingerprint, reference_sample
 
+        if isinstance(data, SparkInteractions):  # a sample for the monitoring profile; the rest computed in Spark
+            digest, newest = fingerprint(data)
+            return register_bundle(
+                fitted.model,
+                reference_sample(data, cfg.seed),
+                metrics=fitted.metrics,
+                alias=alias,
+                k=cfg.k,
+                dataset=data.name,
+                data_fingerprint=digest,
+                last_timestamp=newest,
+            )
         return register_bundle(
             fitted.model, data.interactions, metrics=fitted.metrics, alias=alias, k=cfg.k, dataset=data.name
         )
@@ -133,6 +166,7 @@ class RecommenderApp(App[RecommenderConfig, Dataset, RecommenderBundle]):
         from common import tracking
         from common.reports import markdown_table
 
+        data = self._in_memory(ws, data)
         names = cfg.model_names()
         recipe = (fitted.model.model.name, fitted.params) if fitted is not None else None
         models = {m: (m, recipe[1] if recipe and recipe[0] == m else None) for m in names}
@@ -218,7 +252,7 @@ class RecommenderApp(App[RecommenderConfig, Dataset, RecommenderBundle]):
         last ``cfg.window_days``, promoted (as its refit on all data) only if it beats the champion there."""
         from apps.recommender.lifecycle import retrain
 
-        base = self.load_data(ws, dataset, cfg)
+        base = self._in_memory(ws, self.load_data(ws, dataset, cfg))
         frames, items = [base.interactions], base.items
         if cfg.new is not None:
             extra = self._dataset(ws, cfg.new, cfg)

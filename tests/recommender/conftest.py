@@ -18,3 +18,14 @@ def small() -> Dataset:
 @pytest.fixture
 def cfg() -> RecommenderConfig:
     return RecommenderConfig(seed=7, threads=1)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one SparkSession of the test session (local[1]; the JVM starts once, ~15 s): every Spark test and the
+    code under test (``spark_session`` reuses it) share it."""
+    from apps.recommender.model import spark_session
+
+    session = spark_session({"spark.sql.shuffle.partitions": "2"}, threads=1)
+    yield session
+    session.stop()

@@ -1,7 +1,8 @@
 """Spark MLlib ALS (``--engine spark``) in local mode: trained through the CLI, served without a JVM.
 
-One Spark session for the module (the JVM starts once, ~15 s); the CLI's ``spark_session`` reuses it. Skipped
-when Java or pyspark are missing, except under ``CI=true``, where pyspark is installed by the requirements.
+One Spark session for the test session (``spark`` in conftest.py: the JVM starts once, ~15 s); the CLI's
+``spark_session`` reuses it. Skipped when Java or pyspark are missing, except under ``CI=true``, where pyspark is
+installed by the requirements.
 """
 
 from __future__ import annotations
@@ -36,15 +37,6 @@ runner = CliRunner()
 
 def _json(stdout: str) -> dict:
     return json.loads(stdout[stdout.index("{") :])
-
-
-@pytest.fixture(scope="module")
-def spark():
-    from apps.recommender.model import spark_session
-
-    session = spark_session({"spark.sql.shuffle.partitions": "2"}, threads=1)
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
