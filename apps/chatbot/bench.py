@@ -8,8 +8,9 @@ is the largest resident size of a finished child process.
 
 Out of scope (``--oos-intents K``, the standard unknown-intent protocol): K intents of the training set, chosen with
 the seed, are held out as unseen: their training messages are dropped and their test messages relabelled ``oos``.
-A test CSV may label rows ``oos`` itself. The classifier calibrates its rejection threshold on out-of-fold
-predictions of the in-scope training messages only (``components/openset.py``); the report gives in-scope accuracy,
+A test CSV may label rows ``oos`` itself. The classifier calibrates its rejection threshold on held-out predictions
+of the in-scope training messages only (probabilities out of fold, similarities leave-one-out:
+``components/openset.py``); the report gives in-scope accuracy,
 macro-F1, out-of-scope recall and precision of each stored score's threshold, the same model's closed-set in-scope
 accuracy, and, descriptively, what in-scope accuracy an out-of-scope recall of 0.80 would cost.
 """
@@ -192,7 +193,8 @@ def run_nlu_bench(
         protocol += (
             f"; out of scope: {deployed['n_oos']} test messages"
             + (f" of {len(held_out)} intents held out of training (seed {cfg.seed})" if held_out else " labelled oos")
-            + "; rejection threshold calibrated on out-of-fold in-scope training predictions"
+            + "; rejection threshold calibrated on held-out in-scope training predictions (out-of-fold"
+            " probabilities, leave-one-out similarities)"
         )
     doc = {
         "app": APP,
