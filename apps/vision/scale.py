@@ -55,19 +55,24 @@ def synthetic_images(n: int, size: int, seed: int, start: int = 0) -> tuple[np.n
     labels = (np.arange(start, start + n) % N_CLASSES).astype(np.int64)
     hue = np.stack([np.cos(labels * 0.63), np.cos(labels * 0.63 + 2.1), np.cos(labels * 0.63 + 4.2)], 1)
     ramp = np.linspace(0, 1, size, dtype=np.float32)
-    grad = ramp[None, :, None, None] * rng.uniform(0.3, 1, (n, 1, 1, 1)) + ramp[None, None, :, None] * 0.4
-    img = 90 + 80 * grad * hue[:, None, None, :] + rng.normal(0, 6, (n, size, size, 3))
+    grad = (
+        ramp[None, :, None, None] * rng.uniform(0.3, 1, (n, 1, 1, 1)).astype(np.float32)
+        + ramp[None, None, :, None] * 0.4
+    )
+    img = 90 + 80 * grad * hue[:, None, None, :].astype(np.float32)
+    img += 6 * rng.standard_normal((n, size, size, 3), dtype=np.float32)
     for i, (y, x) in enumerate(rng.integers(0, size // 2, (n, 2))):
         img[i, y : y + size // 3, x : x + size // 3] += 60
     return np.clip(img, 0, 255).astype(np.uint8), labels
 
 
-def write_synthetic_folder(root: Path, n: int, size: int, seed: int = 0, *, chunk: int = 1000) -> Path:
+def write_synthetic_folder(root: Path, n: int, size: int, seed: int = 0) -> Path:
     """An ImageFolder of ``n`` synthetic ``size`` px JPEGs (``root/c<k>/<i>.jpg``), written once: a folder whose
     spec (``<root>.json``) matches is reused. Memory stays at one chunk of images."""
     from PIL import Image
 
-    spec = {"n": n, "size": size, "seed": seed, "classes": N_CLASSES, "format": 1}
+    spec = {"n": n, "size": size, "seed": seed, "classes": N_CLASSES, "format": 2}
+    chunk = max(1, min(1000, 2**22 // (size * size)))  # about 50 MB of float32 pixels at a time
     meta = root.with_name(root.name + ".json")  # beside the folder: inside it, it would be a stray file
     if meta.exists() and json.loads(meta.read_text()) == spec:
         return root
@@ -84,7 +89,7 @@ def write_synthetic_folder(root: Path, n: int, size: int, seed: int = 0, *, chun
 
 def cifar_subset(archive: Path, out: Path, per_class: int = 1000) -> Path:
     """The first ``per_class`` JPEGs of each class of a CIFAR-10 ``train.tar.gz`` as an ImageFolder (written once)."""
-    done = out / "subset.json"
+    done = out.with_name(out.name + ".json")  # beside the folder: inside it, it would be a stray file
     spec = {"archive": str(archive), "per_class": per_class}
     if done.exists() and json.loads(done.read_text()) == spec:
         return out
