@@ -9,7 +9,9 @@ subprocess (a fresh interpreter: its peak memory is its own) that loads the file
 split, fits on the training part and measures nDCG@10 on the test interactions of ``--eval-users`` sampled users
 (the same users for every engine). The parent samples the resident memory of the child's whole process tree
 (Spark's JVM included) every 0.2 s. Engines: ``implicit`` (ALS), ``spark`` (Spark MLlib ALS in local mode; the
-JVM start is timed apart from the fit), ``ease``, ``bpr``, ``itemknn``, ``popular``.
+JVM start is timed apart from the fit), ``spark-native`` (the parquet read, validated, split and fitted in Spark,
+:mod:`apps.recommender.spark_native`: the driver's own peak RSS stays flat while the JVM's grows; its evaluated
+users come from its own seeded split), ``ease``, ``bpr``, ``itemknn``, ``popular``.
 
 EASE refuses catalogues above its ``max_items`` guard with its message (recorded as ``refused``, never an OOM
 kill); where it runs, its memory estimate (``EASE.memory_bytes``: the figure its refusal names) is recorded beside the
@@ -47,11 +49,12 @@ from common.scaling import (
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("implicit", "spark", "ease", "bpr", "itemknn", "popular")
+ENGINES = ("implicit", "spark", "spark-native", "ease", "bpr", "itemknn", "popular")
 # engine -> (model, extra params)
 ENGINE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "implicit": ("als", {}),
     "spark": ("als", {"engine": "spark"}),
+    "spark-native": ("als", {"engine": "spark"}),  # read, split, fitted in Spark: apps/recommender/spark_native.py
     "ease": ("ease", {}),
     "bpr": ("bpr", {}),
     "itemknn": ("itemknn", {}),
@@ -73,6 +76,10 @@ def run_one(engine: str, data: Path, *, eval_users: int, threads: int, seed: int
     from common.data import DataError
 
     model, extra = ENGINE_MODELS[engine]
+    if engine == "spark-native":  # the driver never loads the interactions: its own peak RSS is the point
+        from apps.recommender.spark_native import scale_run
+
+        return scale_run(str(data), eval_users=eval_users, threads=threads, seed=seed, params=params)
     out: dict[str, Any] = {"engine": engine, "model": model}
     t0 = time.perf_counter()
     ds = load_dataset(data)

@@ -379,6 +379,76 @@ def _check(cfg: RecommenderConfig, tune: int) -> None:
         raise ConfigError("--tune is not available on the Spark-native path (parquet with --engine spark)")
 
 
+def _check_size(data: SparkInteractions, c: dict[str, int]) -> None:
+    if c["items"] < 2 or c["eligible_users"] < 1:
+        raise DataError(
+            f"{data.source}: too little data for the ms-stratified split: {c['rows']} interaction(s) of "
+            f"{c['users']} user(s) and {c['items']} item(s) leave {c['eligible_users']} user(s) with both training "
+            "and test interactions. Needed: at least 2 items and users with at least 2 interactions (4 or more for "
+            "75/25)."
+        )
+
+
+def held_out_run(
+    indexed: Indexed, cfg: RecommenderConfig, params: dict[str, Any], eval_users: int | list[str], timings: dict
+) -> dict[str, Any]:
+    """Fit on the training rows and measure on the sampled users' test rows (``timings`` gets the seconds)."""
+    from pyspark.sql import functions as F
+
+    c, n_users, n_items = indexed.counts, len(indexed.users), len(indexed.items)
+    t0 = time.perf_counter()
+    held = SparkALS(seed=cfg.seed, threads=cfg.threads, **params)
+    train_rows = indexed.frame.filter(F.col("train")).select("u", "i", "r")
+    held.fit_frame(train_rows, n_users, n_items, nnz=c["train_rows"], active_users=c["train_users"])
+    timings["held_out_fit_s"] = time.perf_counter() - t0
+    timings["held_out_model_fit_s"] = held.fit_seconds
+    t0 = time.perf_counter()
+    users = sample_users(indexed, eval_users, cfg.seed)
+    popularity = _item_popularity(indexed.frame.filter(F.col("train")), n_items)
+    held_out = held_out_metrics(held, indexed, users, popularity, cfg.k)
+    held_out["skipped_users"] = n_users - c["eligible_users"]  # test-only users (one interaction)
+    timings["evaluate_s"] = time.perf_counter() - t0
+    return held_out
+
+
+def scale_run(data: str, *, eval_users: int, threads: int, seed: int, params: dict | None) -> dict[str, Any]:
+    """The scaling bench's ``spark-native`` engine (:mod:`apps.recommender.scale`): read and validate, index and
+    split, fit on the training rows and evaluate ``eval_users`` sampled test users, all as above, with the bench's
+    keys. ``peak_rss_self_bytes`` is the Python driver's own peak (the JVM is a child process: the bench's
+    ``peak_rss_bytes`` covers both). The evaluated users are drawn by this path's own seeded split, not the
+    in-memory engines' sample."""
+    from common.scaling import peak_rss_self_bytes, rss_bytes
+
+    cfg = RecommenderConfig(seed=seed, threads=threads, engine="spark")
+    p = {**cfg.model_params("als"), **(params or {}), "engine": "spark"}
+    out: dict[str, Any] = {"engine": "spark-native", "model": "als"}
+    t0 = time.perf_counter()
+    spark_session(cfg.spark_conf, threads)
+    out["jvm_start_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loaded = load_spark_interactions(data, cfg)
+    out["load_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    indexed = index_and_split(loaded, cfg, ratio=1 - cfg.test_ratio)
+    out["split_s"] = time.perf_counter() - t0
+    c = indexed.counts
+    out.update(rows=c["rows"], users=c["users"], items=c["items"])
+    out["rss_before_fit_bytes"] = rss_bytes()
+    timings: dict[str, float] = {}
+    try:
+        _check_size(loaded, c)
+        m = held_out_run(indexed, cfg, p, int(eval_users), timings)
+    finally:
+        indexed.frame.unpersist()
+    out["train_s"] = timings["held_out_fit_s"]
+    out["fit_s"] = timings["held_out_model_fit_s"]
+    out["peak_rss_self_bytes"] = peak_rss_self_bytes()
+    out.update({k: m[k] for k in ("ndcg@10", "precision@10", "recall@10", "coverage")})
+    out["eval_users"] = m["users"]
+    out["predict_s"] = timings["evaluate_s"]
+    return out
+
+
 def train_spark_native(
     data: SparkInteractions,
     cfg: RecommenderConfig,
@@ -403,28 +473,14 @@ def train_spark_native(
     c = indexed.counts
     timings["index_split_s"] = time.perf_counter() - t0
     n_users, n_items = c["users"], c["items"]
-    if n_items < 2 or c["eligible_users"] < 1:
-        raise DataError(
-            f"{data.source}: too little data for the ms-stratified split: {c['rows']} interaction(s) of {n_users} "
-            f"user(s) and {n_items} item(s) leave {c['eligible_users']} user(s) with both training and test "
-            "interactions. Needed: at least 2 items and users with at least 2 interactions (4 or more for 75/25)."
-        )
+    try:
+        _check_size(data, c)
+    except DataError:
+        indexed.frame.unpersist()
+        raise
     log.info("spark-native: %s", c)
     try:
-        from pyspark.sql import functions as F
-
-        train_rows = indexed.frame.filter(F.col("train")).select("u", "i", "r")
-        t0 = time.perf_counter()
-        held = SparkALS(seed=cfg.seed, threads=cfg.threads, **params)
-        held.fit_frame(train_rows, n_users, n_items, nnz=c["train_rows"], active_users=c["train_users"])
-        timings["held_out_fit_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        users = sample_users(indexed, eval_users, cfg.seed)
-        popularity = _item_popularity(indexed.frame.filter(F.col("train")), n_items)
-        held_out = held_out_metrics(held, indexed, users, popularity, cfg.k)
-        held_out["skipped_users"] = n_users - c["eligible_users"]  # test-only users (one interaction)
-        timings["evaluate_s"] = time.perf_counter() - t0
-        del held
+        held_out = held_out_run(indexed, cfg, params, eval_users, timings)
         t0 = time.perf_counter()
         model = SparkALS(seed=cfg.seed, threads=cfg.threads, **params)
         model.fit_frame(indexed.frame.select("u", "i", "r"), n_users, n_items, nnz=c["rows"], active_users=n_users)

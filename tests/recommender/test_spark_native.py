@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import json
 import os
 import shutil
 
@@ -163,11 +164,13 @@ def test_train_cli_registers_a_servable_bundle_from_a_parquet_directory(spark, c
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
         cli.run(app)
     assert exc.value.code in (0, None), out.getvalue()
+    doc = json.loads(out.getvalue()[out.getvalue().index("{") :])
+    assert doc["params"]["engine"] == "spark" and doc["held_out"]["ndcg@10"] > 0.1
     from apps.recommender.lifecycle import load_version
 
     bundle, mv = load_version()
     assert bundle.info["path"] == "spark-native" and bundle.model.engine == "spark"
-    assert mv.metrics["ndcg@10"] > 0.1
+    assert mv.version == doc["version"]
     user = bundle.users.ids[0]
     rec = bundle.recommend_users([user], 5)[0]
     assert rec.strategy == "personalized" and len(rec.items) == 5
