@@ -125,3 +125,20 @@ def test_memory_guard_names_need_and_room_and_the_way_out(monkeypatch):
         check_memory(2 * 2**30, what="features", instead="use dask", available=2**30)
     monkeypatch.setenv("MLREF_MEMORY_BYTES", "5e8")
     assert available_memory() == 500_000_000
+
+
+def test_a_childs_peak_is_its_own_not_its_parents(tmp_path):
+    # the parent holds 400 MB when it starts the child: ru_maxrss would report the parent's peak in the child
+    import numpy as np
+
+    held = np.ones(400 * 2**20, dtype=np.uint8)
+    cmd = _child(
+        tmp_path,
+        """
+        import json
+        from common.scaling import peak_rss_self_bytes
+        print(json.dumps({"peak_rss_self_bytes": peak_rss_self_bytes()}))
+        """,
+    )
+    r = run_measured(cmd, timeout_s=60)
+    assert held.sum() > 0 and r["peak_rss_self_bytes"] < 300 * 2**20
