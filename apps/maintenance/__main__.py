@@ -51,9 +51,29 @@ def bench(
     baselines: str = typer.Option(
         "mean,linear,summary,minirocket", "--baselines", help="comma-separated: mean, linear, summary, minirocket"
     ),
+    scale: bool = typer.Option(
+        False, "--scale", help="the scaling bench instead: training, scoring and the API at growing fleet sizes"
+    ),
+    sizes: str | None = typer.Option(None, "--sizes", help="with --scale: units, e.g. 100,1000,10000 (30000 opt-in)"),
 ) -> None:
     """C-MAPSS benchmark: every model's RMSE, NASA score, coverage and fit seconds, against the published anchors
-    -> bench/results/maintenance.json (FD001..FD004 present in the data dir)."""
+    -> bench/results/maintenance.json (FD001..FD004 present in the data dir).
+
+    ``--scale``: time, peak memory and RMSE of training and fleet scoring at growing simulated fleets, and the
+    fleet API's per-request cost at 10,000 units -> bench/results/maintenance-scale.json and .png (scale.py)."""
+    if scale:
+        from apps.maintenance import scale as scale_mod
+
+        if dataset:
+            raise cli.fail("--dataset does not go with --scale (the scaling bench simulates its fleets)")
+        try:
+            scale_mod.parse_units(sizes or scale_mod.DEFAULT_SIZES)
+        except ValueError as exc:
+            raise cli.fail(str(exc)) from None
+        args = (["--sizes", sizes] if sizes else []) + (["--output", str(output)] if output else [])
+        raise typer.Exit(scale_mod.main(args))
+    if sizes:
+        raise cli.fail("--sizes goes with --scale")
     from apps.maintenance.bench import run_bench
 
     t0 = time.perf_counter()

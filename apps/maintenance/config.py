@@ -49,6 +49,7 @@ class Config:
     boost_lr: float = 0.03
     boost_min_child_weight: float = 20.0  # rows per leaf, at least
     calibration_folds: int = 5  # boost: out-of-fold training units join the held-out ones for the intervals (0: off)
+    calibration_units: int = 100  # ... only while fewer units than this are held out (enough residuals without)
     # the sequence model (model.DCNN)
     channels: int = 10
     kernel: int = 10

@@ -384,41 +384,77 @@ def simulate_fleet(
     model must learn. Timestamps: units start uniformly over ``start_spread_days`` days; one cycle every
     ``cycle_seconds``. ``family_seed`` fixes the machine type (sensor levels and gains), ``seed`` the units.
     """
+    machine = sim_machine(n_conditions, shift=shift, family_seed=family_seed)
+    rng = np.random.default_rng(seed)
+    noise = sim_noise(rng)
+    starts = start + rng.uniform(0, start_spread_days * SECONDS_PER_DAY, n_units).astype(np.int64)
+    frames = [
+        sim_unit(rng, machine, noise, f"{unit_prefix}{i + 1}", int(starts[i]), cycle_seconds, shift)
+        for i in range(n_units)
+    ]
+    return pd.DataFrame({c: np.concatenate([f[c] for f in frames]) for c in frames[0]})
+
+
+@dataclass(frozen=True)
+class SimMachine:
+    """The machine type of the simulator (fixed by ``family_seed``): per condition ``base`` sensor levels and
+    ``cond_gain`` response factors ``[k, SIM_SENSORS]``, each sensor's damage ``gain``, ``k`` conditions."""
+
+    base: np.ndarray
+    gain: np.ndarray
+    cond_gain: np.ndarray
+    k: int
+
+
+def sim_machine(n_conditions: int = 3, *, shift: float = 0.0, family_seed: int = 0) -> SimMachine:
+    """The machine type :func:`simulate_fleet` draws its units from."""
     fam = np.random.default_rng(family_seed)
     k = int(np.clip(n_conditions, 1, len(SIM_SETTINGS)))
     base = fam.normal(0, 1, (len(SIM_SETTINGS), SIM_SENSORS))[:k] * 5 + 50  # sensor levels per condition
     base[:, 10:] = 10.0 * (np.arange(2) + 1)  # the two constant sensors
     gain = np.r_[fam.uniform(2, 6, 8) * fam.choice([-1, 1], 8), np.zeros(4)]
     cond_gain = 1 + 0.3 * fam.normal(0, 1, (len(SIM_SETTINGS), SIM_SENSORS))[:k]
-    rng = np.random.default_rng(seed)
-    noise = np.r_[rng.uniform(0.5, 1.2, 8), np.ones(2), np.zeros(2)]
     if shift:
         gain[:2] *= 1 + shift  # two sensors respond more strongly in the new population
-    frames = []
-    starts = start + rng.uniform(0, start_spread_days * SECONDS_PER_DAY, n_units).astype(np.int64)
-    for i in range(n_units):
-        w0 = rng.uniform(0.02, 0.12)
-        r = max(rng.normal(0.016 * (1 + shift), 0.002), 0.006)
-        t = np.arange(1, 2000)
-        walk = np.cumsum(rng.normal(0, 0.02, t.size))
-        damage = w0 * np.exp(r * t + walk)
-        life = int(np.argmax(damage >= 1.0)) + 1 if (damage >= 1.0).any() else t.size
-        t, damage = t[:life], damage[:life]
-        cond = rng.integers(0, k, life) if k > 1 else np.zeros(life, int)
-        offset = rng.normal(0, 0.5, SIM_SENSORS) * (noise > 0)
-        sens = (
-            base[cond]
-            + offset
-            + (gain * cond_gain[cond]) * np.minimum(damage, 1.2)[:, None]
-            + rng.normal(0, 1, (life, SIM_SENSORS)) * noise
-        )
-        sett = SIM_SETTINGS[cond] + rng.normal(0, 1, (life, 3)) * np.array([0.002, 0.0003, 0.0])
-        cols: dict[str, np.ndarray] = {UNIT: np.full(life, f"{unit_prefix}{i + 1}", dtype=object), CYCLE: t}
-        cols.update({f"{SETTING_PREFIX}{j + 1}": np.round(sett[:, j], 4) for j in range(3)})
-        cols.update({f"{SENSOR_PREFIX}{j + 1}": np.round(sens[:, j], 3) for j in range(SIM_SENSORS)})
-        cols[TIMESTAMP] = starts[i] + t * cycle_seconds
-        frames.append(cols)
-    return pd.DataFrame({c: np.concatenate([f[c] for f in frames]) for c in frames[0]})
+    return SimMachine(base, gain, cond_gain, k)
+
+
+def sim_noise(rng: np.random.Generator) -> np.ndarray:
+    """Sensor noise levels of a fleet ``[SIM_SENSORS]``: 8 informative sensors, 2 pure noise, 2 constant."""
+    return np.r_[rng.uniform(0.5, 1.2, 8), np.ones(2), np.zeros(2)]
+
+
+def sim_unit(
+    rng: np.random.Generator,
+    machine: SimMachine,
+    noise: np.ndarray,
+    name: str,
+    start: int,
+    cycle_seconds: int,
+    shift: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """One unit's run-to-failure history (columns of the long table) drawn from ``rng``; see :func:`simulate_fleet`."""
+    w0 = rng.uniform(0.02, 0.12)
+    r = max(rng.normal(0.016 * (1 + shift), 0.002), 0.006)
+    t = np.arange(1, 2000)
+    walk = np.cumsum(rng.normal(0, 0.02, t.size))
+    damage = w0 * np.exp(r * t + walk)
+    life = int(np.argmax(damage >= 1.0)) + 1 if (damage >= 1.0).any() else t.size
+    t, damage = t[:life], damage[:life]
+    cond = rng.integers(0, machine.k, life) if machine.k > 1 else np.zeros(life, int)
+    offset = rng.normal(0, 0.5, SIM_SENSORS) * (noise > 0)
+    sens = (
+        machine.base[cond]
+        + offset
+        + (machine.gain * machine.cond_gain[cond]) * np.minimum(damage, 1.2)[:, None]
+        + rng.normal(0, 1, (life, SIM_SENSORS)) * noise
+    )
+    sett = SIM_SETTINGS[cond] + rng.normal(0, 1, (life, 3)) * np.array([0.002, 0.0003, 0.0])
+    cols: dict[str, np.ndarray] = {UNIT: np.full(life, name, dtype=object), CYCLE: t}
+    cols.update({f"{SETTING_PREFIX}{j + 1}": np.round(sett[:, j], 4) for j in range(3)})
+    cols.update({f"{SENSOR_PREFIX}{j + 1}": np.round(sens[:, j], 3) for j in range(SIM_SENSORS)})
+    cols[TIMESTAMP] = start + t * cycle_seconds
+    return cols
 
 
 def simulate(n_train: int = 60, n_test: int = 30, *, seed: int = 0, n_conditions: int = 3, shift: float = 0.0) -> Fleet:

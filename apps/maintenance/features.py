@@ -209,36 +209,38 @@ def windows(
     (training): only windows that fit without padding, unless the unit is shorter than ``window`` (then one
     padded window). A window ending before cycle ``window`` is padded at the front with the unit's first row.
     """
-    out, tgt, index = [], [], []
-    cycles = df[CYCLE].to_numpy()
+    out, tgt, last_rows, names = [], [], [], []
     for unit, a, b in unit_slices(df):
         n = b - a
         xu = x[a:b]
         pad = max(window - n, 0)
         if last_only:
-            ends = [n]
+            ends = np.array([n])
         elif every_cycle:
-            ends = list(range(1, n + 1))
+            ends = np.arange(1, n + 1)
         else:
-            ends = list(range(window, n + 1)) if n >= window else [n]
-        if pad or (ends and ends[0] < window):
-            need = window - min(ends)
+            ends = np.arange(window, n + 1) if n >= window else np.array([n])
+        if pad or (len(ends) and ends[0] < window):
+            need = window - int(ends.min())
             xu = np.concatenate([np.repeat(xu[:1], need, axis=0), xu])
             shift = need
         else:
             shift = 0
-        idx = np.asarray(ends) + shift
         sl = np.lib.stride_tricks.sliding_window_view(xu, window, axis=0)  # [n_windows, f, window]
-        out.append(sl[idx - window].transpose(0, 2, 1))
+        out.append(sl[ends + shift - window].transpose(0, 2, 1))
         if y is not None:
-            tgt.append(y[a:b][np.asarray(ends) - 1])
-        index += [(unit, int(cycles[a + e - 1])) for e in ends]
+            tgt.append(y[a:b][ends - 1])
+        last_rows.append(a + ends - 1)
+        names.append((unit, len(ends)))
     if not out:
         return np.zeros((0, window, x.shape[1]), np.float32), (np.zeros(0) if y is not None else None), []
+    # (unit, cycle) of every window's last row, built in one piece (a per-window Python loop cost seconds at scale)
+    cycles = df[CYCLE].to_numpy()[np.concatenate(last_rows)].tolist()
+    units = [u for u, k in names for _ in range(k)]
     return (
         np.ascontiguousarray(np.concatenate(out), dtype=np.float32),
         np.concatenate(tgt).astype(np.float32) if y is not None else None,
-        index,
+        list(zip(units, cycles, strict=True)),
     )
 
 
@@ -279,23 +281,37 @@ def health_features(x: np.ndarray, df: pd.DataFrame, baseline_cycles: int = 20) 
     xs = np.clip(x.astype(np.float64), -HEALTH_CLIP, HEALTH_CLIP)
     c1 = np.vstack([np.zeros((1, f)), np.cumsum(xs, axis=0)])
     c2 = np.vstack([np.zeros((1, f)), np.cumsum(xs**2, axis=0)])
-    start = np.zeros(n, dtype=np.int64)
-    for _, a, b in unit_slices(df):
-        start[a:b] = a
+    del xs
+    start = unit_starts(df)
     end = np.arange(1, n + 1)
+    # filled column block by column block (float64 arithmetic, stored as float32): the peak is a few [n, f]
+    # arrays instead of every statistic at once plus their float64 concatenation (1.5 GB at 10,000 units)
+    out = np.empty((n, 1 + 6 * f), np.float32)
+    out[:, 0] = df[CYCLE].to_numpy(float)
 
-    def rolling(w: int) -> tuple[np.ndarray, np.ndarray]:
+    def rolling(w: int, *, std: bool) -> np.ndarray:
         lo = np.maximum(start, end - w)
         k = (end - lo)[:, None].astype(np.float64)
         m = (c1[end] - c1[lo]) / k
-        v = np.maximum((c2[end] - c2[lo]) / k - m**2, 0.0)
-        return m, np.sqrt(v)
+        if not std:
+            return m
+        return np.sqrt(np.maximum((c2[end] - c2[lo]) / k - m**2, 0.0))
 
-    stats = {w: rolling(w) for w in sorted(set(HEALTH_SPANS) | set(HEALTH_STD_SPANS))}
+    for i, w in enumerate(HEALTH_SPANS):
+        out[:, 1 + i * f : 1 + (i + 1) * f] = rolling(w, std=False)
+    col = 1 + len(HEALTH_SPANS) * f
+    for i, w in enumerate(HEALTH_STD_SPANS):
+        out[:, col + i * f : col + (i + 1) * f] = rolling(w, std=True)
     b_end = np.minimum(end, start + baseline_cycles)
     baseline = (c1[b_end] - c1[start]) / (b_end - start)[:, None]
-    cols = [df[CYCLE].to_numpy(float)[:, None]]
-    cols += [stats[w][0] for w in HEALTH_SPANS]
-    cols += [stats[w][1] for w in HEALTH_STD_SPANS]
-    cols.append(stats[10][0] - baseline)
-    return np.hstack(cols).astype(np.float32)
+    out[:, col + len(HEALTH_STD_SPANS) * f :] = rolling(10, std=False) - baseline
+    return out
+
+
+def unit_starts(df: pd.DataFrame) -> np.ndarray:
+    """For every row of ``df`` (sorted by unit, cycle), the index of its unit's first row."""
+    units = df[UNIT].to_numpy()
+    if len(units) == 0:
+        return np.zeros(0, np.int64)
+    first = np.r_[True, units[1:] != units[:-1]]
+    return np.maximum.accumulate(np.where(first, np.arange(len(units)), 0))

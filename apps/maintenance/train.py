@@ -8,7 +8,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from apps.maintenance.model import (
     predict_net,
 )
 from common import training
+from common.data import DataError
 from common.metrics.regression import rmse
 
 log = logging.getLogger(__name__)
@@ -40,24 +41,48 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Prepared:
-    """Windows of one split: training units (fit), held-out units (validation/calibration)."""
+    """One split: training units (fit) and held-out units (validation/calibration), with their histories and the
+    capped ``rul`` column. The DCNN's windows (``x_fit[n, window, f]``, ``y_fit``, ``x_val``, ``y_val``) are built
+    on first use: the boosted trees never need them (at 10,000 units they would take 2 GB)."""
 
     pre: Preprocessor
     fit_units: list[str]
     val_units: list[str]
-    x_fit: np.ndarray
-    y_fit: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    fit_rows: pd.DataFrame | None = None  # the training units' histories with the capped ``rul`` column
-    val_rows: pd.DataFrame | None = None
+    fit_rows: pd.DataFrame
+    val_rows: pd.DataFrame
+    window: int
+    _windows: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def _part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self._windows:
+            df = self.fit_rows if name == "fit" else self.val_rows
+            log.info("windows of %d %s cycles (the DCNN's input)", len(df), name)
+            x, y, _ = windows(self.pre.transform(df), df, self.window, y=df[RUL].to_numpy(float), every_cycle=False)
+            assert y is not None
+            self._windows[name] = (x, y)
+        return self._windows[name]
+
+    @property
+    def x_fit(self) -> np.ndarray:
+        return self._part("fit")[0]
+
+    @property
+    def y_fit(self) -> np.ndarray:
+        return self._part("fit")[1]
+
+    @property
+    def x_val(self) -> np.ndarray:
+        return self._part("val")[0]
+
+    @property
+    def y_val(self) -> np.ndarray:
+        return self._part("val")[1]
 
     def health(self, cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(h_fit, y_fit, h_cal, y_cal)``: health features and capped RUL at every cycle of the training units,
         and at the held-out cycles the intervals are calibrated on: from cycle ``window`` on, the same cycles as
         the DCNN's windows (every unit's first cycles, all at the cap and easy, would narrow the intervals where
         they matter)."""
-        assert self.fit_rows is not None and self.val_rows is not None
         out = []
         for df in (self.fit_rows, self.val_rows):
             out += [health_features(self.pre.transform(df), df, cfg.baseline_cycles), df[RUL].to_numpy(np.float32)]
@@ -65,17 +90,9 @@ class Prepared:
         return out[0], out[1], out[2][cal], out[3][cal]
 
 
-def unit_windows(pre: Preprocessor, df: pd.DataFrame, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
-    """Training windows of run-to-failure histories ``df`` (with the capped ``rul`` column of :func:`add_rul`)
-    and their targets."""
-    x, y, _ = windows(pre.transform(df), df, cfg.window, y=df[RUL].to_numpy(float), every_cycle=False)
-    assert y is not None
-    return x, y
-
-
 def prepare(histories: pd.DataFrame, cfg: Config, *, val_units: list[str] | None = None) -> Prepared:
     """Split ``histories`` by unit (``cfg.val_fraction`` held out unless ``val_units`` is given), fit the
-    preprocessing on the kept units only, and window both parts."""
+    preprocessing on the kept units only; the windows of both parts follow on first use."""
     if val_units is None:
         fit_units, val_units = split_units(histories[UNIT], cfg.val_fraction, cfg.seed)
     else:
@@ -84,9 +101,33 @@ def prepare(histories: pd.DataFrame, cfg: Config, *, val_units: list[str] | None
     val_df = histories[histories[UNIT].isin(val_units)].reset_index(drop=True)
     pre = Preprocessor.fit(fit_df, n_conditions=cfg.n_conditions, norm=cfg.norm, seed=cfg.seed)
     fit_rows, val_rows = add_rul(fit_df, cfg.rul_cap), add_rul(val_df, cfg.rul_cap)
-    x_fit, y_fit = unit_windows(pre, fit_rows, cfg)
-    x_val, y_val = unit_windows(pre, val_rows, cfg)
-    return Prepared(pre, fit_units, list(val_units), x_fit, y_fit, x_val, y_val, fit_rows, val_rows)
+    return Prepared(pre, fit_units, list(val_units), fit_rows, val_rows, cfg.window)
+
+
+# Bytes per training row at the peak of a boosted-tree fit (the table, its health features in float32 and
+# float64 intermediates, xgboost's quantised copy), measured on the scaling bench (apps/maintenance/scale.py);
+# ``training_memory_bytes`` uses it to refuse what will not fit.
+TRAIN_BYTES_PER_ROW = 2000
+
+
+def training_memory_bytes(rows: int) -> int:
+    """Resident memory a boosted-tree training on ``rows`` cycles needs at its peak (bytes), table included."""
+    return int(rows * TRAIN_BYTES_PER_ROW)
+
+
+def check_memory(rows: int, *, what: str = "training", resident: int = 0, available: int | None = None) -> None:
+    """Raise DataError naming the memory ``what`` needs on ``rows`` cycles when it exceeds what is available
+    (``available`` bytes, default: the machine's available memory now, plus ``resident`` bytes of the estimate
+    already in memory, such as the loaded table)."""
+    import psutil
+
+    need = training_memory_bytes(rows)
+    avail = (psutil.virtual_memory().available if available is None else available) + resident
+    if need > avail:
+        raise DataError(
+            f"{what} on {rows:,} cycles needs about {need / 2**30:.1f} GiB of memory, {avail / 2**30:.1f} GiB is "
+            "available: train on fewer units (a sample of the fleet's units) or on a machine with more memory"
+        )
 
 
 def _rmse_metric(out: torch.Tensor, target: torch.Tensor) -> float:
@@ -183,6 +224,8 @@ def train(
     """The registered model: ``cfg.n_seeds`` members of kind ``cfg.model`` on the training units, conformal
     intervals calibrated on the held-out units. ``info`` records the split, epochs, timings and validation RMSE."""
     cfg.check()
+    if cfg.model == "boost" and data is None:
+        check_memory(len(histories), resident=int(histories.memory_usage().sum()))
     t0 = time.perf_counter()
     data = data or prepare(histories, cfg, val_units=val_units)
     if cfg.model == "boost":
@@ -237,14 +280,15 @@ def boost_calibration(
     units' cycles from ``window`` on, each predicted by a booster fitted on the other folds' units (one booster
     a fold, the first member's seed). The residuals of 100 units instead of 15 steady the quantiles: FD001 test
     coverage of the 90 % intervals, 3 seeds, 0.85 / 0.89 / 0.84 from the held-out units alone, 0.88 / 0.89 /
-    0.90 with 5 folds. Costs ``calibration_folds`` more fits."""
+    0.90 with 5 folds. Costs ``calibration_folds`` more fits, so the folds are left out once ``calibration_units``
+    or more units are held out (their residuals alone are plenty: 1,500 units at a fleet of 10,000)."""
     h_fit, y_fit, h_cal, y_cal = health if health is not None else data.health(cfg)
     assert data.fit_rows is not None
     ys = [y_cal]
     preds = [np.clip(np.mean([b.predict(h_cal) for b in boosters], axis=0), 0, cfg.rul_cap)]
     units = data.fit_rows[UNIT].to_numpy()
     distinct = np.array(list(dict.fromkeys(units)))
-    k = min(cfg.calibration_folds, len(distinct) // 2)
+    k = min(cfg.calibration_folds, len(distinct) // 2) if len(data.val_units) < cfg.calibration_units else 0
     if k >= 2:
         np.random.default_rng(cfg.seed).shuffle(distinct)
         late = data.fit_rows[CYCLE].to_numpy() >= cfg.window
