@@ -67,10 +67,29 @@ def bench(
     serving_only: bool = typer.Option(
         False, "--serving-only", help="re-measure latency and batch throughput into the existing results file"
     ),
+    scale: bool = typer.Option(
+        False, "--scale", help="cost vs size, in memory vs Dask -> bench/results/fraud-scale.json (apps/fraud/scale.py)"
+    ),
+    sizes: str | None = typer.Option(None, "--sizes", help="with --scale: transactions, default 1.8e5,1.8e6,1.8e7"),
 ) -> None:
-    """Reference-size benchmark: handbook protocol for all models, latency, throughput -> bench/results/fraud*.json."""
+    """Reference-size benchmark: handbook protocol for all models, latency, throughput -> bench/results/fraud*.json;
+    --scale: cost vs data size (features, training, batch scoring; in memory and on Dask)."""
     from apps.fraud import bench as bench_mod
 
+    if scale or sizes is not None:
+        from apps.fraud import scale as scale_mod
+        from common.scaling import parse_sizes
+
+        if not scale:
+            raise cli.fail("--sizes goes with --scale (python -m apps.fraud bench --scale --sizes 1.8e5,1.8e6)")
+        if dataset is not None or serving_only or tune is not None or draws != 1:
+            raise cli.fail("--scale measures simulated worlds at --sizes: drop --dataset/--tune/--draws/--serving-only")
+        try:
+            parse_sizes(sizes or scale_mod.DEFAULT_SIZES, minimum=scale_mod.MIN_ROWS, what="transactions")
+        except ValueError as exc:
+            raise cli.fail(str(exc)) from None
+        argv = [*(["--sizes", sizes] if sizes else []), *(["--output", str(output)] if output else [])]
+        raise typer.Exit(scale_mod.main(argv))
     ws = Workspace.from_env()
     out = cli.bench_output(APP_IMPL.name, str(dataset) if dataset else None, None, output)
     with ws.activate():

@@ -57,6 +57,7 @@ DEMO_SIMULATION = SimulationConfig(n_customers=1_000, n_terminals=2_000, n_days=
 # Tiny world for tests (seconds).
 TINY_SIMULATION = SimulationConfig(n_customers=300, n_terminals=600, n_days=70)
 SIZES = {"reference": REFERENCE_SIMULATION, "demo": DEMO_SIMULATION, "tiny": TINY_SIMULATION}  # --sim-size
+ENGINES = ("pandas", "dask")  # --engine: in memory, or out of core over parquet partitions
 MODEL_KINDS = ("xgboost", "logreg", "random_forest", "decision_tree")
 # the xgboost flags of `train`; given with another --model they are that model's parameters (FraudConfig.params)
 MODEL_FLAGS = ("n_estimators", "max_depth", "learning_rate")
@@ -218,6 +219,9 @@ class FraudConfig:
     # fit the final xgboost model on a Dask cluster with xgboost.dask: ADDRESS (tcp://host:8786) or 'local'
     # (2 local worker processes); validation and tuning stay local
     scheduler: str | None = None  # Dask scheduler ADDRESS (tcp://host:8786) or 'local'
+    # pandas: everything in memory (refused, with the memory it needs, when it will not fit); dask: out of core,
+    # features and training over a parquet --dataset's partitions on the --scheduler cluster (apps/fraud/outofcore.py)
+    engine: str = "pandas"  # pandas (in memory) or dask (out of core: a parquet --dataset's partitions on Dask)
     tune: int = 0  # Optuna trials for XGBoost on the validation folds (0: the xgb section as it is)
     models: str = ",".join(MODEL_KINDS)  # evaluate: comma-separated model kinds
     grids: str = "full"  # baselines' grids: full (train.BASELINE_GRIDS) or small (train.SMALL_GRIDS, the demo's)
@@ -246,6 +250,10 @@ class FraudConfig:
             bad = [k for k in kinds if k not in MODEL_KINDS]
             if bad or not kinds:
                 raise ConfigError(f"{name}: {', '.join(bad) or 'none'} (choose from {', '.join(MODEL_KINDS)})")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine: {self.engine!r} is not one of {', '.join(ENGINES)}")
+        if self.engine == "dask" and self.model != "xgboost":
+            raise ConfigError(f"engine: only the xgboost model trains out of core on Dask, not {self.model!r}")
         if self.scheduler and self.model != "xgboost":
             raise ConfigError(f"scheduler: only the xgboost model trains on Dask, not {self.model!r}")
         if self.grids not in ("full", "small"):

@@ -45,6 +45,9 @@ class Transactions:
 
     frame: pd.DataFrame
     name: str
+    # --engine dask: the feature parts of the whole data (apps.fraud.outofcore); ``frame`` then holds only the
+    # latest days that registration needs (training window, online history)
+    features_dir: Path | None = None
 
 
 # ---------------------------------------------------------------- column names (the only place they are spelled)

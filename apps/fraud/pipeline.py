@@ -22,6 +22,7 @@ from apps.fraud.model import FraudModel
 from common import cli, registry
 from common.app import App, Evaluation, Fitted, Monitoring, Option, Tiny
 from common.data import DataError
+from common.errors import ConfigError
 from common.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
             "protocol.n_folds",
             "serving.alerts_per_day",
             "scheduler",
+            "engine",
         ),
         "evaluate": ("sim_size", "tune", "models", "protocol.n_folds"),
         "retrain": ("sim_size", "seed"),
@@ -83,7 +85,12 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
             ),
             Option("reasons", bool, False, "add the top reasons"),
             Option("n_reasons", int, 3, "features listed per alert with --reasons", min=1),
-            Option("scheduler", str | None, None, "ignored: feature history needs one ordered pass"),
+            Option(
+                "scheduler",
+                str | None,
+                None,
+                "score a time-sorted parquet --input's row groups on Dask: ADDRESS (tcp://host:8786) or 'local'",
+            ),
         ),
         "monitor": (
             Option("sim_size", str | None, None, "simulated world: reference, demo or tiny"),
@@ -110,7 +117,13 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
     ) -> pd.DataFrame:
         """The raw transactions: ``dataset`` (a file) or the simulated world of ``cfg`` (cached in the
         workspace)."""
+        from apps.fraud.outofcore import check_fits, expected_rows, rows_in
+
         path = None if dataset is None or str(dataset) == SIMULATED else dataset
+        if path is not None and Path(path).exists():  # a missing file: load's own message
+            check_fits(rows_in(path), what=str(path))
+        elif path is None:
+            check_fits(expected_rows(cfg.world()), what="the simulated world")
         return load(path, sim=cfg.world(), require_label=require_label, cache_dir=self.cache_dir(ws))
 
     def cache_dir(self, ws: Workspace) -> Path:
@@ -122,7 +135,44 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
     def load_data(self, ws: Workspace, dataset: str | None, cfg: FraudConfig) -> Transactions:
         from apps.fraud.train import prepare
 
+        if cfg.engine == "dask":
+            return self.load_out_of_core(ws, dataset, cfg)
         return Transactions(prepare(self.transactions(ws, dataset, cfg), cfg.features), self.dataset_name(dataset))
+
+    def load_out_of_core(self, ws: Workspace, dataset: str | None, cfg: FraudConfig) -> Transactions:
+        """``--engine dask``: the features of every transaction of a parquet ``dataset`` (default: the simulated
+        world streamed to parquet by :mod:`apps.fraud.synth`) computed over its partitions on the Dask cluster
+        into the workspace's cache; in memory only the latest days that training and registration read."""
+        import hashlib
+
+        from apps.fraud.outofcore import features_dask, load_features
+        from apps.fraud.synth import write_synthetic
+        from apps.fraud.train import dask_client
+
+        if dataset is None or str(dataset) == SIMULATED:
+            world = cfg.world()
+            key = hashlib.sha256(repr(world.asdict()).encode()).hexdigest()[:12]
+            source = self.cache_dir(ws) / f"synth-{key}" / "transactions.parquet"
+            if not source.exists():
+                write_synthetic(world, source.parent)
+        else:
+            source = Path(dataset)
+            if not source.is_file():
+                raise DataError(f"{source}: file not found")
+        st = source.stat()
+        key = hashlib.sha256(f"{source.resolve()}:{st.st_size}:{st.st_mtime_ns}:{cfg.features}".encode()).hexdigest()
+        features_dir = self.cache_dir(ws) / f"features-{key[:12]}"
+        if not features_dir.exists():
+            try:
+                with dask_client(cfg.scheduler) as client:
+                    features_dask(source, features_dir, cfg.features, client=client)
+            except ConnectionError as exc:
+                raise cli.fail(str(exc)) from None
+        last = int(pd.read_parquet(features_dir, columns=[DAY])[DAY].max())
+        keep = max(cfg.features.history_days, cfg.features.delay_days + cfg.train_days) + 1
+        recent = load_features(features_dir, since_day=last - keep)
+        log.info("out of core: features of %s in %s; %d recent rows in memory", source, features_dir, len(recent))
+        return Transactions(recent, self.dataset_name(dataset), features_dir=features_dir)
 
     # --- training -----------------------------------------------------------------------------------------------
     def fit(self, ws: Workspace, data: Transactions, cfg: FraudConfig, *, tune: int = 0) -> Fitted[FraudModel]:
@@ -130,6 +180,8 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
         latest labelled ``train_days`` (on the Dask cluster of ``scheduler`` when given)."""
         from apps.fraud.train import fit_production
 
+        if data.features_dir is not None:
+            return self.fit_out_of_core(data, cfg)
         try:
             prod = fit_production(data.frame, cfg, tune=tune or cfg.tune)
         except ConnectionError as exc:  # an unreachable Dask scheduler: one line, exit 2
@@ -141,6 +193,24 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
         # the model's numbers, not the machine's: fit and predict seconds stay in the summary
         metrics = {f"validation_{k}": v for k, v in prod.validation.items() if k not in TIMINGS}
         return Fitted(model, metrics=metrics, params=prod.params, summary=summary)
+
+    def fit_out_of_core(self, data: Transactions, cfg: FraudConfig) -> Fitted[FraudModel]:
+        """``--engine dask``: the final model from the feature parts (xgboost.dask); the prequential validation
+        folds need the history in memory, so they are not run (``evaluate`` runs them on a file that fits)."""
+        from apps.fraud.outofcore import train_from_features
+        from apps.fraud.train import dask_client
+
+        assert data.features_dir is not None
+        log.info("engine dask: validation folds skipped (they run in memory: use evaluate on a sample)")
+        try:
+            with dask_client(cfg.scheduler) as client:
+                model = train_from_features(data.features_dir, cfg, client=client, params=cfg.xgb.params())
+        except ConnectionError as exc:
+            raise cli.fail(str(exc)) from None
+        params = cfg.xgb.params()
+        summary = {"params": params, "threshold": model.threshold, "engine": "dask"}
+        summary["distributed"] = model.info["distributed"] | {"fit_seconds": model.info["fit_seconds"]}
+        return Fitted(model, metrics={}, params=params, summary=summary)
 
     def register(
         self,
@@ -177,6 +247,11 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
         from apps.fraud.train import BASELINE_GRIDS, SMALL_GRIDS
         from common.reports import write_json
 
+        if data.features_dir is not None or cfg.engine == "dask":
+            raise ConfigError(
+                "engine: evaluate runs the prequential protocol in memory; use --engine pandas on a file that fits "
+                "(--engine dask covers train)"
+            )
         prepared = data.frame
         n_days = int(prepared[DAY].max()) + 1
         protocol = cfg.protocol.fitted(n_days)
@@ -245,9 +320,10 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
         n_reasons: int = 3,
         scheduler: str | None = None,
     ) -> dict[str, Any]:
-        """:meth:`score_file` (``scheduler`` is refused with a warning: the features need one ordered pass)."""
+        """:meth:`score_file`; with ``scheduler`` the partitions (row groups) of a time-sorted parquet ``source``
+        are scored on that Dask cluster (:func:`apps.fraud.outofcore.score_dask`: the same rows and scores)."""
         if scheduler:
-            log.warning("--scheduler ignored: the fraud features need one time-ordered pass over the file")
+            return self.score_file_dask(ws, model, source, output, scheduler=scheduler, history=history)
         return self.score_file(
             ws, model, source, output, chunksize=chunksize, history=history, reasons=reasons, n_reasons=n_reasons
         )
@@ -280,6 +356,30 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
         scorer = BatchScorer(model, FraudConfig().features, hist, reasons=reasons, n_reasons=n_reasons)
         res = common_batch.score_file(source, output, scorer, chunksize=chunksize, progress=progress)
         return {"rows": res.rows, "chunks": res.chunks, "seconds": round(res.seconds, 2), "output": str(res.output)}
+
+    def score_file_dask(
+        self,
+        ws: Workspace,
+        model: FraudModel,
+        source: Path,
+        output: Path,
+        *,
+        scheduler: str,
+        history: Path | None = None,
+    ) -> dict[str, Any]:
+        """``batch --scheduler``: :func:`apps.fraud.outofcore.score_dask` into a parquet ``output``."""
+        from apps.fraud.outofcore import score_dask
+        from apps.fraud.train import dask_client, feature_config_of
+
+        if Path(output).suffix.lower() not in (".parquet", ".pq"):
+            raise DataError(f"{output}: batch --scheduler writes parquet; name the output .parquet")
+        hist = recorded_history(model) if history is None else load(history, require_label=False)
+        try:
+            with dask_client(scheduler) as client:
+                res = score_dask(source, output, model, client=client, cfg=feature_config_of(model), history=hist)
+        except ConnectionError as exc:
+            raise cli.fail(str(exc)) from None
+        return res | {"engine": "dask"}
 
     # --- monitoring ---------------------------------------------------------------------------------------------
     def monitor(

@@ -264,13 +264,21 @@ def _finish(model: FraudModel, window: pd.DataFrame, cfg: FraudConfig, fit_s: fl
     """Alert threshold (``cfg.serving.alerts_per_day`` on the training window, with a warning when the budget
     is absurd for the data) and training summary."""
     scores = model.predict_proba(window[model.features])
+    return finish_scored(model, window[DAY].to_numpy(), window[LABEL].to_numpy(), scores, cfg, fit_s)
+
+
+def finish_scored(
+    model: FraudModel, day: np.ndarray, label: np.ndarray, scores: np.ndarray, cfg: FraudConfig, fit_s: float
+) -> FraudModel:
+    """:func:`_finish` from the training window's days, labels and scores (the out-of-core path brings back only
+    these three columns)."""
     budget = cfg.serving.alerts_per_day
-    model.threshold = alert_threshold(window[DAY].to_numpy(), scores, budget)
-    warnings = check_alert_budget(budget, window[DAY].to_numpy(), model.threshold)
+    model.threshold = alert_threshold(day, scores, budget)
+    warnings = check_alert_budget(budget, day, model.threshold)
     model.info = {
-        "train_days": [int(window[DAY].min()), int(window[DAY].max())],
-        "train_rows": len(window),
-        "train_frauds": int(window[LABEL].sum()),
+        "train_days": [int(day.min()), int(day.max())],
+        "train_rows": len(day),
+        "train_frauds": int(label.sum()),
         "fit_seconds": round(fit_s, 3),
         "alerts_per_day": budget,
         "feature_config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg.features).items()},
@@ -347,18 +355,12 @@ def train_model_dask(
     bins come from a distributed quantile sketch and row subsampling draws per worker.
     """
     import dask.dataframe as dd
-    import xgboost.dask as dxgb
-
-    from apps.fraud.model import build_estimator
 
     features = feature_names(cfg.features)
     params = cfg.xgb.params() if params is None else dict(params)
     train_days = train_days or cfg.protocol.delta_train
     window = recent_window(prepared, train_days, cfg.features.delay_days, end_day)
     _check_window(window, train_days)
-    est = build_estimator("xgboost", params, seed=seed)
-    native = {k: v for k, v in est.get_xgb_params().items() if v is not None}
-    rounds = est.get_num_boosting_rounds()
     X = window[features].astype(np.float32).reset_index(drop=True)
     y = window[LABEL].astype(np.float32).reset_index(drop=True)
     with dask_client(scheduler, client=client, timeout=connect_timeout) as c:
@@ -369,21 +371,37 @@ def train_model_dask(
         t0 = time.perf_counter()
         dX = c.persist(dd.from_pandas(X, npartitions=nparts, sort=False))
         dy = c.persist(dd.from_pandas(y, npartitions=nparts, sort=False))
-        dtrain = dxgb.DaskDMatrix(c, dX, dy, feature_names=features)
-        out = dxgb.train(c, native, dtrain, num_boost_round=rounds, verbose_eval=False)
+        booster, info = fit_dask_booster(c, dX, dy, features, params, seed=seed)
         fit_s = time.perf_counter() - t0
-        address = c.scheduler.address
-    booster = out["booster"]
-    booster.feature_names = features
     model = FraudModel(kind="xgboost", features=features, estimator=booster, params=dict(params))
     model = _finish(model, window, cfg, fit_s)
-    model.info["distributed"] = {
-        "backend": "xgboost.dask",
-        "scheduler": address,
-        "workers": n_workers,
-        "partitions": nparts,
-    }
+    model.info["distributed"] = info
     return model
+
+
+def fit_dask_booster(
+    client: Any, X: Any, y: Any, features: list[str], params: dict[str, Any], *, seed: int = 0
+) -> tuple[Any, dict[str, Any]]:
+    """``xgboost.dask`` fit of dask collections ``X`` (float32 features) and ``y`` on ``client``'s cluster with
+    ``params`` (translated to native ones by the ``XGBClassifier`` :func:`train_model` uses); returns the booster
+    and what ran it (``model.info["distributed"]``)."""
+    import xgboost.dask as dxgb
+
+    from apps.fraud.model import build_estimator
+
+    est = build_estimator("xgboost", params, seed=seed)
+    native = {k: v for k, v in est.get_xgb_params().items() if v is not None}
+    dtrain = dxgb.DaskDMatrix(client, X, y, feature_names=features)
+    out = dxgb.train(client, native, dtrain, num_boost_round=est.get_num_boosting_rounds(), verbose_eval=False)
+    booster = out["booster"]
+    booster.feature_names = features
+    info = {
+        "backend": "xgboost.dask",
+        "scheduler": client.scheduler.address,
+        "workers": len(client.scheduler_info().get("workers", {})),
+        "partitions": X.npartitions,
+    }
+    return booster, info
 
 
 def save_with_reference(
