@@ -43,6 +43,7 @@ from apps.fraud.data import AMOUNT, CUSTOMER, DAY, LABEL, SCHEMA, TERMINAL, TIME
 from apps.fraud.features import compute_features, feature_names, to_seconds
 from apps.fraud.model import FraudModel
 from common.data import SECONDS_PER_DAY, DataError, atomic_path
+from common.scaling import MemoryRefused, available_memory, human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -56,39 +57,12 @@ PREPARED_COLUMNS = len(dict.fromkeys([*SCHEMA.names, DAY, *feature_names()]))
 WORKING_COPIES = 5.0
 # the interpreter with pandas, pyarrow and xgboost loaded, whatever the rows (0.38 GiB measured at 169k rows)
 BASE_BYTES = 300 * 2**20
-GIB = 2**30
-
-
-class MemoryRefused(DataError):
-    """The in-memory path refuses data that will not fit (exit code 2, one line naming the memory)."""
 
 
 def memory_needed(rows: int, *, columns: int = PREPARED_COLUMNS, copies: float = WORKING_COPIES) -> int:
     """Bytes the in-memory path needs for ``rows`` transactions: rows x columns x 8 bytes x working copies, plus
     the interpreter's :data:`BASE_BYTES`."""
     return int(rows * columns * 8 * copies) + BASE_BYTES
-
-
-def available_memory() -> int:
-    """Bytes this process may still use: the system's available memory, or a cgroup limit's headroom if lower."""
-    import psutil
-
-    avail = psutil.virtual_memory().available
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:
-            used = Path(path).with_name("memory.current")
-            cur = int(used.read_text()) if used.exists() else 0
-            avail = min(avail, int(text) - cur)
-    return avail
-
-
-def human_bytes(n: float) -> str:
-    """``20_900_000_000`` -> ``"19.5 GiB"``; below a GiB in MiB."""
-    return f"{n / GIB:.1f} GiB" if n >= GIB else f"{n / 2**20:.0f} MiB"
 
 
 def check_fits(rows: int, *, what: str = "transactions", available: int | None = None) -> int:

@@ -86,7 +86,8 @@ def run_step(
     from apps.fraud.config import FraudConfig
     from apps.fraud.data import DAY, load
     from apps.fraud.model import FraudModel
-    from apps.fraud.outofcore import MemoryRefused, check_fits, rows_in
+    from apps.fraud.outofcore import check_fits, rows_in
+    from common.scaling import MemoryRefused
 
     cfg = FraudConfig()
     out: dict[str, Any] = {"step": step, "engine": engine, "series": f"{step}/{engine}", "rows": rows_in(data)}
@@ -320,7 +321,8 @@ def _write(doc: dict[str, Any], output: Path) -> None:
 
 def memory_guard_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The guard's estimate beside the measured peak of the in-memory steps, and where it stops on 24 GiB."""
-    from apps.fraud.outofcore import GIB, memory_needed
+    from apps.fraud.outofcore import memory_needed
+    from common.scaling import GIB
 
     rows = [
         {

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from common.data import DataError, atomic_path
+from common.scaling import MemoryRefused, available_memory
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ AUTO_FRACTION = 0.5  # auto picks the disk cache above this share
 STALE_TMP_S = 600.0  # a temporary file untouched this long is a dead writer's (killed mid-write): removed
 
 
-class CacheTooLarge(DataError):
+class CacheTooLarge(MemoryRefused):
     """The decoded set does not fit in memory (exit code 2; the message names the bytes and ``--cache disk``)."""
 
 
@@ -66,26 +67,6 @@ def image_bytes(image_size: int) -> int:
 
 def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
-
-
-def available_memory() -> int:
-    """Bytes this process can still use: ``MemAvailable``, capped by the cgroup's limit (a container) when lower."""
-    avail = None
-    try:
-        with open("/proc/meminfo") as fh:
-            avail = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        import psutil
-
-        avail = psutil.virtual_memory().available
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit != "max":
-            avail = min(avail, max(int(limit) - used, 0))
-    except (OSError, ValueError):
-        pass
-    return int(avail)
 
 
 def choose_mode(mode: str, n_images: int, image_size: int, *, available: int | None = None) -> str:

@@ -21,8 +21,6 @@ from apps.fraud.config import TINY_SIMULATION, FraudConfig, load_config
 from apps.fraud.data import CUSTOMER, DAY, TERMINAL, TX_ID, load
 from apps.fraud.features import feature_names
 from apps.fraud.outofcore import (
-    GIB,
-    MemoryRefused,
     Partitions,
     check_fits,
     features_dask,
@@ -39,6 +37,7 @@ from apps.fraud.train import prepare, train_model
 from common import batch as common_batch
 from common.data import DataError
 from common.errors import UserError
+from common.scaling import GIB, MemoryRefused
 
 WORLD = replace(TINY_SIMULATION, n_customers=200, n_terminals=400, n_days=63)
 IDS = (TX_ID, CUSTOMER, TERMINAL)
