@@ -228,14 +228,15 @@ def index_and_split(data: SparkInteractions, cfg: RecommenderConfig, *, ratio: f
     from pyspark.sql import functions as F
 
     session = data.frame.sparkSession
-    users, items = _distinct_sorted(data.frame, USER), _distinct_sorted(data.frame, ITEM)
+    merged = data.frame.persist(StorageLevel.MEMORY_AND_DISK)  # read and merged once for the three passes below
+    users, items = _distinct_sorted(merged, USER), _distinct_sorted(merged, ITEM)
     umap = session.createDataFrame(pa.table({USER: users, "u": np.arange(len(users), dtype=np.int32)}))
     imap = session.createDataFrame(pa.table({ITEM: items, "i": np.arange(len(items), dtype=np.int32)}))
     value = F.lit(1.0) if cfg.binary else F.col(WEIGHT)
     key = F.xxhash64(F.lit(int(cfg.seed)), F.col(USER), F.col(ITEM))
     per_user = Window.partitionBy("u")
     framed = (
-        data.frame.join(F.broadcast(imap), ITEM)
+        merged.join(F.broadcast(imap), ITEM)
         .join(umap, USER)
         .select(USER, ITEM, "u", "i", value.cast("float").alias("r"), key.alias("key"))
         .withColumn("rank", F.row_number().over(per_user.orderBy("key", "i")))
@@ -249,6 +250,7 @@ def index_and_split(data: SparkInteractions, cfg: RecommenderConfig, *, ratio: f
         F.sum(F.col("train").cast("long")).alias("train_rows"),
         F.sum(F.when((F.col("rank") == 1) & F.col("train"), 1).otherwise(0)).alias("train_users"),
     ).first()
+    merged.unpersist()  # the indexed frame is materialised (persisted) by the aggregation above
     counts = {k: int(c[k] or 0) for k in ("rows", "train_rows", "train_users")}
     counts["eligible_users"] = counts["train_users"]  # a user's last row by key is always test (ratio < 1)
     counts.update(users=len(users), items=len(items))
