@@ -33,7 +33,6 @@ from apps.maintenance.model import (
     predict_net,
 )
 from common import training
-from common.data import DataError
 from common.metrics.regression import rmse
 
 log = logging.getLogger(__name__)
@@ -116,18 +115,18 @@ def training_memory_bytes(rows: int) -> int:
 
 
 def check_memory(rows: int, *, what: str = "training", resident: int = 0, available: int | None = None) -> None:
-    """Raise DataError naming the memory ``what`` needs on ``rows`` cycles when it exceeds what is available
-    (``available`` bytes, default: the machine's available memory now, plus ``resident`` bytes of the estimate
-    already in memory, such as the loaded table)."""
-    import psutil
+    """Raise :class:`common.scaling.MemoryRefused` naming the memory ``what`` needs on ``rows`` cycles when it
+    exceeds what is available (``available`` bytes, default: the machine's available memory now, plus ``resident``
+    bytes of the estimate already in memory, such as the loaded table)."""
+    from common.scaling import available_memory
+    from common.scaling import check_memory as check
 
-    need = training_memory_bytes(rows)
-    avail = (psutil.virtual_memory().available if available is None else available) + resident
-    if need > avail:
-        raise DataError(
-            f"{what} on {rows:,} cycles needs about {need / 2**30:.1f} GiB of memory, {avail / 2**30:.1f} GiB is "
-            "available: train on fewer units (a sample of the fleet's units) or on a machine with more memory"
-        )
+    check(
+        training_memory_bytes(rows),
+        what=f"{what} on {rows:,} cycles",
+        instead="train on fewer units (a sample of the fleet's units) or on a machine with more memory",
+        available=(available_memory() if available is None else available) + resident,
+    )
 
 
 def _rmse_metric(out: torch.Tensor, target: torch.Tensor) -> float:
