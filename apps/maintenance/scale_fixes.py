@@ -48,9 +48,12 @@ else:
     from apps.maintenance.model import RULModel
     out = predict_table(RULModel.load(model_dir), table)
     digest = hashlib.sha256(pd.util.hash_pandas_object(out, index=False).to_numpy().tobytes()).hexdigest()
-import resource
+# VmHWM, not ru_maxrss (kept across exec: the parent's peak); read directly, the "before" checkout may predate
+# common.scaling.peak_rss_self_bytes
+with open("/proc/self/status") as fh:
+    peak = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
 print(json.dumps({"stage": stage, "seconds": time.perf_counter() - t0, "sha256": digest,
-                  "peak_rss_self_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "peak_rss_self_bytes": peak}))
 """
 
 

@@ -115,17 +115,6 @@ def cifar_subset(archive: Path, out: Path, per_class: int = 1000) -> Path:
 # ------------------------------------------------------------------ one measured run (the child)
 
 
-def peak_rss() -> int:
-    """This process's peak resident memory since its exec (bytes): ``VmHWM``. Not ``ru_maxrss``: a child started
-    with vfork (what ``subprocess`` uses) inherits its parent's peak there, so a parent that once held 4.7 GB made
-    every later child report 4.7 GB."""
-    try:
-        with open("/proc/self/status") as fh:
-            return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM:"))
-    except (OSError, StopIteration, ValueError):
-        return scaling.peak_rss_self_bytes()
-
-
 def run_one(
     mode: str,
     folder: Path,
@@ -153,7 +142,7 @@ def run_one(
         data = read_folder(folder, image_size=image_size, cache=mode, cache_dir=cache_dir, progress=False)
     except CacheTooLarge as exc:
         out["refused"] = str(exc)
-        out["peak_rss_self_bytes"] = peak_rss()
+        out["peak_rss_self_bytes"] = scaling.peak_rss_self_bytes()
         return out
     out["decode_s"] = time.perf_counter() - t0
     out["images"] = len(data)
@@ -181,7 +170,7 @@ def run_one(
         seen += len(y)
     out["train_steps"] = steps
     out["train_images_per_s"] = seen / max(time.perf_counter() - t_start, 1e-9)
-    out["peak_rss_self_bytes"] = peak_rss()
+    out["peak_rss_self_bytes"] = scaling.peak_rss_self_bytes()
     out["data_rss_bytes"] = max(out["rss_after_decode_bytes"] - out["rss_start_bytes"], 1)
     return out
 
@@ -205,7 +194,7 @@ def run_throughput_one(mode: str, folder: Path, *, cache_dir: Path, epochs: int,
         "decode_s": decode_s,
         "epoch_images_per_s": rates,
         "train_images_per_s": float(np.mean(rates)),
-        "peak_rss_self_bytes": peak_rss(),
+        "peak_rss_self_bytes": scaling.peak_rss_self_bytes(),
     }
 
 
