@@ -48,24 +48,34 @@ REFERENCE_IMAGES = 5000
 # ------------------------------------------------------------------------------------------ statistics
 
 
-def image_stats(images: ImageSet) -> pd.DataFrame:
+def image_stats(images: ImageSet, *, batch_size: int = 256) -> pd.DataFrame:
     """Per image: brightness (mean luma, 0..255), contrast (luma std), sharpness (variance of the Laplacian of
-    the luma), original width and height (pixels) and the R, G, B means."""
-    x = images.images.float()
-    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    the luma), original width and height (pixels) and the R, G, B means. Read ``batch_size`` images at a time
+    (float copies of one batch only: 5,000 images at 224 px would be 3 GB at once)."""
     kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
-    lap = torch.nn.functional.conv2d(luma, kernel)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("brightness", "contrast", "sharpness", "r", "g", "b")}
+    for chunk in images.images.split(batch_size):
+        if not len(chunk):  # torch splits an empty tensor into one empty chunk
+            continue
+        x = chunk.float()
+        luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+        cols["brightness"].append(luma.mean(dim=(1, 2, 3)).numpy())
+        cols["contrast"].append(luma.std(dim=(1, 2, 3)).numpy())
+        cols["sharpness"].append(torch.nn.functional.conv2d(luma, kernel).var(dim=(1, 2, 3)).numpy())
+        for c, name in enumerate("rgb"):
+            cols[name].append(x[:, c].mean(dim=(1, 2)).numpy())
+    joined = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.float32) for k, v in cols.items()}
     sizes = images.sizes if len(images.sizes) == len(images) else np.zeros((len(images), 2))
     return pd.DataFrame(
         {
-            "brightness": luma.mean(dim=(1, 2, 3)).numpy(),
-            "contrast": luma.std(dim=(1, 2, 3)).numpy(),
-            "sharpness": lap.var(dim=(1, 2, 3)).numpy(),
+            "brightness": joined["brightness"],
+            "contrast": joined["contrast"],
+            "sharpness": joined["sharpness"],
             "width": sizes[:, 0].astype(float),
             "height": sizes[:, 1].astype(float),
-            "mean_r": x[:, 0].mean(dim=(1, 2)).numpy(),
-            "mean_g": x[:, 1].mean(dim=(1, 2)).numpy(),
-            "mean_b": x[:, 2].mean(dim=(1, 2)).numpy(),
+            "mean_r": joined["r"],
+            "mean_g": joined["g"],
+            "mean_b": joined["b"],
         }
     )
 

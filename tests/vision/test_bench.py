@@ -60,11 +60,14 @@ def test_fixed_epochs_over_seeds_report_mean_efficiency_and_keep_other_cpu_kinds
     assert eff["train_gflop_per_image"] > 0 and eff["peak_gflops_per_s"] > 0
     assert eff["fraction_of_peak"] == pytest.approx(eff["train_gflops_per_s"] / eff["peak_gflops_per_s"], abs=2e-3)
     assert run["precision"]["name"] in {"float32", "float32+channels_last", "bfloat16", "bfloat16+channels_last"}
+    prof = eff["step_profile"]  # where a training step's time goes, per operator group
+    assert 0 < prof["batch"] <= 32 and prof["step_s"] > 0  # the batch size, or the whole set when smaller
+    assert sum(prof["fraction"].values()) == pytest.approx(1.0, abs=0.01) and prof["fraction"]["convolution"] > 0
     kinds = saved["cpu_kinds"]
     assert kinds["some-other-kind"] == other and doc["cpu_kind"] in kinds
     assert kinds[doc["cpu_kind"]]["models"]["airnet-1ep"]["metrics"]["accuracy_tta"] == run["metrics"]["accuracy_tta"]
     md = out.with_suffix(".md").read_text()
-    assert f"| {doc['cpu_kind']} |" in md and "GEMM peak" in md
+    assert f"| {doc['cpu_kind']} |" in md and "GEMM peak" in md and "of a training step" in md
 
 
 def test_training_flops_count_forward_and_backward_and_grow_with_width() -> None:
@@ -125,3 +128,25 @@ def test_cifar10_jpeg_benchmark(shared_data: Path, monkeypatch: pytest.MonkeyPat
     doc = run_bench(None, cfg=replace(BENCH_CONFIG))
     short = doc["models"]["airnet-short"]["metrics"]
     assert short["accuracy_tta"] > 0.85
+
+
+def test_lossless_cifar_from_torchvision_is_reported_and_written_apart_from_the_jpeg_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the JPEG copy, ``load`` reads torchvision's lossless batches: that run must not overwrite (or be
+    labelled as) the JPEG copy's results in bench/results/vision.json."""
+    import numpy as np
+
+    from apps.vision import bench
+    from apps.vision.data import CIFAR10, Dataset
+
+    images = _tiny_set(40, 16)
+    paths = [f"cifar10:train:{i}" for i in range(len(images))]
+    lossless = replace(images, paths=paths, sizes=np.full((len(images), 2), 32))
+    monkeypatch.setattr(bench, "load", lambda *a, **kw: Dataset(CIFAR10, lossless, lossless.subset(list(range(10)))))
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(image_size=16, batch_size=16, amp=False, channels_last=False)
+    doc = bench.run_bench(epochs=1, cfg=cfg, progress=False)
+    assert Path(doc["output"]) == Path("bench/results/vision-cifar10-lossless.json")
+    assert not Path("bench/results/vision.json").exists()
+    assert "CIFAR-10 as published" in doc["dataset"] and "JPEG" not in doc["protocol"]
