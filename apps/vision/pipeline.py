@@ -275,10 +275,12 @@ class VisionApp(App[Config, Images, VisionModel]):
         an ImageFolder of the model's classes adds the accuracy."""
         from apps.vision.lifecycle import monitor
 
+        # the recent images are read like training's: to the disk cache when they would not fit in memory
+        where = {"cache": Config().cache, "cache_dir": cache_dir(ws, Config())}
         try:
-            images = read_folder(recent, image_size=model.image_size, classes=model.classes)
+            images = read_folder(recent, image_size=model.image_size, classes=model.classes, **where)
         except DataError:
-            images = read_folder(recent, image_size=model.image_size, labelled=False)
+            images = read_folder(recent, image_size=model.image_size, labelled=False, **where)
         verdict = monitor(model, registry.fetch_model_dir(version), images, out, version=version.version)
         stats = {**verdict.stats, "drifted_features": list(verdict.drifted_features)}
         return Monitoring(alerts=list(verdict.alerts), stats=stats, report=out / "drift.md")
@@ -290,7 +292,13 @@ class VisionApp(App[Config, Images, VisionModel]):
         if dataset is None:
             raise DataError("retrain --dataset: give a folder/archive of newly labelled images (ImageFolder layout)")
         champion, _ = self.load_model(ws)
-        images = read_folder(dataset, image_size=champion.image_size, classes=champion.classes)
+        images = read_folder(
+            dataset,
+            image_size=champion.image_size,
+            classes=champion.classes,
+            cache=cfg.cache,
+            cache_dir=cache_dir(ws, cfg),
+        )
         return summary(retrain(images, cfg, dataset=str(dataset), margin=margin))
 
     def demo_config(self, seed: int) -> Config:

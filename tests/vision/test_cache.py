@@ -25,6 +25,7 @@ from apps.vision.cache import CacheTooLarge, DiskImages, choose_mode
 from apps.vision.data import read_folder
 from apps.vision.train import EvalImages, TrainImages, train
 from common.errors import UserError
+from common.workspace import Workspace
 from tests.vision.conftest import SIZE, colour_image, make_folder, tiny_config
 
 IMAGE_BYTES = 3 * SIZE * SIZE
@@ -224,6 +225,33 @@ def test_train_with_cache_disk_runs_the_whole_pipeline_from_the_file(tmp_path: P
     out = json.loads(r.stdout)
     assert out["version"] == "1" and out["epochs"] == 1 and Path(out["report"]).is_file()
     assert _cache_file(tmp_path / "cache").stat().st_size > 36 * IMAGE_BYTES
+
+
+def test_monitor_and_retrain_read_large_image_sets_through_the_disk_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recent or newly labelled folder too large for memory goes to the disk cache, as train's does: monitor
+    and retrain finish on it instead of decoding everything into RAM."""
+    folder = make_folder(tmp_path / "photos", per_class=12)
+    args = ["--widths", "8,16,16", "--image-size", str(SIZE), "--epochs", "1", "--batch-size", "16"]
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"amp": False, "channels_last": False, "tta": 1, "cache_dir": str(tmp_path / "c")}))
+    r = CliRunner().invoke(app, ["train", "--dataset", str(folder), *args, "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(cache, "available_memory", lambda: 4 * IMAGE_BYTES)  # auto: anything larger -> disk
+    recent = make_folder(tmp_path / "recent", per_class=6, seed=3)
+    before = set((tmp_path / "c").glob("*.vimg"))
+    default_dir = Workspace.from_env().data_dir / "cache" / "vision"  # monitor takes no config: the default place
+    r = CliRunner().invoke(app, ["monitor", "--dataset", str(recent)])
+    assert r.exit_code in (0, 1), r.output  # a verdict (ok or alert), not a crash
+    assert json.loads(r.stdout)["version"] == "1"
+    assert len(list(default_dir.glob("recent-*.vimg"))) == 1
+    new = make_folder(tmp_path / "new", per_class=8, seed=5)
+    r = CliRunner().invoke(app, ["retrain", "--dataset", str(new), "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert "promoted" in json.loads(r.stdout)
+    created = set((tmp_path / "c").glob("*.vimg")) - before
+    assert [p.name.split("-")[0] for p in created] == ["new"]  # retrain's folder, in the configured cache_dir
 
 
 class _Recording:
