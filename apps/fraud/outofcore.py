@@ -298,16 +298,21 @@ def train_from_features(
     client: Any,
     params: dict[str, Any] | None = None,
     train_days: int | None = None,
+    end_day: int | None = None,
     seed: int = 0,
 ) -> FraudModel:
     """:func:`apps.fraud.train.train_model_dask` from the feature parts: the latest labelled ``train_days``
-    (default ``cfg.train_days``) ending ``delay_days`` before the last day, read as a ``dask.dataframe`` and fitted
-    by ``xgboost.dask``; the same window and threshold rule as :func:`apps.fraud.train.train_model`."""
+    (default ``cfg.train_days``) ending ``delay_days`` before the last day (or on ``end_day``), read as a
+    ``dask.dataframe`` and fitted by ``xgboost.dask``; the same window and threshold rule as
+    :func:`apps.fraud.train.train_model`."""
     from apps.fraud.train import finish_scored, fit_dask_booster
 
     features = feature_names(cfg.features)
     train_days = train_days or cfg.train_days
-    end = int(client.compute(read_features(features_dir, [DAY])[DAY].max(), sync=True)) - cfg.features.delay_days
+    if end_day is None:
+        end = int(client.compute(read_features(features_dir, [DAY])[DAY].max(), sync=True)) - cfg.features.delay_days
+    else:
+        end = end_day
     # only the window's rows are read (parquet filters), never the whole history
     ddf = read_features(features_dir, [DAY, LABEL, *features], filters=[(DAY, ">", end - train_days), (DAY, "<=", end)])
     window = ddf[~ddf[LABEL].isna()]
@@ -336,6 +341,42 @@ def train_from_features(
     )
     model.info["distributed"] = info | {"source": str(features_dir)}
     return model
+
+
+def holdout_from_features(
+    features_dir: str | Path, cfg: FraudConfig, *, client: Any, params: dict[str, Any] | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """What the out-of-core path has instead of the prequential validation folds (they need the history in
+    memory): one fold of the protocol's shape at the end of the data. A model trained on the ``delta_train``
+    labelled days that end ``delta_delay`` days before the last ``delta_test`` days scores those last days; AUC,
+    AP and card precision@k of the scores (:func:`apps.fraud.evaluate.score_metrics`; four columns of the test
+    days come back to the client, never the history). Returns the metrics and the fold's days and sizes."""
+    from apps.fraud.evaluate import score_metrics
+
+    p = cfg.protocol
+    last = int(client.compute(read_features(features_dir, [DAY])[DAY].max(), sync=True))
+    test_start = last - p.delta_test + 1
+    train_end = test_start - p.delta_delay - 1
+    model = train_from_features(
+        features_dir, cfg, client=client, params=params, train_days=p.delta_train, end_day=train_end, seed=seed
+    )
+    ddf = read_features(features_dir, [DAY, LABEL, CUSTOMER, *model.features], filters=[(DAY, ">=", test_start)])
+    ddf = ddf[~ddf[LABEL].isna()]
+    scored = ddf[[DAY, LABEL, CUSTOMER]].assign(
+        score=ddf[model.features].map_partitions(_predict, model, meta=("score", "f8"))
+    )
+    test = scored.compute()
+    if test.empty:
+        raise DataError(f"no labelled transactions in the last {p.delta_test} days to hold out")
+    metrics = score_metrics(test, test["score"].to_numpy(), p.top_k)
+    return {
+        "metrics": {k: round(float(v), 6) for k, v in metrics.items()},
+        "train_days": model.info["train_days"],
+        "test_days": [test_start, last],
+        "n_train": model.info["train_rows"],
+        "n_test": len(test),
+        "n_test_frauds": int(test[LABEL].sum()),
+    }
 
 
 def _predict(X: pd.DataFrame, model: FraudModel) -> pd.Series:

@@ -195,22 +195,29 @@ class FraudApp(App[FraudConfig, Transactions, FraudModel]):
         return Fitted(model, metrics=metrics, params=prod.params, summary=summary)
 
     def fit_out_of_core(self, data: Transactions, cfg: FraudConfig) -> Fitted[FraudModel]:
-        """``--engine dask``: the final model from the feature parts (xgboost.dask); the prequential validation
-        folds need the history in memory, so they are not run (``evaluate`` runs them on a file that fits)."""
-        from apps.fraud.outofcore import train_from_features
+        """``--engine dask``: one held-out fold at the end of the data (:func:`apps.fraud.outofcore.
+        holdout_from_features`: the prequential folds need the history in memory; ``evaluate`` runs them on a file
+        that fits), then the final model from the feature parts (xgboost.dask)."""
+        from apps.fraud.outofcore import holdout_from_features, train_from_features
         from apps.fraud.train import dask_client
 
         assert data.features_dir is not None
-        log.info("engine dask: validation folds skipped (they run in memory: use evaluate on a sample)")
+        params = cfg.xgb.params()
         try:
             with dask_client(cfg.scheduler) as client:
-                model = train_from_features(data.features_dir, cfg, client=client, params=cfg.xgb.params())
+                try:
+                    holdout = holdout_from_features(data.features_dir, cfg, client=client, params=params)
+                    log.info("engine dask: held-out fold %s: %s", holdout["test_days"], holdout["metrics"])
+                except DataError as exc:  # too few days or labels for a fold: the final model may still train
+                    holdout = {"skipped": str(exc)}
+                    log.warning("engine dask: no held-out fold (%s)", exc)
+                model = train_from_features(data.features_dir, cfg, client=client, params=params)
         except ConnectionError as exc:
             raise cli.fail(str(exc)) from None
-        params = cfg.xgb.params()
-        summary = {"params": params, "threshold": model.threshold, "engine": "dask"}
+        summary = {"params": params, "threshold": model.threshold, "engine": "dask", "holdout": holdout}
         summary["distributed"] = model.info["distributed"] | {"fit_seconds": model.info["fit_seconds"]}
-        return Fitted(model, metrics={}, params=params, summary=summary)
+        metrics = {f"holdout_{k}": v for k, v in holdout.get("metrics", {}).items()}
+        return Fitted(model, metrics=metrics, params=params, summary=summary)
 
     def register(
         self,

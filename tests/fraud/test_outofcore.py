@@ -18,12 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from apps.fraud.config import TINY_SIMULATION, FraudConfig, load_config
-from apps.fraud.data import CUSTOMER, DAY, TERMINAL, TX_ID, load
+from apps.fraud.data import CUSTOMER, DAY, LABEL, TERMINAL, TX_ID, load
 from apps.fraud.features import feature_names
 from apps.fraud.outofcore import (
     Partitions,
     check_fits,
     features_dask,
+    holdout_from_features,
     load_features,
     memory_needed,
     partition_features,
@@ -106,6 +107,25 @@ def test_training_from_partitions_uses_the_in_memory_window(source, in_memory, c
     test = in_memory[in_memory[DAY] > in_memory[DAY].max() - cfg.features.delay_days]
     corr = np.corrcoef(single.predict_proba(test), dist.predict_proba(test))[0, 1]
     assert corr > 0.95, corr  # the same data and parameters (only xgboost.dask's bins and sampling differ)
+
+
+def test_holdout_fold_scores_the_last_days_with_a_model_that_never_saw_them(
+    source, in_memory, client, tmp_path
+) -> None:
+    """--engine dask has no prequential folds (they need the history in memory); its one held-out fold trains on
+    the protocol's training days before the delay and scores every labelled row of the last test days."""
+    cfg = FraudConfig()
+    p = cfg.protocol
+    features_dask(source, tmp_path / "features", client=client)
+    held = holdout_from_features(tmp_path / "features", cfg, client=client, params=_params())
+    last = int(in_memory[DAY].max())
+    assert held["test_days"] == [last - p.delta_test + 1, last]
+    assert held["train_days"][1] == last - p.delta_test - p.delta_delay  # the delay separates train from test
+    test = in_memory[in_memory[DAY] > last - p.delta_test]
+    assert held["n_test"] == len(test) and held["n_test_frauds"] == int(test[LABEL].sum())
+    m = held["metrics"]
+    assert m["roc_auc"] > 0.7, m  # a model that learnt nothing scores ~0.5
+    assert 0 < m["average_precision"] <= 1 and 0 <= m[f"card_precision@{p.top_k}"] <= 1
 
 
 def test_dask_batch_scores_equal_single_process_scores(source, tiny_model, client, tmp_path) -> None:
@@ -199,6 +219,7 @@ def test_cli_train_and_batch_on_dask(source, client, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout[res.stdout.index("{") :])
     assert out["engine"] == "dask" and out["distributed"]["backend"] == "xgboost.dask"
+    assert out["holdout"]["metrics"]["roc_auc"] > 0.5 and out["holdout"]["n_test"] > 0  # a held-out fold, measured
     one, dask = tmp_path / "one.parquet", tmp_path / "dask.parquet"
     assert CliRunner().invoke(app, ["batch", "-i", str(later), "-o", str(one)]).exit_code == 0
     res = CliRunner().invoke(app, ["batch", "-i", str(later), "-o", str(dask), "--scheduler", address])
