@@ -90,3 +90,18 @@ def test_a_folder_without_a_test_split_or_a_bad_factor_is_a_user_error(tmp_path:
     make_folder(both / "test", per_class=2)
     assert jpeg_cost.main(["--dataset", str(both), "--factor", "3", "--seeds", "1", "--output", str(out)]) == 2
     assert not out.exists()
+
+
+def test_upsampled_arms_keep_the_original_size_and_the_averaged_content() -> None:
+    from apps.vision.data import ImageSet
+
+    x = _smooth_images(6)
+    s = ImageSet(x, torch.arange(6) % 2, ["a", "b"], [f"{i}" for i in range(6)], np.full((6, 2), 32))
+    sets, info = jpeg_cost.arms(s, s, factor=2, quality=75, up=True)
+    (ltr, _), (jtr, _) = sets["lossless"], sets["jpeg75"]
+    assert ltr.images.shape == jtr.images.shape == (6, 3, 32, 32)
+    # bicubic upsampling of the 16 px average: averaging it down again gives that average back, but for the
+    # cubic's overshoot at edges
+    diff = (jpeg_cost.downsample(ltr.images, 2).int() - jpeg_cost.downsample(x, 2).int()).abs()
+    assert diff.float().mean() < 1 and diff.max() <= 10
+    assert not torch.equal(jtr.images, ltr.images) and 20 < info["psnr_db"] < 60
