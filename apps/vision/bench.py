@@ -156,25 +156,18 @@ def step_profile(cfg: Config, train: ImageSet, precision_: dict[str, Any], steps
     passes (pooling, normalisation, activations, zero fills) are what the GEMM peak cannot speed up."""
     from torch.profiler import ProfilerActivity, profile
 
-    amp, cl = bool(precision_.get("amp")), bool(precision_.get("channels_last"))
-    dtype = getattr(torch, precision_.get("dtype") or "bfloat16")
-    device = resolve_device(cfg.device)
-    net = make_model(cfg, train).to(device).train()
     augment = BatchAugment(len(train), len(train.classes), cfg, cfg.seed)
     x, y = probe_batch(train, cfg, augment)
-    x, y = x.to(device), y.to(device)
-    if cl:
-        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-6, momentum=0.9, nesterov=True)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=amp):
-            loss = loss_fn(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.float().backward()
-        opt.step()
-
+    step = precision.training_step(
+        cfg,
+        make_model(cfg, train),
+        x,
+        y,
+        amp=bool(precision_.get("amp")),
+        channels_last=bool(precision_.get("channels_last")),
+        dtype=precision_.get("dtype") or "bfloat16",
+        device=resolve_device(cfg.device),
+    )
     step()  # warm-up: oneDNN primitives
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -509,6 +502,14 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def limited(train: ImageSet, test: ImageSet, limit: int) -> tuple[ImageSet, ImageSet]:
+    """A quick check's data: ``limit`` training images drawn at random (seed 0, kept in order) and the first
+    ``limit`` test images."""
+    g = torch.Generator().manual_seed(0)
+    train = train.subset(torch.randperm(len(train), generator=g)[:limit].sort().values.numpy())
+    return train, test.subset(np.arange(min(limit, len(test))))
+
+
 def run_bench(
     dataset: str | None = None,
     *,
@@ -551,9 +552,7 @@ def run_bench(
             np.concatenate([train.sizes, val.sizes]),
         )
     if limit:
-        g = torch.Generator().manual_seed(0)
-        train = train.subset(torch.randperm(len(train), generator=g)[:limit].sort().values.numpy())
-        test = test.subset(np.arange(min(limit, len(test))))
+        train, test = limited(train, test, limit)
     results: dict[str, dict[str, Any]] = {}
     if epochs:  # one fixed schedule (the hardware-independent quality target), repeated over seeds
         runs = (f"{epochs}ep",)
@@ -577,9 +576,9 @@ def run_bench(
         r["entry"]["efficiency"]["step_profile"] = step_profile(cfg, train, p)
     best = max(results.values(), key=lambda r: r["entry"]["metrics"]["accuracy_tta"])
     serving = served_vs_raw(best["model"], test, cfg)
-    # without the JPEG copy, `load` reads torchvision's lossless CIFAR-10 batches (paths "cifar10:train:<i>"):
-    # a different dataset, reported and written apart from the JPEG copy's results
-    lossless = dataset is None and bool(train.paths) and train.paths[0].startswith("cifar10:")
+    # the JPEG copy is read as its folder, `cifar10-jpeg`; without it `load` gives torchvision's lossless batches
+    # under the name `cifar10`: a different dataset, reported and written apart from the JPEG copy's results
+    lossless = dataset is None and ds.name == CIFAR10
     name = ds.name if dataset else ("cifar10-lossless" if lossless else "cifar10-jpeg")
     doc = {
         "app": APP,

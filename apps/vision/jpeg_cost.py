@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from apps.vision.bench import BENCH_CONFIG, _load_avg, _over_seeds, cpu_kind, run_one
+from apps.vision.bench import BENCH_CONFIG, _load_avg, _over_seeds, cpu_kind, limited, run_one
 from apps.vision.config import Config
 from apps.vision.data import CIFAR10, ImageSet, load
 from common.cli import setup_logging
@@ -132,9 +132,7 @@ def run(
     if test is None:
         raise DataError(f"{ds.name}: no test split; the comparison needs train/ and test/ folders")
     if limit:
-        g = torch.Generator().manual_seed(0)
-        train = train.subset(torch.randperm(len(train), generator=g)[:limit].sort().values.numpy())
-        test = test.subset(np.arange(min(limit, len(test))))
+        train, test = limited(train, test, limit)
     size = 32 if up else 32 // factor
     cfg = replace(cfg or BENCH_CONFIG, image_size=size, epochs=epochs)
     sets, info = arms(train, test, factor, quality, up=up)

@@ -276,7 +276,8 @@ class VisionApp(App[Config, Images, VisionModel]):
         from apps.vision.lifecycle import monitor
 
         # the recent images are read like training's: to the disk cache when they would not fit in memory
-        where = {"cache": Config().cache, "cache_dir": cache_dir(ws, Config())}
+        defaults = Config()
+        where = {"cache": defaults.cache, "cache_dir": cache_dir(ws, defaults)}
         try:
             images = read_folder(recent, image_size=model.image_size, classes=model.classes, **where)
         except DataError:

@@ -181,6 +181,40 @@ def choose(
     return choice
 
 
+def training_step(
+    cfg: Config,
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    amp: bool,
+    channels_last: bool,
+    dtype: str,
+    device: torch.device,
+) -> Callable[[], None]:
+    """One training step of a copy of ``net`` (``net`` is not changed) on the batch ``x``, ``y`` in that precision
+    and memory format (SGD-Nesterov at a negligible lr, ``cfg``'s loss): what the probe times and the bench
+    profiles."""
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    model = copy.deepcopy(net).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1e-6, momentum=0.9, nesterov=True)
+    xb = x.to(device)
+    xb = xb.contiguous(memory_format=torch.channels_last) if channels_last else xb.contiguous()
+    yb = y.to(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=amp):
+            loss = loss_fn(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.float().backward()
+        opt.step()
+
+    return step
+
+
 def _time_candidates(
     cfg: Config,
     net: nn.Module,
@@ -192,27 +226,14 @@ def _time_candidates(
     rounds: int,
 ) -> dict[tuple[bool, bool], float]:
     """Median seconds per training step of each candidate, timed in interleaved rounds after a warm-up step."""
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    setups = {}
-    for amp, cl in cands:
-        model = copy.deepcopy(net).to(device).train()
-        if cl:
-            model = model.to(memory_format=torch.channels_last)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=1e-6, momentum=0.9, nesterov=True)
-        xb = x.to(device)
-        xb = xb.contiguous(memory_format=torch.channels_last) if cl else xb.contiguous()
-        setups[(amp, cl)] = (model, opt, xb)
-    yb = y.to(device)
+    steps = {
+        (amp, cl): training_step(cfg, net, x, y, amp=amp, channels_last=cl, dtype=dtype, device=device)
+        for amp, cl in cands
+    }
 
     def step(c: tuple[bool, bool]) -> float:
-        model, opt, xb = setups[c]
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=c[0]):
-            loss = loss_fn(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.float().backward()
-        opt.step()
+        steps[c]()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
